@@ -1,0 +1,328 @@
+"""``aq.Broker``: the application's handle on a message broker.
+
+The broker holds the task registry (``@broker.task``), the codec, the
+middleware stack, the transport chosen from the URL, and the producer's reply
+listener. It publishes task messages for ``kiq()`` and broadcasts control
+messages such as cancellation. Workers are built on a broker too
+(:class:`aq.Worker`), so producer and worker code share one definition of the
+tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar, overload
+
+from aq.errors import ConfigurationError, SerializationError
+from aq.message import TaskMessage, new_id
+from aq.middleware import Middleware
+from aq.replies import ReplyListener, ResultWaiter
+from aq.serializer import JSONSerializer, Serializer
+from aq.task import (
+    AnyTask,
+    StreamTask,
+    SyncTask,
+    Task,
+    TaskConfig,
+    check_priority,
+    check_seconds,
+)
+from aq.transport import Transport, create_transport
+from aq.worker.limits import Backoff, parse_rate_limit
+
+__all__ = ["Broker", "TaskDecorator"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+
+ENV_URL = "AQ_BROKER_URL"
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+
+
+class TaskDecorator:
+    """The decorator returned by ``broker.task(...)`` with options."""
+
+    def __init__(self, broker: Broker, settings: dict[str, Any]) -> None:
+        self._broker = broker
+        self._settings = settings
+
+    @overload
+    def __call__(self, fn: Callable[P, AsyncIterator[Y]]) -> StreamTask[P, Y]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> SyncTask[P, R]: ...
+    def __call__(self, fn: Callable[..., Any]) -> AnyTask:
+        return self._broker.register(fn, **self._settings)
+
+
+class Broker:
+    """A connection to a message broker and the registry of tasks sent through it.
+
+    Args:
+        url: ``memory://``, ``redis://...`` or ``amqp://...``. The environment
+            variable ``AQ_BROKER_URL``, when set, takes precedence, so one app
+            module runs on memory in tests and on a real broker in production.
+        serializer: the codec for messages (default: JSON via orjson).
+        middleware: hooks around publishing and executing; see :class:`aq.Middleware`.
+        default_queue: the queue of tasks that name none.
+        max_message_size: encoded messages larger than this many bytes are
+            refused at ``kiq()``.
+
+    Raises:
+        aq.ConfigurationError: no URL given or found, or the URL is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        serializer: Serializer | None = None,
+        middleware: Iterable[Middleware] = (),
+        default_queue: str = DEFAULT_QUEUE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        resolved = os.environ.get(ENV_URL) or url
+        if not resolved:
+            raise ConfigurationError(
+                f"no broker URL: pass one to aq.Broker(...) or set {ENV_URL} "
+                "(for example memory://, redis://127.0.0.1:6379/0, amqp://guest:guest@127.0.0.1/)"
+            )
+        if max_message_size <= 0:
+            raise ConfigurationError("max_message_size must be a positive number of bytes")
+        self.url = resolved
+        self.transport: Transport = create_transport(resolved)
+        self.serializer: Serializer = serializer or JSONSerializer()
+        self.middleware: list[Middleware] = list(middleware)
+        self.default_queue = default_queue
+        self.max_message_size = max_message_size
+        self.tasks: dict[str, AnyTask] = {}
+        self._listener = ReplyListener(self.transport, self.serializer)
+        self._started = False
+        self._listening = False
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Broker {self.url} tasks={len(self.tasks)}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Connect to the broker. ``kiq()`` calls this on first use if you have not."""
+        async with self._lock:
+            if not self._started:
+                await self.transport.connect()
+                self._started = True
+
+    async def shutdown(self) -> None:
+        """Stop listening for replies and close the connection."""
+        async with self._lock:
+            if self._listening:
+                await self._listener.stop()
+                self._listening = False
+            if self._started:
+                await self.transport.close()
+                self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.startup()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    @property
+    def is_started(self) -> bool:
+        return self._started
+
+    async def reply_address(self) -> str:
+        """This producer's reply address, starting the connection and listener if needed."""
+        if not self._listening:
+            await self.startup()
+            async with self._lock:
+                if not self._listening:
+                    await self._listener.start()
+                    self._listening = True
+        return self._listener.address
+
+    # -- tasks ---------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, AsyncIterator[Y]], /) -> StreamTask[P, Y]: ...
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def task(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 600.0,
+        rate_limit: str | None = None,
+        max_concurrency: int | None = None,
+        priority: int = 0,
+    ) -> TaskDecorator: ...
+    def task(self, fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
+        """Register a function as a task: ``@broker.task`` or ``@broker.task(...)``.
+
+        Args:
+            name: the name workers know it by (default ``module.qualname``).
+            queue: the queue it is sent to (default: the broker's default queue).
+            timeout: seconds an attempt may run before it is cancelled with
+                :class:`aq.TaskTimeout`.
+            retries: how many times a failed attempt is retried before the
+                message is dead-lettered.
+            retry_backoff: the first retry's delay in seconds; doubles each retry,
+                with jitter.
+            retry_backoff_max: the longest retry delay in seconds.
+            rate_limit: at most this many starts per worker, e.g. ``"100/s"``.
+            max_concurrency: at most this many running at once per worker.
+            priority: default priority, 0 to 9 (higher first).
+
+        Raises:
+            aq.ConfigurationError: an option is invalid or the name is taken.
+        """
+        if fn is not None:
+            return self.register(fn, **settings)
+        return TaskDecorator(self, settings)
+
+    def register(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 600.0,
+        rate_limit: str | None = None,
+        max_concurrency: int | None = None,
+        priority: int = 0,
+    ) -> AnyTask:
+        """Register ``fn`` as a task; the non-decorator form of :meth:`task`."""
+        if not callable(fn):
+            raise ConfigurationError(f"@broker.task needs a function, not {fn!r}")
+        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if task_name in self.tasks:
+            raise ConfigurationError(
+                f"a task named {task_name!r} is already registered; pass name=... to tell them apart"
+            )
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries must be a non-negative int, not {retries!r}")
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise ConfigurationError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        check_seconds("timeout", timeout)
+        check_seconds("retry_backoff", retry_backoff)
+        check_seconds("retry_backoff_max", retry_backoff_max)
+        config = TaskConfig(
+            name=task_name,
+            queue=queue or self.default_queue,
+            timeout=timeout,
+            retries=retries,
+            backoff=Backoff(retry_backoff, retry_backoff_max),
+            rate_limit=parse_rate_limit(rate_limit) if rate_limit is not None else None,
+            max_concurrency=max_concurrency,
+            priority=check_priority(priority),
+        )
+        task: AnyTask
+        if inspect.isasyncgenfunction(fn):
+            task = StreamTask(self, fn, config)
+        elif inspect.iscoroutinefunction(fn):
+            task = Task(self, fn, config)
+        else:
+            task = SyncTask(self, fn, config)
+        self.tasks[task_name] = task
+        return task
+
+    def get_task(self, name: str) -> AnyTask | None:
+        """The registered task called ``name``, if any."""
+        return self.tasks.get(name)
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue a registered task is sent to, the default queue first."""
+        names = [self.default_queue]
+        names.extend(t.config.queue for t in self.tasks.values() if t.config.queue not in names)
+        return list(dict.fromkeys(names))
+
+    # -- messages ------------------------------------------------------------------
+
+    def encode(self, message: TaskMessage, task: AnyTask | None = None) -> bytes:
+        """Encode ``message``, naming the offending argument if one cannot be encoded.
+
+        Raises:
+            aq.SerializationError: a value cannot be encoded, or the message is too large.
+        """
+        serializer = self.serializer
+        try:
+            body = serializer.dumps(message.to_dict())
+        except SerializationError as exc:
+            raise self._locate(message, task, exc) from exc
+        if len(body) > self.max_message_size:
+            raise SerializationError(
+                f"the message for task {message.task!r} is {len(body)} bytes, over the limit of "
+                f"{self.max_message_size} (raise Broker(max_message_size=...) or send a reference "
+                "to the data instead)"
+            )
+        return body
+
+    def _locate(
+        self, message: TaskMessage, task: AnyTask | None, exc: SerializationError
+    ) -> SerializationError:
+        places: list[tuple[str, Any]] = [
+            (task.parameter_name(i) if task else f"#{i}", v) for i, v in enumerate(message.args)
+        ]
+        places += [(k, v) for k, v in message.kwargs.items()]
+        for label, value in places:
+            try:
+                self.serializer.dumps(value)
+            except SerializationError as inner:
+                return SerializationError(
+                    f"argument {label!r} of task {message.task!r} cannot be sent: {inner}"
+                )
+        return SerializationError(f"task {message.task!r} cannot be sent: {exc}")
+
+    async def publish(self, message: TaskMessage, task: AnyTask | None = None) -> ResultWaiter:
+        """Run publish middleware, encode and publish ``message``; return its result waiter."""
+        for mw in self.middleware:
+            await mw.before_publish(message)
+        body = self.encode(message, task)
+        waiter = self._listener.register(message.correlation_id or message.id)
+        await self.transport.publish(message.queue, body, priority=message.priority, eta=message.eta)
+        for mw in reversed(self.middleware):
+            await mw.after_publish(message)
+        return waiter
+
+    async def cancel(self, task_id: str) -> None:
+        """Cancel task ``task_id`` wherever it is: queued tasks will not run, running ones stop."""
+        await self.startup()
+        body = self.serializer.dumps({"v": 1, "op": "cancel", "task_id": task_id, "id": new_id()})
+        await self.transport.broadcast(body)
+
+    @property
+    def pending_replies(self) -> int:
+        """Handles still waiting for replies in this process (for tests and metrics)."""
+        return self._listener.waiting
+
+    def queue_names(self, queues: Sequence[str] | None) -> list[str]:
+        """``queues`` if given, else every queue the registered tasks use."""
+        return list(queues) if queues else self.queues

@@ -1,0 +1,126 @@
+"""The one error tree of aq.
+
+Every exception aq raises derives from :class:`AQError`; library exceptions
+(orjson, redis, aio-pika) are translated into this tree where they are met::
+
+    AQError
+    ├── ConfigurationError      a bad URL or option, found at start-up
+    ├── SerializationError      a value that cannot cross the wire, found at kiq()
+    ├── MessageDecodeError      bytes off the wire that are not a valid aq message
+    ├── UnknownTask             a message naming a task the worker does not know
+    ├── BrokerError             the transport failed
+    │   ├── BrokerUnavailable   the broker could not be reached in time
+    │   └── ConnectionLost      an established connection dropped
+    ├── ResultTimeout           handle.result(timeout=...) ran out of time
+    ├── Retry                   raised inside a task to ask for another attempt
+    └── TaskFailed              the task ran and did not succeed
+        ├── TaskTimeout         it ran past its time limit
+        └── TaskCancelled       it was cancelled by handle.cancel()
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AQError",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "ConnectionLost",
+    "MessageDecodeError",
+    "ResultTimeout",
+    "Retry",
+    "SerializationError",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskTimeout",
+    "UnknownTask",
+]
+
+
+class AQError(Exception):
+    """Base class of every error aq raises."""
+
+
+class ConfigurationError(AQError):
+    """A broker URL, task option or worker option is invalid."""
+
+
+class SerializationError(AQError, TypeError):
+    """A value cannot be encoded for the wire (or decoded into its declared type)."""
+
+
+class MessageDecodeError(AQError, ValueError):
+    """Bytes received from the broker are not a valid aq message."""
+
+
+class UnknownTask(AQError, LookupError):
+    """A message names a task that is not registered with the broker."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no task named {name!r} is registered with this broker")
+        self.name = name
+
+
+class BrokerError(AQError):
+    """The transport failed to publish, consume or reply."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker could not be reached within the allowed time."""
+
+
+class ConnectionLost(BrokerError):
+    """An established connection to the broker dropped."""
+
+
+class ResultTimeout(AQError, TimeoutError):
+    """No outcome arrived within the timeout given to ``TaskHandle.result``."""
+
+
+class Retry(AQError):
+    """Raise inside a task to request another attempt.
+
+    Args:
+        delay: seconds to wait before the next attempt; ``None`` uses the
+            task's backoff policy.
+        reason: a short text kept in the logs and, once attempts run out,
+            in the dead-letter reason.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
+class TaskFailed(AQError):
+    """The task raised; carries the remote exception's type, message and traceback.
+
+    Attributes:
+        task_id: the id of the failed task.
+        remote_type: qualified name of the exception raised in the worker,
+            e.g. ``"builtins.ValueError"``.
+        remote_message: ``str()`` of that exception.
+        remote_traceback: the formatted traceback text from the worker.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(f"task {task_id} failed: {remote_type}: {remote_message}")
+        self.task_id = task_id
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class TaskTimeout(TaskFailed):
+    """The task ran longer than its ``timeout`` and was cancelled."""
+
+
+class TaskCancelled(TaskFailed):
+    """The task was cancelled before it finished."""

@@ -1,0 +1,178 @@
+"""The versioned wire envelopes: task messages and reply messages.
+
+A :class:`TaskMessage` is what a producer publishes and a worker consumes; a
+:class:`Reply` is what a worker sends back to the producer's reply address
+(outcome, progress, stream items). Both are plain JSON objects whose fields are
+specified in docs/protocol.md. Decoding validates every field before anything
+acts on it, so a malformed message becomes a :class:`MessageDecodeError` (and a
+dead letter) rather than a crash or a surprise.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from aq.errors import MessageDecodeError
+from aq.serializer import Serializer
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Reply",
+    "ReplyKind",
+    "TaskMessage",
+    "decode_reply",
+    "decode_task",
+    "encode_reply",
+    "encode_task",
+    "new_id",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+ReplyKind = Literal["result", "error", "progress", "item", "end"]
+_REPLY_KINDS: Final = frozenset(("result", "error", "progress", "item", "end"))
+
+
+def new_id() -> str:
+    """A fresh message id: a random UUID4 as 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class TaskMessage:
+    """One request to run a task. Field meanings are in docs/protocol.md."""
+
+    id: str
+    task: str
+    queue: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    max_attempts: int = 1
+    priority: int = 0
+    eta: float | None = None
+    expires: float | None = None
+    timeout: float | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object that goes on the wire."""
+        return {
+            "v": PROTOCOL_VERSION,
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "headers": self.headers,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "priority": self.priority,
+            "eta": self.eta,
+            "expires": self.expires,
+            "timeout": self.timeout,
+            "reply_to": self.reply_to,
+            "correlation_id": self.correlation_id,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(slots=True)
+class Reply:
+    """One message from a worker to a producer about one task."""
+
+    correlation_id: str
+    task_id: str
+    kind: ReplyKind
+    payload: Any = None
+    seq: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object that goes on the wire."""
+        return {
+            "v": PROTOCOL_VERSION,
+            "correlation_id": self.correlation_id,
+            "task_id": self.task_id,
+            "kind": self.kind,
+            "seq": self.seq,
+            "payload": self.payload,
+        }
+
+
+def encode_task(message: TaskMessage, serializer: Serializer) -> bytes:
+    """Encode a task message; raises :class:`SerializationError`."""
+    return serializer.dumps(message.to_dict())
+
+
+def encode_reply(reply: Reply, serializer: Serializer) -> bytes:
+    """Encode a reply; raises :class:`SerializationError`."""
+    return serializer.dumps(reply.to_dict())
+
+
+def _object(data: bytes, serializer: Serializer) -> dict[str, Any]:
+    obj = serializer.loads(data)
+    if not isinstance(obj, dict):
+        raise MessageDecodeError(f"expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("v")
+    if version != PROTOCOL_VERSION:
+        raise MessageDecodeError(
+            f"unsupported protocol version {version!r} (this aq speaks {PROTOCOL_VERSION})"
+        )
+    return obj
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    value = obj.get(key, default)
+    if value is ...:
+        raise MessageDecodeError(f"missing field {key!r}")
+    if value is default and default is not ...:
+        return value
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+        raise MessageDecodeError(f"field {key!r} has the wrong type: {type(value).__name__}")
+    return value
+
+
+_NUM = (int, float)
+
+
+def decode_task(data: bytes, serializer: Serializer) -> TaskMessage:
+    """Decode and validate a task message; raises :class:`MessageDecodeError`."""
+    obj = _object(data, serializer)
+    return TaskMessage(
+        id=_get(obj, "id", str),
+        task=_get(obj, "task", str),
+        queue=_get(obj, "queue", str),
+        args=_get(obj, "args", list, []),
+        kwargs=_get(obj, "kwargs", dict, {}),
+        headers=_get(obj, "headers", dict, {}),
+        attempt=_get(obj, "attempt", int, 1),
+        max_attempts=_get(obj, "max_attempts", int, 1),
+        priority=_get(obj, "priority", int, 0),
+        eta=_get(obj, "eta", _NUM, None),
+        expires=_get(obj, "expires", _NUM, None),
+        timeout=_get(obj, "timeout", _NUM, None),
+        reply_to=_get(obj, "reply_to", str, None),
+        correlation_id=_get(obj, "correlation_id", str, None),
+        created_at=_get(obj, "created_at", _NUM, 0.0),
+    )
+
+
+def decode_reply(data: bytes, serializer: Serializer) -> Reply:
+    """Decode and validate a reply; raises :class:`MessageDecodeError`."""
+    obj = _object(data, serializer)
+    kind = _get(obj, "kind", str)
+    if kind not in _REPLY_KINDS:
+        raise MessageDecodeError(f"unknown reply kind {kind!r}")
+    return Reply(
+        correlation_id=_get(obj, "correlation_id", str),
+        task_id=_get(obj, "task_id", str),
+        kind=kind,
+        seq=_get(obj, "seq", int, 0),
+        payload=obj.get("payload"),
+    )

@@ -1,0 +1,297 @@
+"""Task objects: what ``@broker.task`` turns a function into.
+
+A task keeps its function callable in-process (``await add(1, 2)``) and adds
+``kiq()``, which sends the call to a worker and returns a typed handle. The
+ParamSpec ``P`` carries the function's signature to ``kiq`` so that a wrong
+argument is a type error, and the handle carries the return type ``R`` to
+``await handle.result()``. ``options()`` returns a :class:`TaskCall` with
+per-call settings (delay, priority, queue, id, headers) and the same ``kiq``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+
+from aq.coerce import ArgumentConverter, Converter, return_converter
+from aq.errors import ConfigurationError
+from aq.handle import StreamHandle, TaskHandle
+from aq.message import TaskMessage, new_id
+from aq.replies import ResultWaiter
+from aq.worker.limits import Backoff, RateLimit
+
+if TYPE_CHECKING:
+    from aq.broker import Broker
+
+__all__ = ["StreamTask", "SyncTask", "Task", "TaskCall", "TaskConfig"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+H = TypeVar("H", bound=TaskHandle[Any])
+
+TaskKind = Literal["async", "sync", "stream"]
+MAX_PRIORITY = 9
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """A task's settings, fixed at decoration time."""
+
+    name: str
+    queue: str
+    timeout: float | None = None
+    retries: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+    rate_limit: RateLimit | None = None
+    max_concurrency: int | None = None
+    priority: int = 0
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Per-call settings given to ``task.options()``."""
+
+    eta: float | None = None
+    priority: int | None = None
+    queue: str | None = None
+    task_id: str | None = None
+    headers: Mapping[str, Any] | None = None
+    expires: float | None = None
+    timeout: float | None = None
+
+
+_DEFAULT_OPTIONS = SendOptions()
+
+
+def _timestamp(value: dt.datetime) -> float:
+    if value.tzinfo is None:
+        raise ConfigurationError(
+            "naive datetimes are ambiguous: pass a timezone-aware datetime "
+            "(for example datetime.now(timezone.utc))"
+        )
+    return value.timestamp()
+
+
+def check_priority(priority: int) -> int:
+    """Validate a priority (0..9, higher first)."""
+    if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}")
+    return priority
+
+
+def check_seconds(name: str, value: float | None) -> float | None:
+    """Validate a duration in seconds: positive and finite, or None."""
+    if value is not None and (
+        not isinstance(value, int | float) or not math.isfinite(value) or value <= 0
+    ):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
+    return value
+
+
+class _BaseTask(Generic[P, H]):
+    """The machinery shared by every kind of task; see the module docstring."""
+
+    kind: TaskKind
+
+    def __init__(self, broker: Broker, fn: Callable[P, Any], config: TaskConfig) -> None:
+        self.broker = broker
+        self.fn = fn
+        self.config = config
+        self.name = config.name
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+        self._signature = inspect.signature(fn)
+        self._arguments: ArgumentConverter | None = None
+        self._returns: Converter | None | Literal[False] = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} queue={self.config.queue}>"
+
+    @property
+    def argument_converter(self) -> ArgumentConverter:
+        """Converts decoded JSON arguments to the function's annotations (built on first use)."""
+        if self._arguments is None:
+            self._arguments = ArgumentConverter(self.fn)
+        return self._arguments
+
+    @property
+    def return_converter(self) -> Converter | None:
+        if self._returns is False:
+            self._returns = return_converter(self.fn)
+        return self._returns
+
+    def parameter_name(self, position: int | str) -> str:
+        """The parameter name for a positional index or keyword (for error messages)."""
+        if isinstance(position, str):
+            return position
+        params = list(self._signature.parameters.values())
+        if position < len(params) and params[position].kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            return params[position].name
+        return f"#{position}"
+
+    def options(
+        self,
+        *,
+        delay: float | None = None,
+        eta: dt.datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        expires: float | dt.datetime | None = None,
+        timeout: float | None = None,
+    ) -> TaskCall[P, H]:
+        """Per-call settings; returns an object whose ``kiq`` sends with them.
+
+        Args:
+            delay: seconds from now before the task may run.
+            eta: a timezone-aware datetime before which the task may not run.
+            priority: 0 to 9, higher runs first (default: the task's).
+            queue: send to this queue instead of the task's.
+            task_id: use this id instead of a random one.
+            headers: extra JSON-serialisable headers, readable in ``aq.context()``.
+            expires: seconds from now, or a datetime, after which the task is
+                dead-lettered instead of run.
+            timeout: the task's time limit for this call, overriding its default.
+
+        Raises:
+            aq.ConfigurationError: an option is out of range, or both delay and eta given.
+        """
+        if delay is not None and eta is not None:
+            raise ConfigurationError("give delay or eta, not both")
+        if delay is not None and (not isinstance(delay, int | float) or delay < 0):
+            raise ConfigurationError(f"delay must be a non-negative number of seconds, not {delay!r}")
+        if priority is not None:
+            check_priority(priority)
+        check_seconds("timeout", timeout)
+        if task_id is not None and (not isinstance(task_id, str) or not task_id):
+            raise ConfigurationError("task_id must be a non-empty string")
+        due = time.time() + delay if delay else (_timestamp(eta) if eta is not None else None)
+        if isinstance(expires, dt.datetime):
+            expires_at: float | None = _timestamp(expires)
+        elif expires is not None:
+            check_seconds("expires", expires)
+            expires_at = time.time() + expires
+        else:
+            expires_at = None
+        options = SendOptions(due, priority, queue, task_id, headers, expires_at, timeout)
+        return TaskCall(self, options)
+
+    async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> H:
+        """Send the task to a worker; return once the broker has it.
+
+        Raises:
+            aq.SerializationError: an argument cannot be encoded (the message names it).
+            aq.BrokerError: the broker did not accept the message.
+        """
+        return await self.send(args, kwargs, _DEFAULT_OPTIONS)
+
+    async def send(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions
+    ) -> H:
+        config = self.config
+        broker = self.broker
+        reply_to = await broker.reply_address()
+        task_id = options.task_id or new_id()
+        message = TaskMessage(
+            id=task_id,
+            task=config.name,
+            queue=options.queue or config.queue,
+            args=list(args),
+            kwargs=kwargs,
+            headers=dict(options.headers) if options.headers else {},
+            max_attempts=config.max_attempts,
+            priority=config.priority if options.priority is None else options.priority,
+            eta=options.eta,
+            expires=options.expires,
+            timeout=options.timeout,
+            reply_to=reply_to,
+            correlation_id=task_id,
+        )
+        waiter = await broker.publish(message, self)
+        return self._handle(task_id, waiter)
+
+    def _handle(self, task_id: str, waiter: ResultWaiter) -> H:
+        raise NotImplementedError
+
+
+class TaskCall(Generic[P, H]):
+    """A task with per-call options bound; see :meth:`Task.options`."""
+
+    __slots__ = ("_options", "_task")
+
+    def __init__(self, task: _BaseTask[P, H], options: SendOptions) -> None:
+        self._task = task
+        self._options = options
+
+    async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> H:
+        """Send the task with these options; see :meth:`Task.kiq`."""
+        return await self._task.send(args, kwargs, self._options)
+
+
+class Task(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
+    """A coroutine-function task. Calling it runs the function in-process."""
+
+    kind: TaskKind = "async"
+
+    def __init__(
+        self, broker: Broker, fn: Callable[P, Coroutine[Any, Any, R]], config: TaskConfig
+    ) -> None:
+        super().__init__(broker, fn, config)
+        self._fn = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        return self._fn(*args, **kwargs)
+
+    def _handle(self, task_id: str, waiter: ResultWaiter) -> TaskHandle[R]:
+        return TaskHandle(self.broker, task_id, self.name, waiter, self.return_converter)
+
+
+class SyncTask(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
+    """A plain-function task; workers run it in a thread pool."""
+
+    kind: TaskKind = "sync"
+
+    def __init__(self, broker: Broker, fn: Callable[P, R], config: TaskConfig) -> None:
+        super().__init__(broker, fn, config)
+        self._fn = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._fn(*args, **kwargs)
+
+    def _handle(self, task_id: str, waiter: ResultWaiter) -> TaskHandle[R]:
+        return TaskHandle(self.broker, task_id, self.name, waiter, self.return_converter)
+
+
+class StreamTask(_BaseTask[P, StreamHandle[Y]], Generic[P, Y]):
+    """An async-generator task; its items stream back to ``handle.stream()``."""
+
+    kind: TaskKind = "stream"
+
+    def __init__(
+        self, broker: Broker, fn: Callable[P, AsyncIterator[Y]], config: TaskConfig
+    ) -> None:
+        super().__init__(broker, fn, config)
+        self._fn = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Y]:
+        return self._fn(*args, **kwargs)
+
+    def _handle(self, task_id: str, waiter: ResultWaiter) -> StreamHandle[Y]:
+        return StreamHandle(self.broker, task_id, self.name, waiter, self.return_converter)
+
+
+AnyTask = _BaseTask[Any, Any]

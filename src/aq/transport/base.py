@@ -1,0 +1,169 @@
+"""The narrow interface between aq's runtime and a message broker.
+
+A transport moves opaque bytes: it publishes to named queues (with priority and
+an optional due time), hands out :class:`Delivery` objects that must be acked,
+requeued or dead-lettered, carries replies to a producer's :class:`Inbox`, and
+broadcasts control messages to every worker. It knows nothing of tasks, and no
+exception of its underlying client library may escape it: they are translated
+into :class:`aq.BrokerError` subclasses here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+__all__ = ["Consumer", "DeadLetter", "Delivery", "Inbox", "QueueStats", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How many messages a queue holds, by state."""
+
+    queue: str
+    ready: int
+    delayed: int
+    unacked: int
+    dead: int
+    consumers: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be processed, with the reason and when."""
+
+    queue: str
+    body: bytes
+    reason: str
+    dead_at: float
+
+
+class Delivery(abc.ABC):
+    """One message handed to a consumer; settle it exactly once."""
+
+    __slots__ = ("body", "delivery_count", "queue")
+
+    def __init__(self, body: bytes, queue: str, delivery_count: int) -> None:
+        self.body = body
+        self.queue = queue
+        #: 1 on first delivery, more when redelivered after a crash or requeue.
+        self.delivery_count = delivery_count
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """The outcome is handed off: forget the message."""
+
+    @abc.abstractmethod
+    async def requeue(self) -> None:
+        """Return the message to its queue for another consumer (e.g. on shutdown)."""
+
+    @abc.abstractmethod
+    async def dead_letter(self, reason: str) -> None:
+        """Move the message to its queue's dead-letter store with ``reason``."""
+
+    async def keep_alive(self) -> None:  # noqa: B027 - optional hook
+        """Refresh this delivery's claim; transports with visibility timeouts override it."""
+
+
+class Consumer(abc.ABC):
+    """A subscription to one or more queues, yielding deliveries one at a time."""
+
+    @abc.abstractmethod
+    async def get(self) -> Delivery:
+        """Wait for the next delivery."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop consuming; deliveries not yet settled are returned to their queues."""
+
+
+class Inbox(abc.ABC):
+    """A stream of bytes addressed to this process: replies or control messages."""
+
+    address: str
+
+    @abc.abstractmethod
+    async def get(self) -> bytes:
+        """Wait for the next message."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop receiving and release the address."""
+
+
+class Transport(abc.ABC):
+    """A connection to one broker. Use as an async context manager or call connect/close."""
+
+    #: Whether producers and workers must share one process (the memory broker).
+    in_process: bool = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open connections; raises :class:`aq.BrokerUnavailable` if the broker is unreachable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close connections. Safe to call more than once."""
+
+    @abc.abstractmethod
+    async def publish(
+        self, queue: str, body: bytes, *, priority: int = 0, eta: float | None = None
+    ) -> None:
+        """Store ``body`` in ``queue``; return once the broker has it.
+
+        Args:
+            queue: the queue name.
+            body: the encoded message.
+            priority: 0 (default) to 9; higher is delivered first.
+            eta: a UNIX time before which the message must not be delivered.
+        """
+
+    @abc.abstractmethod
+    async def consume(self, queues: Sequence[str], prefetch: int) -> Consumer:
+        """Start consuming ``queues``, holding at most ``prefetch`` unsettled deliveries."""
+
+    @abc.abstractmethod
+    async def open_inbox(self) -> Inbox:
+        """Create this process's reply address."""
+
+    @abc.abstractmethod
+    async def send_reply(self, address: str, body: bytes) -> None:
+        """Send ``body`` to the inbox at ``address``; dropped if nobody listens there."""
+
+    @abc.abstractmethod
+    async def broadcast(self, body: bytes) -> None:
+        """Send a control message to every subscribed worker."""
+
+    @abc.abstractmethod
+    async def subscribe_control(self) -> Inbox:
+        """Receive control messages sent with :meth:`broadcast`."""
+
+    @abc.abstractmethod
+    async def stats(self, queue: str) -> QueueStats:
+        """Counts of messages in ``queue`` by state."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``queue``."""
+
+    @abc.abstractmethod
+    async def purge(self, queue: str) -> int:
+        """Delete every ready and delayed message of ``queue``; return how many."""

@@ -1,0 +1,248 @@
+"""Running one delivery to its end: decode, execute, hand off, settle.
+
+The :class:`Executor` owns what happens to a single message inside a worker:
+it rejects what cannot run (undecodable, unknown task, expired, cancelled) to
+the dead-letter store or with a reply, applies the task's limits, runs the
+function under its time limit with ``aq.context()`` set, and then hands the
+outcome off before settling the delivery: the result reply is sent, a retry is
+republished or the message dead-lettered, and only then is it acked. A worker
+that dies anywhere before the ack leaves the message to be redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from aq.broker import Broker
+from aq.context import TaskContext, set_context
+from aq.errors import (
+    MessageDecodeError,
+    Retry,
+    SerializationError,
+    TaskCancelled,
+    TaskTimeout,
+    UnknownTask,
+)
+from aq.logs import event
+from aq.message import Reply, ReplyKind, TaskMessage, decode_task, encode_reply
+from aq.middleware import Outcome
+from aq.task import AnyTask
+from aq.transport.base import Delivery
+from aq.worker.limits import TaskLimits
+
+__all__ = ["Executor"]
+
+log = logging.getLogger("aq.worker")
+_MAX_REASON = 2000
+
+
+def error_payload(exc: BaseException, with_traceback: bool = True) -> dict[str, str]:
+    """Describe ``exc`` for an error reply: qualified type, message, traceback text."""
+    cls = type(exc)
+    module = cls.__module__
+    return {
+        "type": cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+    }
+
+
+class Executor:
+    """Executes deliveries for one worker; see the module docstring.
+
+    Args:
+        broker: the broker whose task registry, codec and middleware are used.
+        limits: per-task rate and concurrency limits of this worker.
+        running: id -> asyncio task of every task function executing now; the
+            worker cancels entries here when a cancel request arrives.
+        cancelled: ids whose cancellation was requested (running or not yet seen).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        limits: TaskLimits,
+        running: MutableMapping[str, asyncio.Task[Any]],
+        cancelled: Callable[[str], bool],
+    ) -> None:
+        self.broker = broker
+        self.transport = broker.transport
+        self.serializer = broker.serializer
+        self.limits = limits
+        self.running = running
+        self.is_cancelled = cancelled
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Process ``delivery`` and settle it (ack, retry or dead-letter)."""
+        try:
+            message = decode_task(delivery.body, self.serializer)
+        except MessageDecodeError as exc:
+            event(log, logging.ERROR, "task.undecodable", queue=delivery.queue, error=exc)
+            await delivery.dead_letter(f"undecodable message: {exc}")
+            return
+        task = self.broker.tasks.get(message.task)
+        if task is None:
+            error = UnknownTask(message.task)
+            event(log, logging.ERROR, "task.unknown", task_id=message.id, name=message.task)
+            await self._reply(message, "error", error_payload(error, with_traceback=False))
+            await delivery.dead_letter(f"unknown task: {message.task!r}")
+            return
+        if message.expires is not None and time.time() > message.expires:
+            event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
+            payload = {"type": "aq.errors.TaskExpired", "message": "expired before it ran",
+                       "traceback": ""}
+            await self._reply(message, "error", payload)
+            await delivery.dead_letter("expired before it ran")
+            return
+        if self.is_cancelled(message.id):
+            await self._cancelled(message, delivery, TaskCancelled(
+                message.id, "aq.errors.TaskCancelled", "cancelled before it started"))
+            return
+        event(log, logging.DEBUG, "task.received", task_id=message.id, name=message.task,
+              attempt=message.attempt)
+        await self._execute(task, message, delivery)
+
+    async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
+        outcome = await self._attempt(task, message)
+        middleware = self.broker.middleware
+        for mw in reversed(middleware):
+            await mw.after_execute(message, outcome)
+        status = outcome.status
+        if status == "success":
+            if task.kind == "stream":
+                await self._reply(message, "end", None, seq=outcome.value)
+            else:
+                try:
+                    await self._reply(message, "result", outcome.value)
+                except SerializationError as exc:
+                    outcome = Outcome("failure", error=exc, duration=outcome.duration)
+                    await self._fail(message, delivery, outcome, "result could not be encoded")
+                    return
+            await delivery.ack()
+            event(log, logging.INFO, "task.succeeded", task_id=message.id, name=message.task,
+                  attempt=message.attempt, duration=outcome.duration)
+        elif status == "cancelled":
+            assert outcome.error is not None
+            await self._cancelled(message, delivery, outcome.error)
+        elif status == "retry":
+            await self._retry(task, message, delivery, outcome)
+            return
+        else:
+            await self._fail(message, delivery, outcome, "failed")
+        for mw in reversed(middleware):
+            await mw.on_result(message, outcome)
+
+    async def _attempt(self, task: AnyTask, message: TaskMessage) -> Outcome:
+        """Run the task function once, under its limits, time limit and context."""
+        limits = self.limits.get(task)
+        started = time.perf_counter()
+        current = asyncio.current_task()
+        assert current is not None
+        self.running[message.id] = current
+        timeout = message.timeout or task.config.timeout
+        try:
+            set_context(TaskContext(
+                message.id, message.task, message.queue, message.attempt,
+                message.max_attempts, message.headers,
+                lambda value: self._reply(message, "progress", value),
+            ))
+            for mw in self.broker.middleware:
+                await mw.before_execute(message)
+            async with limits.slot():
+                args, kwargs = task.argument_converter(message.args, message.kwargs)
+                deadline = asyncio.timeout(timeout)
+                try:
+                    async with deadline:
+                        value = await self._call(task, message, args, kwargs)
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise TaskTimeout(
+                        message.id, "aq.errors.TaskTimeout", f"ran longer than {timeout} s"
+                    ) from None
+            return Outcome("success", value, duration=time.perf_counter() - started)
+        except asyncio.CancelledError:
+            if not self.is_cancelled(message.id):
+                raise  # the worker is shutting down: the delivery goes back to the queue
+            current.uncancel()
+            error = TaskCancelled(message.id, "aq.errors.TaskCancelled", "cancelled while running")
+            return Outcome("cancelled", error=error, duration=time.perf_counter() - started)
+        except SerializationError as exc:  # arguments that do not fit the annotations
+            return Outcome("failure", error=exc, duration=time.perf_counter() - started)
+        except Exception as exc:
+            status = "retry" if message.attempt < message.max_attempts else "failure"
+            return Outcome(status, error=exc, duration=time.perf_counter() - started)
+        finally:
+            self.running.pop(message.id, None)
+
+    async def _call(
+        self, task: AnyTask, message: TaskMessage, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        fn = task.fn
+        if task.kind == "async":
+            return await fn(*args, **kwargs)
+        if task.kind == "sync":
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        seq = 0
+        async for item in fn(*args, **kwargs):
+            await self._reply(message, "item", item, seq=seq)
+            seq += 1
+        return seq
+
+    async def _retry(
+        self, task: AnyTask, message: TaskMessage, delivery: Delivery, outcome: Outcome
+    ) -> None:
+        error = outcome.error
+        delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
+        if delay is None:
+            delay = task.config.backoff.delay(message.attempt)
+        message.attempt += 1
+        message.eta = time.time() + delay
+        body = self.broker.encode(message)
+        await self.transport.publish(message.queue, body, priority=message.priority,
+                                     eta=message.eta)
+        await delivery.ack()
+        event(log, logging.WARNING, "task.retried", task_id=message.id, name=message.task,
+              attempt=message.attempt - 1, delay=delay, error=_describe(error))
+
+    async def _fail(
+        self, message: TaskMessage, delivery: Delivery, outcome: Outcome, what: str
+    ) -> None:
+        error = outcome.error
+        assert error is not None
+        payload = error_payload(error)
+        try:
+            await self._reply(message, "error", payload)
+        except SerializationError:  # cannot happen with str fields, but never lose the message
+            pass
+        reason = f"{what} after {message.attempt} attempt(s): {_describe(error)}"
+        await delivery.dead_letter(reason[:_MAX_REASON])
+        event(log, logging.ERROR, "task.failed", task_id=message.id, name=message.task,
+              attempt=message.attempt, duration=outcome.duration, error=_describe(error))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("traceback of task %s:\n%s", message.id, payload["traceback"])
+
+    async def _cancelled(
+        self, message: TaskMessage, delivery: Delivery, error: BaseException
+    ) -> None:
+        await self._reply(message, "error", error_payload(error, with_traceback=False))
+        await delivery.ack()
+        event(log, logging.INFO, "task.cancelled", task_id=message.id, name=message.task)
+
+    async def _reply(self, message: TaskMessage, kind: ReplyKind, payload: Any, seq: int = 0) -> None:
+        if message.reply_to is None:
+            return
+        reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)
+        body = encode_reply(reply, self.serializer)
+        await self.transport.send_reply(message.reply_to, body)
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,157 @@
+"""Per-task limits inside one worker: rate limits, concurrency caps and backoff.
+
+A rate limit such as ``"100/s"`` is a token bucket that holds one period's worth
+of tokens, so a burst up to the limit runs at once and the rest is spaced
+evenly. Reservations may drive the bucket below zero; each caller then sleeps
+exactly until its token exists, which keeps waiters in arrival order without a
+lock. Retry backoff is exponential with "equal jitter": half the delay is
+fixed, half random, so retries of a burst of failures spread out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aq.task import _BaseTask
+
+from aq.errors import ConfigurationError
+
+__all__ = ["Backoff", "RateLimit", "RateLimiter", "TaskLimits", "parse_rate_limit"]
+
+_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``count`` executions per ``period`` seconds."""
+
+    count: float
+    period: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period
+
+
+def parse_rate_limit(text: str) -> RateLimit:
+    """Parse ``"100/s"``, ``"10/m"``, ``"5/h"`` or ``"3/10s"``.
+
+    Raises:
+        aq.ConfigurationError: the text is not of that form or the rate is not positive.
+    """
+    match = _RATE.match(text.lower())
+    unit = _UNITS.get(match.group(3)) if match else None
+    if match is None or unit is None:
+        raise ConfigurationError(
+            f"invalid rate limit {text!r}: write COUNT/UNIT such as '100/s', '10/m', '5/h' "
+            "or '3/10s'"
+        )
+    count = float(match.group(1))
+    period = float(match.group(2) or 1) * unit
+    if count <= 0 or period <= 0:
+        raise ConfigurationError(f"invalid rate limit {text!r}: the rate must be positive")
+    return RateLimit(count, period)
+
+
+class RateLimiter:
+    """A token bucket for one task in one worker process."""
+
+    __slots__ = ("_capacity", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, limit: RateLimit) -> None:
+        self._rate = limit.per_second
+        self._capacity = max(1.0, limit.count)
+        self._tokens = self._capacity
+        self._stamp = time.monotonic()
+
+    def reserve(self) -> float:
+        """Take a token; return how many seconds to wait before using it."""
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+    async def acquire(self) -> None:
+        """Wait until the next execution is allowed."""
+        wait = self.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with equal jitter, in seconds.
+
+    Attempt ``n`` (1-based, the attempt that failed) waits between half and all
+    of ``min(maximum, base * 2 ** (n - 1))``.
+    """
+
+    base: float = 1.0
+    maximum: float = 600.0
+
+    def delay(self, attempt: int) -> float:
+        full = min(self.maximum, self.base * 2.0 ** max(0, attempt - 1))
+        return full / 2 + random.uniform(0, full / 2)
+
+
+class _Limits:
+    """The rate limiter and concurrency cap of one task in one worker."""
+
+    __slots__ = ("_rate", "_semaphore")
+
+    def __init__(self, rate: RateLimit | None, max_concurrency: int | None) -> None:
+        self._rate = RateLimiter(rate) if rate is not None else None
+        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for the task's turn under both limits, and hold it while running."""
+        semaphore = self._semaphore
+        if semaphore is not None:
+            await semaphore.acquire()
+        try:
+            if self._rate is not None:
+                await self._rate.acquire()
+            yield
+        finally:
+            if semaphore is not None:
+                semaphore.release()
+
+
+class _NoLimits:
+    __slots__ = ()
+
+    def slot(self) -> contextlib.nullcontext[None]:
+        return _NULL
+
+
+_NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
+_NONE = _NoLimits()
+
+
+class TaskLimits:
+    """Per-task limits of one worker, created on first use of each task."""
+
+    def __init__(self) -> None:
+        self._by_task: dict[str, _Limits | _NoLimits] = {}
+
+    def get(self, task: _BaseTask[Any, Any]) -> _Limits | _NoLimits:
+        limits = self._by_task.get(task.name)
+        if limits is None:
+            config = task.config
+            if config.rate_limit is None and config.max_concurrency is None:
+                limits = _NONE
+            else:
+                limits = _Limits(config.rate_limit, config.max_concurrency)
+            self._by_task[task.name] = limits
+        return limits

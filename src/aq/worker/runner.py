@@ -1,0 +1,103 @@
+"""Running a worker as a process: signals, logging and the exit code.
+
+``run(...)`` is what ``aq worker`` calls in each worker process. SIGTERM or
+SIGINT starts a graceful stop (see :meth:`aq.Worker.stop`); a second signal
+cuts the grace period short, cancelling running tasks so their messages are
+returned to the queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from aq.broker import Broker
+from aq.worker.worker import Worker
+
+__all__ = ["run", "serve"]
+
+
+async def serve(
+    broker: Broker,
+    *,
+    queues: Sequence[str] | None = None,
+    concurrency: int,
+    shutdown_timeout: float,
+    max_tasks: int | None = None,
+    watch_parent: bool = False,
+) -> None:
+    """Run a worker until a signal (or ``max_tasks``) stops it.
+
+    With ``watch_parent``, standard input is a pipe from the supervising
+    process, and its end-of-file (the supervisor died, even by SIGKILL) stops
+    the worker too, so no orphan keeps running.
+    """
+    worker = Worker(
+        broker,
+        queues=queues,
+        concurrency=concurrency,
+        shutdown_timeout=shutdown_timeout,
+        max_tasks=max_tasks,
+    )
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if not stopping:
+            stopping.append(loop.create_task(worker.stop()))
+        else:  # a second signal: no more grace
+            worker.abort()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    if watch_parent:
+        await _stop_on_eof(worker, on_signal)
+    try:
+        await worker.start()
+        await worker.wait_stopped()
+        await asyncio.gather(*stopping, return_exceptions=True)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await broker.shutdown()
+
+
+def run(
+    broker: Broker,
+    *,
+    queues: Sequence[str] | None = None,
+    concurrency: int,
+    shutdown_timeout: float,
+    max_tasks: int | None = None,
+    watch_parent: bool = False,
+) -> None:
+    """Run a worker in a fresh event loop until it is stopped."""
+    asyncio.run(
+        serve(
+            broker,
+            queues=queues,
+            concurrency=concurrency,
+            shutdown_timeout=shutdown_timeout,
+            max_tasks=max_tasks,
+            watch_parent=watch_parent,
+        )
+    )
+
+
+async def _stop_on_eof(worker: Worker, stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def wait_eof() -> None:
+        await reader.read()
+        stop()
+
+    task = loop.create_task(wait_eof())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()

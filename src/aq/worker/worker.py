@@ -1,0 +1,259 @@
+"""``aq.Worker``: the consume loop and lifecycle of one worker in one event loop.
+
+The worker takes a delivery only when one of its ``concurrency`` slots is free
+(so prefetch is bounded by it), runs each in its own asyncio task through the
+:class:`~aq.worker.executor.Executor`, listens on the control channel for
+cancellations, and stops gracefully: it stops taking deliveries, gives running
+tasks ``shutdown_timeout`` seconds to finish, then cancels the rest, whose
+deliveries go back to the queue unsettled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from aq.broker import Broker
+from aq.errors import ConfigurationError, MessageDecodeError
+from aq.logs import event
+from aq.transport.base import Consumer, Delivery, Inbox
+from aq.worker.executor import Executor
+from aq.worker.limits import TaskLimits
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("aq.worker")
+
+DEFAULT_CONCURRENCY = 1000
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+_REVOKED_MAX = 100_000
+_REVOKED_TTL = 3600.0
+_INTERNAL_ERROR_LIMIT = 5
+
+
+class Worker:
+    """Consumes task messages from ``queues`` and runs them.
+
+    Args:
+        broker: the broker whose tasks this worker runs.
+        queues: queue names to consume (default: every queue a registered task uses).
+        concurrency: the most tasks running at once; also bounds prefetch.
+        shutdown_timeout: seconds running tasks get to finish on :meth:`stop`
+            before they are cancelled and returned to the queue.
+        max_tasks: stop by itself after starting this many tasks (used by
+            ``--max-tasks-per-child``).
+
+    Use ``async with Worker(broker):`` or :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        max_tasks: int | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be a positive int, not {concurrency!r}")
+        if shutdown_timeout < 0:
+            raise ConfigurationError("shutdown_timeout must not be negative")
+        if max_tasks is not None and max_tasks < 1:
+            raise ConfigurationError("max_tasks must be a positive int")
+        self.broker = broker
+        self.queues = broker.queue_names(queues)
+        self.concurrency = concurrency
+        self.shutdown_timeout = shutdown_timeout
+        self.max_tasks = max_tasks
+        self.started_count = 0
+        self.finished_count = 0
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._revoked: OrderedDict[str, float] = OrderedDict()
+        self._executor = Executor(broker, TaskLimits(), self._running, self._is_revoked)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._consumer: Consumer | None = None
+        self._control: Inbox | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._activity: asyncio.Future[None] | None = None
+        self._stopping = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def in_flight(self) -> int:
+        """How many deliveries are being processed now."""
+        return len(self._inflight)
+
+    async def start(self) -> None:
+        """Connect and begin consuming."""
+        await self.broker.startup()
+        transport = self.broker.transport
+        self._control = await transport.subscribe_control()
+        self._consumer = await transport.consume(self.queues, self.concurrency)
+        self._loops = [
+            asyncio.create_task(self._consume(self._consumer), name="aq-consume"),
+            asyncio.create_task(self._listen(self._control), name="aq-control"),
+        ]
+        event(log, logging.INFO, "worker.started", queues=",".join(self.queues),
+              concurrency=self.concurrency, broker=_safe_url(self.broker.url))
+
+    async def wait_stopped(self) -> None:
+        """Wait until the worker has stopped (for example after ``max_tasks``)."""
+        await self._stopped.wait()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: no new deliveries; running tasks get ``timeout`` seconds
+        (default ``shutdown_timeout``), then are cancelled and their messages requeued."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.shutdown_timeout if timeout is None else timeout
+        consume_loop = self._loops[0] if self._loops else None
+        if consume_loop is not None and consume_loop is not asyncio.current_task():
+            consume_loop.cancel()
+            await asyncio.gather(consume_loop, return_exceptions=True)
+        if self._inflight:
+            event(log, logging.INFO, "worker.draining", in_flight=len(self._inflight), grace=grace)
+            pending = set(self._inflight)
+            if grace > 0:
+                _, pending = await asyncio.wait(pending, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                event(log, logging.WARNING, "worker.requeued", count=len(pending))
+        for task in self._loops[1:]:
+            task.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.close()  # returns unsettled deliveries to their queues
+        if self._control is not None:
+            await self._control.close()
+        event(log, logging.INFO, "worker.stopped", finished=self.finished_count)
+        self._stopped.set()
+        self._notify()
+
+    def abort(self) -> None:
+        """Cancel every running task now; their messages return to the queue."""
+        for task in list(self._inflight):
+            task.cancel()
+
+    async def wait_idle(self) -> None:
+        """Wait until no task runs and the worker's queues hold no ready, delayed or
+        unacked messages (for tests and ``aq.testing``)."""
+        transport = self.broker.transport
+        while True:
+            if not self._inflight:
+                stats = [await transport.stats(q) for q in self.queues]
+                if all(s.ready == 0 and s.delayed == 0 and s.unacked == 0 for s in stats):
+                    return
+            if self._stopping:
+                return
+            if self._activity is None:
+                self._activity = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._activity)
+
+    def _notify(self) -> None:
+        activity, self._activity = self._activity, None
+        if activity is not None and not activity.done():
+            activity.set_result(None)
+
+    async def _consume(self, consumer: Consumer) -> None:
+        slots = self._slots
+        inflight = self._inflight
+        while True:
+            await slots.acquire()
+            try:
+                delivery = await consumer.get()
+            except BaseException:
+                slots.release()
+                raise
+            task = asyncio.create_task(self._run(delivery))
+            inflight.add(task)
+            self.started_count += 1
+            self._notify()
+            if self.max_tasks is not None and self.started_count >= self.max_tasks:
+                event(log, logging.INFO, "worker.max_tasks", count=self.started_count)
+                asyncio.get_running_loop().call_soon(self._stop_soon)
+                return
+
+    def _stop_soon(self) -> None:
+        task = asyncio.create_task(self.stop())
+        self._loops.append(task)  # keep a reference until the worker is gone
+
+    async def _run(self, delivery: Delivery) -> None:
+        try:
+            await self._executor.handle(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Never lost: requeued for another try, and dead-lettered if it keeps failing.
+            log.exception("internal error while processing a delivery")
+            with contextlib.suppress(Exception):
+                if delivery.delivery_count >= _INTERNAL_ERROR_LIMIT:
+                    await delivery.dead_letter(f"internal error: {type(exc).__name__}: {exc}")
+                else:
+                    await delivery.requeue()
+        finally:
+            self._slots.release()
+            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.finished_count += 1
+            self._notify()
+
+    async def _listen(self, control: Inbox) -> None:
+        serializer = self.broker.serializer
+        while True:
+            body = await control.get()
+            try:
+                command = serializer.loads(body)
+            except MessageDecodeError:
+                continue
+            if isinstance(command, dict) and command.get("op") == "cancel":
+                task_id = command.get("task_id")
+                if isinstance(task_id, str):
+                    self._revoke(task_id)
+
+    def _revoke(self, task_id: str) -> None:
+        now = time.monotonic()
+        revoked = self._revoked
+        revoked[task_id] = now + _REVOKED_TTL
+        while revoked and (len(revoked) > _REVOKED_MAX or next(iter(revoked.values())) < now):
+            revoked.popitem(last=False)
+        running = self._running.get(task_id)
+        if running is not None:
+            event(log, logging.INFO, "task.cancelling", task_id=task_id)
+            running.cancel()
+
+    def _is_revoked(self, task_id: str) -> bool:
+        return task_id in self._revoked
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with any password replaced, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
