@@ -53,7 +53,7 @@ class TaskDecorator:
         self._settings = settings
 
     @overload
-    def __call__(self, fn: Callable[P, AsyncIterator[Y]]) -> StreamTask[P, Y]: ...
+    def __call__(self, fn: Callable[P, AsyncIterator[Y]]) -> StreamTask[P, Y]: ...  # type: ignore[overload-overlap]
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...  # type: ignore[overload-overlap]
     @overload
@@ -159,7 +159,7 @@ class Broker:
     # -- tasks ---------------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[P, AsyncIterator[Y]], /) -> StreamTask[P, Y]: ...
+    def task(self, fn: Callable[P, AsyncIterator[Y]], /) -> StreamTask[P, Y]: ...  # type: ignore[overload-overlap]
     @overload
     def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...  # type: ignore[overload-overlap]
     @overload
@@ -178,7 +178,21 @@ class Broker:
         max_concurrency: int | None = None,
         priority: int = 0,
     ) -> TaskDecorator: ...
-    def task(self, fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
+    def task(  # type: ignore[misc]  # mypy misreads the keyword-only overload
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 600.0,
+        rate_limit: str | None = None,
+        max_concurrency: int | None = None,
+        priority: int = 0,
+    ) -> Any:
         """Register a function as a task: ``@broker.task`` or ``@broker.task(...)``.
 
         Args:
@@ -198,6 +212,17 @@ class Broker:
         Raises:
             aq.ConfigurationError: an option is invalid or the name is taken.
         """
+        settings: dict[str, Any] = {
+            "name": name,
+            "queue": queue,
+            "timeout": timeout,
+            "retries": retries,
+            "retry_backoff": retry_backoff,
+            "retry_backoff_max": retry_backoff_max,
+            "rate_limit": rate_limit,
+            "max_concurrency": max_concurrency,
+            "priority": priority,
+        }
         if fn is not None:
             return self.register(fn, **settings)
         return TaskDecorator(self, settings)
@@ -222,14 +247,17 @@ class Broker:
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
         if task_name in self.tasks:
             raise ConfigurationError(
-                f"a task named {task_name!r} is already registered; pass name=... to tell them apart"
+                f"a task named {task_name!r} is already registered; "
+                "pass name=... to tell them apart"
             )
         if not isinstance(retries, int) or retries < 0:
             raise ConfigurationError(f"retries must be a non-negative int, not {retries!r}")
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1
         ):
-            raise ConfigurationError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+            raise ConfigurationError(
+                f"max_concurrency must be a positive int, not {max_concurrency!r}"
+            )
         check_seconds("timeout", timeout)
         check_seconds("retry_backoff", retry_backoff)
         check_seconds("retry_backoff_max", retry_backoff_max)
@@ -307,7 +335,9 @@ class Broker:
             await mw.before_publish(message)
         body = self.encode(message, task)
         waiter = self._listener.register(message.correlation_id or message.id)
-        await self.transport.publish(message.queue, body, priority=message.priority, eta=message.eta)
+        await self.transport.publish(
+            message.queue, body, priority=message.priority, eta=message.eta
+        )
         for mw in reversed(self.middleware):
             await mw.after_publish(message)
         return waiter

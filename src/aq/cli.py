@@ -70,29 +70,44 @@ def worker(
     ],
     concurrency: Annotated[
         int,
-        typer.Option("--concurrency", "-c", min=1,
-                     help="Most tasks running at once per process; also bounds prefetch."),
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=1,
+            help="Most tasks running at once per process; also bounds prefetch.",
+        ),
     ] = DEFAULT_CONCURRENCY,
     processes: Annotated[
         int,
-        typer.Option("--processes", "-p", min=1,
-                     help="Worker processes to run under a supervisor that restarts them."),
+        typer.Option(
+            "--processes",
+            "-p",
+            min=1,
+            help="Worker processes to run under a supervisor that restarts them.",
+        ),
     ] = 1,
     queues: Annotated[
         str | None,
-        typer.Option("--queues", "-q",
-                     help="Comma-separated queues to consume (default: all the tasks use)."),
+        typer.Option(
+            "--queues", "-q", help="Comma-separated queues to consume (default: all the tasks use)."
+        ),
     ] = None,
     shutdown_timeout: Annotated[
         float,
-        typer.Option("--shutdown-timeout", min=0.0,
-                     help="Seconds running tasks get to finish on SIGTERM before they are "
-                          "cancelled and returned to the queue."),
+        typer.Option(
+            "--shutdown-timeout",
+            min=0.0,
+            help="Seconds running tasks get to finish on SIGTERM before they are "
+            "cancelled and returned to the queue.",
+        ),
     ] = DEFAULT_SHUTDOWN_TIMEOUT,
     max_tasks_per_child: Annotated[
         int | None,
-        typer.Option("--max-tasks-per-child", min=1,
-                     help="Replace a worker process after it has started this many tasks."),
+        typer.Option(
+            "--max-tasks-per-child",
+            min=1,
+            help="Replace a worker process after it has started this many tasks.",
+        ),
     ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
@@ -102,7 +117,11 @@ def worker(
     """Run a worker that executes the tasks of APP's broker."""
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        _fail(ConfigurationError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"))
+        _fail(
+            ConfigurationError(
+                f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
+            )
+        )
     configure(level)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     try:
@@ -113,23 +132,41 @@ def worker(
     if not supervised and (processes > 1 or max_tasks_per_child is not None):
         from aq.worker.supervisor import Supervisor
 
-        child = ["worker", app_spec, "--supervised", "--concurrency", str(concurrency),
-                 "--shutdown-timeout", str(shutdown_timeout), "--log-level", level]
+        child = [
+            "worker",
+            app_spec,
+            "--supervised",
+            "--concurrency",
+            str(concurrency),
+            "--shutdown-timeout",
+            str(shutdown_timeout),
+            "--log-level",
+            level,
+        ]
         if queues:
             child += ["--queues", queues]
         if max_tasks_per_child is not None:
             child += ["--max-tasks-per-child", str(max_tasks_per_child)]
         if broker.transport.in_process:
-            event(log, logging.WARNING, "worker.memory_broker",
-                  note="memory:// is in-process: each worker process has its own queues")
+            event(
+                log,
+                logging.WARNING,
+                "worker.memory_broker",
+                note="memory:// is in-process: each worker process has its own queues",
+            )
         asyncio.run(Supervisor(child, processes, shutdown_timeout).run())
         return
     from aq.worker import runner
 
     try:
-        runner.run(broker, queues=queue_list, concurrency=concurrency,
-                   shutdown_timeout=shutdown_timeout, max_tasks=max_tasks_per_child,
-                   watch_parent=supervised)
+        runner.run(
+            broker,
+            queues=queue_list,
+            concurrency=concurrency,
+            shutdown_timeout=shutdown_timeout,
+            max_tasks=max_tasks_per_child,
+            watch_parent=supervised,
+        )
     except AQError as exc:
         _fail(exc)
 

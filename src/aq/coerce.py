@@ -156,7 +156,7 @@ def return_converter(fn: Callable[..., Any]) -> Converter | None:
 class ArgumentConverter:
     """Converts the decoded ``args`` and ``kwargs`` of a call to ``fn``'s annotations."""
 
-    __slots__ = ("_positional", "_keyword", "_var_positional", "_var_keyword", "needed")
+    __slots__ = ("_keyword", "_positional", "_var_keyword", "_var_positional", "needed")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         try:
@@ -177,15 +177,10 @@ class ArgumentConverter:
                 if param.kind is not param.KEYWORD_ONLY:
                     self._positional.append(convert)
                 self._keyword[param.name] = convert
-        self.needed = any(
-            c is not None
-            for c in (*self._positional, *self._keyword.values())
-            + (self._var_positional, self._var_keyword)
-        )
+        everything = (*self._keyword.values(), self._var_positional, self._var_keyword)
+        self.needed = any(c is not None for c in everything)
 
-    def __call__(
-        self, args: list[Any], kwargs: dict[str, Any]
-    ) -> tuple[list[Any], dict[str, Any]]:
+    def __call__(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         if not self.needed:
             return args, kwargs
         try:

@@ -29,8 +29,15 @@ class TaskContext:
         headers: the message headers set with ``task.options(headers=...)``.
     """
 
-    __slots__ = ("_send_progress", "attempt", "headers", "max_attempts", "queue", "task_id",
-                 "task_name")
+    __slots__ = (
+        "_send_progress",
+        "attempt",
+        "headers",
+        "max_attempts",
+        "queue",
+        "task_id",
+        "task_name",
+    )
 
     def __init__(
         self,

@@ -152,4 +152,3 @@ class StreamHandle(TaskHandle[None], Generic[Y]):
                     raise remote_error(self.id, payload)
                 return
             await waiter.wait_changed()
-

@@ -10,6 +10,7 @@ leaves nothing behind: the reply arrives, finds no waiter, and is discarded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections import deque
@@ -155,10 +156,8 @@ class ReplyListener:
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            except asyncio.CancelledError:
-                pass
         inbox, self._inbox = self._inbox, None
         if inbox is not None:
             await inbox.close()

@@ -85,7 +85,9 @@ def _timestamp(value: dt.datetime) -> float:
 def check_priority(priority: int) -> int:
     """Validate a priority (0..9, higher first)."""
     if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
-        raise ConfigurationError(f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}")
+        raise ConfigurationError(
+            f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}"
+        )
     return priority
 
 
@@ -112,7 +114,7 @@ class _BaseTask(Generic[P, H]):
         self.__wrapped__ = fn
         self._signature = inspect.signature(fn)
         self._arguments: ArgumentConverter | None = None
-        self._returns: Converter | None | Literal[False] = False
+        self._returns: Converter | Literal[False] | None = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} queue={self.config.queue}>"
@@ -173,7 +175,9 @@ class _BaseTask(Generic[P, H]):
         if delay is not None and eta is not None:
             raise ConfigurationError("give delay or eta, not both")
         if delay is not None and (not isinstance(delay, int | float) or delay < 0):
-            raise ConfigurationError(f"delay must be a non-negative number of seconds, not {delay!r}")
+            raise ConfigurationError(
+                f"delay must be a non-negative number of seconds, not {delay!r}"
+            )
         if priority is not None:
             check_priority(priority)
         check_seconds("timeout", timeout)
@@ -199,9 +203,7 @@ class _BaseTask(Generic[P, H]):
         """
         return await self.send(args, kwargs, _DEFAULT_OPTIONS)
 
-    async def send(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions
-    ) -> H:
+    async def send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions) -> H:
         config = self.config
         broker = self.broker
         reply_to = await broker.reply_address()

@@ -49,7 +49,9 @@ def create_transport(url: str) -> Transport:
         )
     if scheme not in _SCHEMES:
         known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
-        raise ConfigurationError(f"unknown broker URL scheme {scheme!r} in {url!r}; use one of {known}")
+        raise ConfigurationError(
+            f"unknown broker URL scheme {scheme!r} in {url!r}; use one of {known}"
+        )
     module_name, class_name, extra = _SCHEMES[scheme]
     try:
         module = importlib.import_module(module_name)

@@ -12,6 +12,7 @@ a requeue or the next due time wakes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -165,19 +166,15 @@ class _MemoryConsumer(Consumer):
                 q.waiters.append(waiter)
             timer = None
             if next_due is not None:
-                timer = loop.call_at(
-                    loop.time() + max(0.0, next_due - time.time()), _wake, waiter
-                )
+                timer = loop.call_at(loop.time() + max(0.0, next_due - time.time()), _wake, waiter)
             try:
                 await waiter
             finally:
                 if timer is not None:
                     timer.cancel()
                 for q in self.queues:
-                    try:
+                    with contextlib.suppress(ValueError):
                         q.waiters.remove(waiter)
-                    except ValueError:
-                        pass
 
     def settled(self, delivery: _MemoryDelivery) -> None:
         self.unsettled.discard(delivery)

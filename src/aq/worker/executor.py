@@ -12,6 +12,7 @@ that dies anywhere before the ack leaves the message to be redelivered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -94,17 +95,29 @@ class Executor:
             return
         if message.expires is not None and time.time() > message.expires:
             event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
-            payload = {"type": "aq.errors.TaskExpired", "message": "expired before it ran",
-                       "traceback": ""}
+            payload = {
+                "type": "aq.errors.TaskExpired",
+                "message": "expired before it ran",
+                "traceback": "",
+            }
             await self._reply(message, "error", payload)
             await delivery.dead_letter("expired before it ran")
             return
         if self.is_cancelled(message.id):
-            await self._cancelled(message, delivery, TaskCancelled(
-                message.id, "aq.errors.TaskCancelled", "cancelled before it started"))
+            await self._cancelled(
+                message,
+                delivery,
+                TaskCancelled(message.id, "aq.errors.TaskCancelled", "cancelled before it started"),
+            )
             return
-        event(log, logging.DEBUG, "task.received", task_id=message.id, name=message.task,
-              attempt=message.attempt)
+        event(
+            log,
+            logging.DEBUG,
+            "task.received",
+            task_id=message.id,
+            name=message.task,
+            attempt=message.attempt,
+        )
         await self._execute(task, message, delivery)
 
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
@@ -124,8 +137,15 @@ class Executor:
                     await self._fail(message, delivery, outcome, "result could not be encoded")
                     return
             await delivery.ack()
-            event(log, logging.INFO, "task.succeeded", task_id=message.id, name=message.task,
-                  attempt=message.attempt, duration=outcome.duration)
+            event(
+                log,
+                logging.INFO,
+                "task.succeeded",
+                task_id=message.id,
+                name=message.task,
+                attempt=message.attempt,
+                duration=outcome.duration,
+            )
         elif status == "cancelled":
             assert outcome.error is not None
             await self._cancelled(message, delivery, outcome.error)
@@ -146,11 +166,17 @@ class Executor:
         self.running[message.id] = current
         timeout = message.timeout or task.config.timeout
         try:
-            set_context(TaskContext(
-                message.id, message.task, message.queue, message.attempt,
-                message.max_attempts, message.headers,
-                lambda value: self._reply(message, "progress", value),
-            ))
+            set_context(
+                TaskContext(
+                    message.id,
+                    message.task,
+                    message.queue,
+                    message.attempt,
+                    message.max_attempts,
+                    message.headers,
+                    lambda value: self._reply(message, "progress", value),
+                )
+            )
             for mw in self.broker.middleware:
                 await mw.before_execute(message)
             async with limits.slot():
@@ -175,8 +201,10 @@ class Executor:
         except SerializationError as exc:  # arguments that do not fit the annotations
             return Outcome("failure", error=exc, duration=time.perf_counter() - started)
         except Exception as exc:
-            status = "retry" if message.attempt < message.max_attempts else "failure"
-            return Outcome(status, error=exc, duration=time.perf_counter() - started)
+            retry = message.attempt < message.max_attempts
+            return Outcome(
+                "retry" if retry else "failure", error=exc, duration=time.perf_counter() - started
+            )
         finally:
             self.running.pop(message.id, None)
 
@@ -204,11 +232,20 @@ class Executor:
         message.attempt += 1
         message.eta = time.time() + delay
         body = self.broker.encode(message)
-        await self.transport.publish(message.queue, body, priority=message.priority,
-                                     eta=message.eta)
+        await self.transport.publish(
+            message.queue, body, priority=message.priority, eta=message.eta
+        )
         await delivery.ack()
-        event(log, logging.WARNING, "task.retried", task_id=message.id, name=message.task,
-              attempt=message.attempt - 1, delay=delay, error=_describe(error))
+        event(
+            log,
+            logging.WARNING,
+            "task.retried",
+            task_id=message.id,
+            name=message.task,
+            attempt=message.attempt - 1,
+            delay=delay,
+            error=_describe(error),
+        )
 
     async def _fail(
         self, message: TaskMessage, delivery: Delivery, outcome: Outcome, what: str
@@ -216,14 +253,20 @@ class Executor:
         error = outcome.error
         assert error is not None
         payload = error_payload(error)
-        try:
+        with contextlib.suppress(SerializationError):  # str fields: cannot fail, but be sure
             await self._reply(message, "error", payload)
-        except SerializationError:  # cannot happen with str fields, but never lose the message
-            pass
         reason = f"{what} after {message.attempt} attempt(s): {_describe(error)}"
         await delivery.dead_letter(reason[:_MAX_REASON])
-        event(log, logging.ERROR, "task.failed", task_id=message.id, name=message.task,
-              attempt=message.attempt, duration=outcome.duration, error=_describe(error))
+        event(
+            log,
+            logging.ERROR,
+            "task.failed",
+            task_id=message.id,
+            name=message.task,
+            attempt=message.attempt,
+            duration=outcome.duration,
+            error=_describe(error),
+        )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("traceback of task %s:\n%s", message.id, payload["traceback"])
 
@@ -234,7 +277,9 @@ class Executor:
         await delivery.ack()
         event(log, logging.INFO, "task.cancelled", task_id=message.id, name=message.task)
 
-    async def _reply(self, message: TaskMessage, kind: ReplyKind, payload: Any, seq: int = 0) -> None:
+    async def _reply(
+        self, message: TaskMessage, kind: ReplyKind, payload: Any, seq: int = 0
+    ) -> None:
         if message.reply_to is None:
             return
         reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)

@@ -73,8 +73,12 @@ class Supervisor:
         while not self._stopping.is_set():
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "aq", *self.child_args,
-                stdin=asyncio.subprocess.PIPE, start_new_session=True,
+                sys.executable,
+                "-m",
+                "aq",
+                *self.child_args,
+                stdin=asyncio.subprocess.PIPE,
+                start_new_session=True,
             )
             self.children[slot] = proc
             event(log, logging.INFO, "supervisor.child_started", slot=slot, pid=proc.pid)
@@ -84,8 +88,15 @@ class Supervisor:
             self.restarts += 1
             uptime = time.monotonic() - started
             level = logging.INFO if code == 0 else logging.ERROR
-            event(log, level, "supervisor.child_exited", slot=slot, pid=proc.pid, code=code,
-                  uptime=uptime)
+            event(
+                log,
+                level,
+                "supervisor.child_exited",
+                slot=slot,
+                pid=proc.pid,
+                code=code,
+                uptime=uptime,
+            )
             if code == 0 or uptime > _HEALTHY_AFTER:
                 backoff = _BACKOFF_START
                 continue

@@ -113,8 +113,14 @@ class Worker:
             asyncio.create_task(self._consume(self._consumer), name="aq-consume"),
             asyncio.create_task(self._listen(self._control), name="aq-control"),
         ]
-        event(log, logging.INFO, "worker.started", queues=",".join(self.queues),
-              concurrency=self.concurrency, broker=_safe_url(self.broker.url))
+        event(
+            log,
+            logging.INFO,
+            "worker.started",
+            queues=",".join(self.queues),
+            concurrency=self.concurrency,
+            broker=_safe_url(self.broker.url),
+        )
 
     async def wait_stopped(self) -> None:
         """Wait until the worker has stopped (for example after ``max_tasks``)."""
@@ -216,7 +222,7 @@ class Worker:
                     await delivery.requeue()
         finally:
             self._slots.release()
-            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
             self.finished_count += 1
             self._notify()
 
