@@ -139,18 +139,19 @@ class ReplyListener:
         return waiter
 
     async def _read(self, inbox: Inbox) -> None:
-        serializer = self._serializer
-        waiters = self._waiters
         while True:
-            body = await inbox.get()
-            try:
-                reply = decode_reply(body, serializer)
-            except MessageDecodeError as exc:
-                log.warning("dropping undecodable reply: %s", exc)
-                continue
-            waiter = waiters.get(reply.correlation_id)
-            if waiter is not None:
-                waiter.feed(reply)
+            self._dispatch(await inbox.get())
+
+    def _dispatch(self, body: bytes) -> None:
+        # A separate frame, so no reference to the last waiter outlives the call.
+        try:
+            reply = decode_reply(body, self._serializer)
+        except MessageDecodeError as exc:
+            log.warning("dropping undecodable reply: %s", exc)
+            return
+        waiter = self._waiters.get(reply.correlation_id)
+        if waiter is not None:
+            waiter.feed(reply)
 
     async def stop(self) -> None:
         reader, self._reader = self._reader, None

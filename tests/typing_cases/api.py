@@ -29,7 +29,7 @@ async def count(n: int) -> AsyncIterator[int]:
 
 async def good() -> None:
     handle = await add.kiq(1, 2)
-    reveal_type(handle)  # R: aq.handle.TaskHandle[builtins.int]
+    reveal_type(handle)  # R: aq.handle.TaskHandle[int]
     reveal_type(await handle.result(timeout=5))  # R: builtins.int
     reveal_type(await (await greet.options(delay=1).kiq("a", loud=True)).result())  # R: builtins.str
     reveal_type(await (await double.kiq(2)).result())  # R: builtins.int

@@ -81,7 +81,9 @@ class Worker:
         self._slots = asyncio.Semaphore(concurrency)
         self._consumer: Consumer | None = None
         self._control: Inbox | None = None
-        self._loops: list[asyncio.Task[None]] = []
+        self._consume_task: asyncio.Task[None] | None = None
+        self._control_task: asyncio.Task[None] | None = None
+        self._self_stop: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._activity: asyncio.Future[None] | None = None
         self._stopping = False
@@ -109,10 +111,8 @@ class Worker:
         transport = self.broker.transport
         self._control = await transport.subscribe_control()
         self._consumer = await transport.consume(self.queues, self.concurrency)
-        self._loops = [
-            asyncio.create_task(self._consume(self._consumer), name="aq-consume"),
-            asyncio.create_task(self._listen(self._control), name="aq-control"),
-        ]
+        self._consume_task = asyncio.create_task(self._consume(self._consumer), name="aq-consume")
+        self._control_task = asyncio.create_task(self._listen(self._control), name="aq-control")
         event(
             log,
             logging.INFO,
@@ -134,8 +134,8 @@ class Worker:
             return
         self._stopping = True
         grace = self.shutdown_timeout if timeout is None else timeout
-        consume_loop = self._loops[0] if self._loops else None
-        if consume_loop is not None and consume_loop is not asyncio.current_task():
+        consume_loop = self._consume_task
+        if consume_loop is not None:
             consume_loop.cancel()
             await asyncio.gather(consume_loop, return_exceptions=True)
         if self._inflight:
@@ -148,9 +148,9 @@ class Worker:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
                 event(log, logging.WARNING, "worker.requeued", count=len(pending))
-        for task in self._loops[1:]:
-            task.cancel()
-        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        if self._control_task is not None:
+            self._control_task.cancel()
+            await asyncio.gather(self._control_task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.close()  # returns unsettled deliveries to their queues
         if self._control is not None:
@@ -204,8 +204,7 @@ class Worker:
                 return
 
     def _stop_soon(self) -> None:
-        task = asyncio.create_task(self.stop())
-        self._loops.append(task)  # keep a reference until the worker is gone
+        self._self_stop = asyncio.create_task(self.stop())  # referenced until the worker is gone
 
     async def _run(self, delivery: Delivery) -> None:
         try:

@@ -1,0 +1,88 @@
+"""Cancellation reaches a task wherever it is: running, or still queued."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import aq
+from aq.testing import running_worker
+
+
+async def test_cancelling_a_running_task_stops_it(broker: aq.Broker) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    @broker.task
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with running_worker(broker) as worker:
+        handle = await forever.kiq()
+        await started.wait()
+        await handle.cancel()
+        with pytest.raises(aq.TaskCancelled):
+            await handle.result(timeout=5)
+        await worker.wait_idle()
+    assert cancelled.is_set()
+    assert await broker.transport.dead_letters("default") == []
+
+
+async def test_a_cancelled_queued_task_never_runs(broker: aq.Broker) -> None:
+    blocker_started = asyncio.Event()
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    @broker.task
+    async def blocker() -> None:
+        blocker_started.set()
+        await release.wait()
+
+    @broker.task
+    async def victim() -> None:
+        ran.append("victim")
+
+    async with running_worker(broker, concurrency=1) as worker:
+        await blocker.kiq()
+        await blocker_started.wait()
+        handle = await victim.kiq()
+        await handle.cancel()
+        release.set()
+        with pytest.raises(aq.TaskCancelled, match="before it started"):
+            await handle.result(timeout=5)
+        await worker.wait_idle()
+    assert ran == []
+
+
+async def test_broker_cancel_by_id_works_without_the_handle(broker: aq.Broker) -> None:
+    started = asyncio.Event()
+
+    @broker.task
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with running_worker(broker):
+        handle = await forever.options(task_id="job-42").kiq()
+        await started.wait()
+        await broker.cancel("job-42")
+        with pytest.raises(aq.TaskCancelled):
+            await handle.result(timeout=5)
+
+
+async def test_cancelling_a_finished_task_changes_nothing(broker: aq.Broker) -> None:
+    @broker.task
+    async def quick() -> int:
+        return 7
+
+    async with running_worker(broker):
+        handle = await quick.kiq()
+        assert await handle.result(timeout=5) == 7
+        await handle.cancel()
+        assert await handle.result(timeout=5) == 7

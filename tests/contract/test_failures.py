@@ -1,0 +1,229 @@
+"""Failures: remote errors, time limits, retries and dead letters. Nothing is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+import aq
+from aq.testing import running_worker
+
+
+async def dead_reasons(broker: aq.Broker, queue: str = "default") -> list[str]:
+    return [d.reason for d in await broker.transport.dead_letters(queue)]
+
+
+async def test_a_raising_task_fails_with_remote_type_message_and_traceback(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def divide(x: int, y: int) -> float:
+        return x / y
+
+    async with running_worker(broker):
+        handle = await divide.kiq(1, 0)
+        with pytest.raises(aq.TaskFailed) as info:
+            await handle.result(timeout=5)
+    error = info.value
+    assert error.task_id == handle.id
+    assert error.remote_type == "ZeroDivisionError"
+    assert error.remote_message == "division by zero"
+    assert "return x / y" in error.remote_traceback
+
+
+async def test_a_task_past_its_timeout_is_cancelled_and_fails_with_task_timeout(
+    broker: aq.Broker,
+) -> None:
+    cancelled = asyncio.Event()
+
+    @broker.task(timeout=0.05)
+    async def slow() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskTimeout):
+            await (await slow.kiq()).result(timeout=5)
+    assert cancelled.is_set()
+    assert any("TaskTimeout" in r for r in await dead_reasons(broker))
+
+
+async def test_options_timeout_overrides_the_task_default(broker: aq.Broker) -> None:
+    @broker.task(timeout=30)
+    async def slow() -> None:
+        await asyncio.Event().wait()
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskTimeout):
+            await (await slow.options(timeout=0.05).kiq()).result(timeout=5)
+
+
+async def test_a_timeout_error_raised_by_the_task_is_an_ordinary_failure(
+    broker: aq.Broker,
+) -> None:
+    @broker.task(timeout=30)
+    async def gives_up() -> None:
+        raise TimeoutError("upstream timed out")
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed) as info:
+            await (await gives_up.kiq()).result(timeout=5)
+    assert not isinstance(info.value, aq.TaskTimeout)
+    assert info.value.remote_type == "TimeoutError"
+
+
+async def test_failed_attempts_are_retried_until_one_succeeds(broker: aq.Broker) -> None:
+    attempts: list[int] = []
+
+    @broker.task(retries=3, retry_backoff=0.01)
+    async def flaky() -> str:
+        attempts.append(aq.context().attempt)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    async with running_worker(broker):
+        assert await (await flaky.kiq()).result(timeout=5) == "ok"
+    assert attempts == [1, 2, 3]
+    assert await dead_reasons(broker) == []
+
+
+async def test_retries_wait_with_growing_backoff(broker: aq.Broker) -> None:
+    started: list[float] = []
+
+    @broker.task(retries=2, retry_backoff=0.1)
+    async def failing() -> None:
+        started.append(time.monotonic())
+        raise ValueError("nope")
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed):
+            await (await failing.kiq()).result(timeout=5)
+    first_wait, second_wait = started[1] - started[0], started[2] - started[1]
+    # Equal jitter: attempt n waits between half and all of base * 2 ** (n - 1).
+    assert first_wait >= 0.05
+    assert second_wait >= 0.1
+
+
+async def test_exhausted_retries_go_to_the_dead_letter_queue_with_the_reason(
+    broker: aq.Broker,
+) -> None:
+    attempts: list[int] = []
+
+    @broker.task(retries=2, retry_backoff=0.01)
+    async def always_fails() -> None:
+        attempts.append(aq.context().attempt)
+        raise ValueError("bad input")
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed, match="bad input"):
+            await (await always_fails.kiq()).result(timeout=5)
+    assert attempts == [1, 2, 3]
+    [dead] = await broker.transport.dead_letters("default")
+    assert dead.reason == "failed after 3 attempt(s): ValueError: bad input"
+    message = orjson.loads(dead.body)
+    assert message["task"] == always_fails.name
+    assert message["attempt"] == 3
+
+
+async def test_raising_retry_reruns_the_task_after_the_given_delay(broker: aq.Broker) -> None:
+    started: list[float] = []
+
+    @broker.task(retries=1, retry_backoff=30)
+    async def later() -> int:
+        started.append(time.monotonic())
+        if aq.context().attempt == 1:
+            raise aq.Retry(delay=0.05)
+        return len(started)
+
+    async with running_worker(broker):
+        assert await (await later.kiq()).result(timeout=5) == 2
+    assert 0.05 <= started[1] - started[0] < 5
+
+
+async def test_an_undecodable_message_is_dead_lettered_and_work_goes_on(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    await broker.transport.publish("default", b"\x00 definitely not json")
+    await broker.transport.publish("default", orjson.dumps({"v": 99, "id": "x"}))
+    async with running_worker(broker):
+        assert await (await add.kiq(1, 2)).result(timeout=5) == 3
+    reasons = await dead_reasons(broker)
+    assert len(reasons) == 2
+    assert reasons[0].startswith("undecodable message: not valid JSON")
+    assert "unsupported protocol version 99" in reasons[1]
+
+
+async def test_an_unknown_task_is_dead_lettered_and_the_producer_told(
+    broker: aq.Broker,
+) -> None:
+    other = aq.Broker(broker.url)  # a producer that knows a task this worker does not
+
+    @other.task(name="not.registered.here")
+    async def ghost() -> None:
+        return None
+
+    async with other, running_worker(broker):
+        with pytest.raises(aq.TaskFailed) as info:
+            await (await ghost.kiq()).result(timeout=5)
+    assert info.value.remote_type == "aq.errors.UnknownTask"
+    assert await dead_reasons(broker) == ["unknown task: 'not.registered.here'"]
+
+
+async def test_an_expired_task_is_dead_lettered_not_run(broker: aq.Broker) -> None:
+    ran: list[int] = []
+
+    @broker.task
+    async def stale() -> None:
+        ran.append(1)
+
+    handle = await stale.options(expires=datetime.now(UTC) - timedelta(seconds=1)).kiq()
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed, match="expired"):
+            await handle.result(timeout=5)
+    assert ran == []
+    assert await dead_reasons(broker) == ["expired before it ran"]
+
+
+async def test_a_result_that_cannot_be_encoded_fails_the_task(broker: aq.Broker) -> None:
+    @broker.task
+    async def returns_object() -> object:
+        return object()
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed) as info:
+            await (await returns_object.kiq()).result(timeout=5)
+    assert info.value.remote_type == "aq.errors.SerializationError"
+    [reason] = await dead_reasons(broker)
+    assert reason.startswith("result could not be encoded")
+
+
+async def test_arguments_that_do_not_fit_the_annotations_fail_without_retry(
+    broker: aq.Broker,
+) -> None:
+    other = aq.Broker(broker.url)  # an untyped producer that sends a bad date
+
+    @other.task(name="typed")
+    async def typed_producer(when: str) -> None:
+        return None
+
+    @broker.task(name="typed", retries=3)
+    async def typed(when: datetime) -> None:
+        return None
+
+    async with other, running_worker(broker):
+        with pytest.raises(aq.TaskFailed) as info:
+            await (await typed_producer.kiq("not a date")).result(timeout=5)
+    assert info.value.remote_type == "aq.errors.SerializationError"
+    assert len(await dead_reasons(broker)) == 1

@@ -1,0 +1,32 @@
+"""The public surface: a curated, sorted, complete ``aq.__all__``."""
+
+from __future__ import annotations
+
+import inspect
+
+import aq
+import aq.errors
+
+
+def test_all_is_sorted() -> None:
+    assert aq.__all__ == sorted(aq.__all__)
+
+
+def test_all_names_exist_and_every_public_class_or_function_is_listed() -> None:
+    public = {
+        name
+        for name, value in vars(aq).items()
+        if not name.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
+    }
+    assert set(aq.__all__) == public
+
+
+def test_every_error_derives_from_aq_error() -> None:
+    errors = [getattr(aq.errors, name) for name in aq.errors.__all__]
+    assert all(issubclass(e, aq.AQError) for e in errors)
+    assert set(aq.errors.__all__) <= set(aq.__all__)
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    missing = [name for name in aq.__all__ if not inspect.getdoc(getattr(aq, name))]
+    assert missing == []

@@ -1,0 +1,125 @@
+"""Bad input fails early, with a message that says what to change."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+import aq
+from aq.testing import running_worker
+
+
+def test_the_broker_url_comes_from_the_environment_when_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AQ_BROKER_URL", "memory://from-env")
+    assert aq.Broker("memory://from-code").url == "memory://from-env"
+    assert aq.Broker().url == "memory://from-env"
+
+
+def test_a_missing_url_says_how_to_give_one() -> None:
+    with pytest.raises(aq.ConfigurationError, match="AQ_BROKER_URL"):
+        aq.Broker()
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("localhost:6379", "expected SCHEME://"),
+        ("kafka://localhost", "unknown broker URL scheme 'kafka'"),
+        ("redis://localhost", "not part of this aq release yet"),
+    ],
+)
+def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:
+    with pytest.raises(aq.ConfigurationError, match=hint):
+        aq.Broker(url)
+
+
+@pytest.mark.parametrize(
+    ("settings", "hint"),
+    [
+        ({"retries": -1}, "retries must be a non-negative int"),
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"rate_limit": "fast"}, "invalid rate limit 'fast'"),
+        ({"max_concurrency": 0}, "max_concurrency must be a positive int"),
+        ({"priority": 10}, "priority must be an int from 0 to 9"),
+        ({"retry_backoff": -1}, "retry_backoff must be a positive number"),
+    ],
+)
+def test_bad_task_options_fail_at_decoration(settings: dict[str, object], hint: str) -> None:
+    broker = aq.Broker("memory://")
+
+    async def job() -> None:
+        return None
+
+    with pytest.raises(aq.ConfigurationError, match=hint):
+        broker.register(job, **settings)  # type: ignore[arg-type]
+
+
+def test_two_tasks_with_one_name_are_refused() -> None:
+    broker = aq.Broker("memory://")
+
+    @broker.task(name="job")
+    async def first() -> None:
+        return None
+
+    with pytest.raises(aq.ConfigurationError, match="already registered"):
+
+        @broker.task(name="job")
+        async def second() -> None:
+            return None
+
+
+@pytest.mark.parametrize(
+    ("options", "hint"),
+    [
+        ({"delay": -1}, "delay must be a non-negative number"),
+        ({"priority": 42}, "priority must be an int from 0 to 9"),
+        ({"delay": 1, "eta": datetime(2030, 1, 1).astimezone()}, "delay or eta, not both"),
+        ({"eta": datetime(2030, 1, 1)}, "naive datetimes are ambiguous"),
+        ({"timeout": -5}, "timeout must be a positive number"),
+        ({"task_id": ""}, "task_id must be a non-empty string"),
+    ],
+)
+def test_bad_call_options_fail_at_options(options: dict[str, object], hint: str) -> None:
+    broker = aq.Broker("memory://")
+
+    @broker.task
+    async def job() -> None:
+        return None
+
+    with pytest.raises(aq.ConfigurationError, match=hint):
+        job.options(**options)  # type: ignore[arg-type]
+
+
+def test_worker_options_are_checked_at_construction() -> None:
+    broker = aq.Broker("memory://")
+    with pytest.raises(aq.ConfigurationError, match="concurrency must be a positive int"):
+        aq.Worker(broker, concurrency=0)
+
+
+async def test_a_non_serialisable_argument_fails_at_kiq_naming_it(broker: aq.Broker) -> None:
+    @broker.task
+    async def store(key: str, value: object) -> None:
+        return None
+
+    with pytest.raises(aq.SerializationError, match=r"argument 'value' of task .*store"):
+        await store.kiq("k", object())
+    with pytest.raises(aq.SerializationError, match="argument 'value'"):
+        await store.kiq("k", value={1: {2, lambda: 3}})
+    assert (await broker.transport.stats("default")).ready == 0
+
+
+async def test_a_message_over_the_size_limit_fails_at_kiq() -> None:
+    broker = aq.Broker("memory://", max_message_size=1000)
+
+    @broker.task
+    async def store(blob: str) -> None:
+        return None
+
+    async with broker:
+        with pytest.raises(aq.SerializationError, match="over the limit of 1000"):
+            await store.kiq("x" * 2000)
+        async with running_worker(broker):
+            await (await store.kiq("x" * 10)).result(timeout=5)
