@@ -10,6 +10,7 @@ converter at all, so the common case costs nothing per message.
 from __future__ import annotations
 
 import base64
+import collections.abc
 import dataclasses
 import datetime as dt
 import decimal
@@ -61,14 +62,17 @@ def _mapping(key: Converter | None, val: Converter | None) -> Converter:
 
 
 def _dataclass(cls: type[Any]) -> Converter:
-    hints = typing.get_type_hints(cls)
-    fields = {
-        f.name: converter_for(hints.get(f.name, Any)) for f in dataclasses.fields(cls) if f.init
-    }
+    # Field converters are built on first use, so a dataclass may refer to itself.
+    fields: dict[str, Converter | None] = {}
 
     def build(value: Any) -> Any:
         if isinstance(value, cls):
             return value
+        if not fields:
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                if f.init:
+                    fields[f.name] = converter_for(hints.get(f.name, Any))
         kwargs = {}
         for name, item in value.items():
             convert = fields.get(name)
@@ -104,7 +108,7 @@ def converter_for(tp: Any) -> Converter | None:
         if item is None and factory is list:
             return None
         return _sequence(factory, item)
-    if origin is dict or origin is typing.Mapping:
+    if origin in (dict, collections.abc.Mapping):
         key, val = (converter_for(a) for a in args) if args else (None, None)
         return None if key is None and val is None else _mapping(key, val)
     if origin is typing.Literal or origin is typing.Annotated:
@@ -135,7 +139,7 @@ def _from_string(tp: Any) -> Converter:
 
 def _fixed_tuple(items: list[Converter | None]) -> Converter:
     def convert(value: Any) -> Any:
-        return tuple(c(v) if c is not None else v for c, v in zip(items, value, strict=False))
+        return tuple(c(v) if c is not None else v for c, v in zip(items, value, strict=True))
 
     return convert
 
@@ -193,6 +197,6 @@ class ArgumentConverter:
                 k: (c(v) if (c := self._keyword.get(k, self._var_keyword)) else v)
                 for k, v in kwargs.items()
             }
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, ArithmeticError, KeyError) as exc:
             raise SerializationError(f"cannot convert arguments to declared types: {exc}") from exc
         return new_args, new_kwargs

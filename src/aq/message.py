@@ -120,7 +120,7 @@ def _object(data: bytes, serializer: Serializer) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise MessageDecodeError(f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise MessageDecodeError(
             f"unsupported protocol version {version!r} (this aq speaks {PROTOCOL_VERSION})"
         )

@@ -100,7 +100,8 @@ class Backoff:
     maximum: float = 600.0
 
     def delay(self, attempt: int) -> float:
-        full = min(self.maximum, self.base * 2.0 ** max(0, attempt - 1))
+        exponent = min(max(0, attempt - 1), 64)  # beyond 2**64 every delay is the maximum
+        full = min(self.maximum, self.base * 2.0**exponent)
         return full / 2 + random.uniform(0, full / 2)
 
 

@@ -1,0 +1,293 @@
+"""Specification of aq.message: the versioned task and reply envelopes on the wire."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+import aq
+from aq.message import (
+    PROTOCOL_VERSION,
+    Reply,
+    ReplyKind,
+    TaskMessage,
+    decode_reply,
+    decode_task,
+    encode_reply,
+    encode_task,
+    new_id,
+)
+from aq.serializer import JSONSerializer
+
+CODEC = JSONSerializer()
+
+
+def minimal_task(**overrides: Any) -> dict[str, Any]:
+    """The smallest valid task object, with ``overrides`` applied."""
+    return {"v": 1, "id": "abc", "task": "send_email", "queue": "default", **overrides}
+
+
+def minimal_reply(**overrides: Any) -> dict[str, Any]:
+    """The smallest valid reply object, with ``overrides`` applied."""
+    return {"v": 1, "correlation_id": "c1", "task_id": "t1", "kind": "result", **overrides}
+
+
+def wire(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def without(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != key}
+
+
+# --- task messages ----------------------------------------------------------------------------
+
+
+def test_protocol_version_is_one() -> None:
+    assert PROTOCOL_VERSION == 1
+
+
+def test_task_round_trips_every_field() -> None:
+    message = TaskMessage(
+        id="0123456789abcdef0123456789abcdef",
+        task="billing.charge",
+        queue="payments",
+        args=[1, "two", [3.0], {"four": None}],
+        kwargs={"amount": "9.99", "tags": ["a", "b"]},
+        headers={"trace": "xyz", "tenant": 42},
+        attempt=3,
+        max_attempts=5,
+        priority=7,
+        eta=1_700_000_100.5,
+        expires=1_700_000_200.25,
+        timeout=30.0,
+        reply_to="replies.host-1",
+        correlation_id="corr-1",
+        created_at=1_700_000_000.125,
+    )
+
+    assert decode_task(encode_task(message, CODEC), CODEC) == message
+
+
+def test_encoded_task_is_a_json_object_carrying_the_protocol_version() -> None:
+    body = orjson.loads(encode_task(TaskMessage(id="a", task="t", queue="q"), CODEC))
+
+    assert isinstance(body, dict)
+    assert body["v"] == PROTOCOL_VERSION
+
+
+def test_decoded_task_without_optional_fields_uses_their_defaults() -> None:
+    message = decode_task(wire(minimal_task()), CODEC)
+
+    assert message == TaskMessage(
+        id="abc",
+        task="send_email",
+        queue="default",
+        args=[],
+        kwargs={},
+        headers={},
+        attempt=1,
+        max_attempts=1,
+        priority=0,
+        eta=None,
+        expires=None,
+        timeout=None,
+        reply_to=None,
+        correlation_id=None,
+        created_at=0.0,
+    )
+
+
+@pytest.mark.parametrize("field", ["eta", "expires", "timeout", "reply_to", "correlation_id"])
+def test_decoded_task_accepts_null_for_an_optional_field(field: str) -> None:
+    message = decode_task(wire(minimal_task(**{field: None})), CODEC)
+
+    assert getattr(message, field) is None
+
+
+@pytest.mark.parametrize("field", ["eta", "expires", "timeout", "created_at"])
+def test_decoded_task_accepts_an_integer_for_a_time_field(field: str) -> None:
+    message = decode_task(wire(minimal_task(**{field: 1_700_000_000})), CODEC)
+
+    assert getattr(message, field) == 1_700_000_000
+
+
+def test_decoded_task_ignores_unknown_fields() -> None:
+    message = decode_task(wire(minimal_task(future_field={"x": 1})), CODEC)
+
+    assert message.id == "abc"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"not json", b"", b"\xff", b'{"v": 1, "id": '],
+    ids=repr,
+)
+def test_decode_task_rejects_non_json(data: bytes) -> None:
+    with pytest.raises(aq.MessageDecodeError):
+        decode_task(data, CODEC)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [[minimal_task()], "task", 1, None, True],
+    ids=["array", "string", "number", "null", "bool"],
+)
+def test_decode_task_rejects_a_json_value_that_is_not_an_object(obj: Any) -> None:
+    with pytest.raises(aq.MessageDecodeError, match="expected a JSON object"):
+        decode_task(wire(obj), CODEC)
+
+
+def test_decode_task_rejects_a_missing_version() -> None:
+    with pytest.raises(aq.MessageDecodeError, match="protocol version"):
+        decode_task(wire(without(minimal_task(), "v")), CODEC)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None], ids=repr)
+def test_decode_task_rejects_an_unsupported_version(version: Any) -> None:
+    with pytest.raises(aq.MessageDecodeError, match="unsupported protocol version"):
+        decode_task(wire(minimal_task(v=version)), CODEC)
+
+
+def test_decode_task_rejects_a_boolean_version() -> None:
+    with pytest.raises(aq.MessageDecodeError):
+        decode_task(wire(minimal_task(v=True)), CODEC)
+
+
+@pytest.mark.parametrize("field", ["id", "task", "queue"])
+def test_decode_task_rejects_a_missing_required_field(field: str) -> None:
+    with pytest.raises(aq.MessageDecodeError, match=re.escape(f"missing field {field!r}")):
+        decode_task(wire(without(minimal_task(), field)), CODEC)
+
+
+@pytest.mark.parametrize("field", ["id", "task", "queue"])
+def test_decode_task_rejects_null_for_a_required_field(field: str) -> None:
+    with pytest.raises(aq.MessageDecodeError, match=re.escape(repr(field))):
+        decode_task(wire(minimal_task(**{field: None})), CODEC)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id", 123),
+        ("task", ["t"]),
+        ("queue", {"name": "q"}),
+        ("args", {"a": 1}),
+        ("args", "1,2"),
+        ("kwargs", [1, 2]),
+        ("headers", "h"),
+        ("attempt", "1"),
+        ("attempt", True),
+        ("attempt", 1.0),
+        ("max_attempts", False),
+        ("priority", 1.5),
+        ("eta", "soon"),
+        ("eta", True),
+        ("expires", [1]),
+        ("timeout", "30"),
+        ("reply_to", 5),
+        ("correlation_id", False),
+        ("created_at", "yesterday"),
+    ],
+    ids=repr,
+)
+def test_decode_task_rejects_a_field_of_the_wrong_type(field: str, value: Any) -> None:
+    with pytest.raises(
+        aq.MessageDecodeError, match=re.escape(f"field {field!r} has the wrong type")
+    ):
+        decode_task(wire(minimal_task(**{field: value})), CODEC)
+
+
+def test_message_decode_error_from_decode_task_is_a_value_error() -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the base class is the point
+        decode_task(wire([]), CODEC)
+
+
+# --- replies ----------------------------------------------------------------------------------
+
+KINDS: list[ReplyKind] = ["result", "error", "progress", "item", "end"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reply_round_trips_for_each_kind(kind: ReplyKind) -> None:
+    reply = Reply(
+        correlation_id="corr-1",
+        task_id="task-1",
+        kind=kind,
+        payload={"value": [1, "two", None], "ok": True},
+        seq=4,
+    )
+
+    assert decode_reply(encode_reply(reply, CODEC), CODEC) == reply
+
+
+@pytest.mark.parametrize("payload", [None, 0, "text", [1, 2], {"nested": {"a": [True]}}], ids=repr)
+def test_reply_round_trips_any_json_payload(payload: Any) -> None:
+    reply = Reply(correlation_id="c", task_id="t", kind="result", payload=payload)
+
+    assert decode_reply(encode_reply(reply, CODEC), CODEC).payload == payload
+
+
+def test_encoded_reply_carries_the_protocol_version() -> None:
+    body = orjson.loads(encode_reply(Reply("c", "t", "end"), CODEC))
+
+    assert body["v"] == PROTOCOL_VERSION
+
+
+def test_decoded_reply_without_optional_fields_uses_their_defaults() -> None:
+    reply = decode_reply(wire(minimal_reply()), CODEC)
+
+    assert reply == Reply(correlation_id="c1", task_id="t1", kind="result", payload=None, seq=0)
+
+
+@pytest.mark.parametrize("kind", ["done", "RESULT", ""], ids=repr)
+def test_decode_reply_rejects_an_unknown_kind(kind: str) -> None:
+    with pytest.raises(aq.MessageDecodeError, match="unknown reply kind"):
+        decode_reply(wire(minimal_reply(kind=kind)), CODEC)
+
+
+@pytest.mark.parametrize("field", ["kind", "correlation_id", "task_id"])
+def test_decode_reply_rejects_a_missing_required_field(field: str) -> None:
+    with pytest.raises(aq.MessageDecodeError, match=re.escape(f"missing field {field!r}")):
+        decode_reply(wire(without(minimal_reply(), field)), CODEC)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("kind", 1), ("correlation_id", 1), ("task_id", None), ("seq", "0"), ("seq", True)],
+    ids=repr,
+)
+def test_decode_reply_rejects_a_field_of_the_wrong_type(field: str, value: Any) -> None:
+    with pytest.raises(aq.MessageDecodeError, match=re.escape(repr(field))):
+        decode_reply(wire(minimal_reply(**{field: value})), CODEC)
+
+
+def test_decode_reply_rejects_a_json_array() -> None:
+    with pytest.raises(aq.MessageDecodeError, match="expected a JSON object"):
+        decode_reply(wire([minimal_reply()]), CODEC)
+
+
+def test_decode_reply_rejects_an_unsupported_version() -> None:
+    with pytest.raises(aq.MessageDecodeError, match="unsupported protocol version"):
+        decode_reply(wire(minimal_reply(v=2)), CODEC)
+
+
+def test_decode_reply_rejects_non_json() -> None:
+    with pytest.raises(aq.MessageDecodeError):
+        decode_reply(b"}{", CODEC)
+
+
+# --- ids --------------------------------------------------------------------------------------
+
+
+def test_new_id_is_32_lowercase_hex_digits() -> None:
+    assert re.fullmatch(r"[0-9a-f]{32}", new_id())
+
+
+def test_new_id_is_unique() -> None:
+    ids = {new_id() for _ in range(1000)}
+
+    assert len(ids) == 1000
