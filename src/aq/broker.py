@@ -146,6 +146,11 @@ class Broker:
     def is_started(self) -> bool:
         return self._started
 
+    @property
+    def listening_address(self) -> str | None:
+        """The reply address if the listener runs already (the fast path of ``kiq``)."""
+        return self._listener.address if self._listening else None
+
     async def reply_address(self) -> str:
         """This producer's reply address, starting the connection and listener if needed."""
         if not self._listening:

@@ -158,6 +158,14 @@ def worker(
         return
     from aq.worker import runner
 
+    if broker.transport.in_process and not supervised:
+        event(
+            log,
+            logging.WARNING,
+            "worker.memory_broker",
+            note="memory:// is in-process: this worker only sees tasks sent from this process; "
+            "set AQ_BROKER_URL to a redis:// or amqp:// URL to share work",
+        )
     try:
         runner.run(
             broker,

@@ -86,8 +86,11 @@ class TaskHandle(Generic[R]):
         outcome = self._waiter.outcome
         if not outcome.done():
             try:
-                async with asyncio.timeout(timeout):
+                if timeout is None:
                     await asyncio.shield(outcome)
+                else:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(outcome)
             except TimeoutError:
                 raise ResultTimeout(
                     f"no result for task {self.task_name} ({self.id}) within {timeout} s"

@@ -10,8 +10,8 @@ dead letter) rather than a crash or a surprise.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -37,8 +37,8 @@ _REPLY_KINDS: Final = frozenset(("result", "error", "progress", "item", "end"))
 
 
 def new_id() -> str:
-    """A fresh message id: a random UUID4 as 32 hex digits."""
-    return uuid.uuid4().hex
+    """A fresh message id: 128 random bits as 32 lowercase hex digits."""
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)
@@ -127,52 +127,65 @@ def _object(data: bytes, serializer: Serializer) -> dict[str, Any]:
     return obj
 
 
-def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    value = obj.get(key, default)
-    if value is ...:
-        raise MessageDecodeError(f"missing field {key!r}")
-    if value is default and default is not ...:
-        return value
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
-        raise MessageDecodeError(f"field {key!r} has the wrong type: {type(value).__name__}")
-    return value
-
-
+_REQUIRED: Final = object()
 _NUM = (int, float)
+
+# (field, exact JSON types allowed, default). Exact types: a bool is not an int here.
+# A default of list or dict means "a fresh empty one".
+_TASK_FIELDS: Final[tuple[tuple[str, tuple[type, ...], Any], ...]] = (
+    ("id", (str,), _REQUIRED),
+    ("task", (str,), _REQUIRED),
+    ("queue", (str,), _REQUIRED),
+    ("args", (list,), list),
+    ("kwargs", (dict,), dict),
+    ("headers", (dict,), dict),
+    ("attempt", (int,), 1),
+    ("max_attempts", (int,), 1),
+    ("priority", (int,), 0),
+    ("eta", _NUM, None),
+    ("expires", _NUM, None),
+    ("timeout", _NUM, None),
+    ("reply_to", (str,), None),
+    ("correlation_id", (str,), None),
+    ("created_at", _NUM, 0.0),
+)
+_REPLY_FIELDS: Final[tuple[tuple[str, tuple[type, ...], Any], ...]] = (
+    ("correlation_id", (str,), _REQUIRED),
+    ("task_id", (str,), _REQUIRED),
+    ("kind", (str,), _REQUIRED),
+    ("payload", (object,), None),
+    ("seq", (int,), 0),
+)
+
+
+def _fields(obj: dict[str, Any], spec: tuple[tuple[str, tuple[type, ...], Any], ...]) -> list[Any]:
+    values = []
+    for key, types, default in spec:
+        value = obj.get(key, default)
+        if value is default:
+            if default is _REQUIRED:
+                raise MessageDecodeError(f"missing field {key!r}")
+            if default is list or default is dict:
+                value = default()
+        elif type(value) not in types and types[0] is not object:
+            if value is None and default is None:
+                pass
+            else:
+                raise MessageDecodeError(
+                    f"field {key!r} has the wrong type: {type(value).__name__}"
+                )
+        values.append(value)
+    return values
 
 
 def decode_task(data: bytes, serializer: Serializer) -> TaskMessage:
     """Decode and validate a task message; raises :class:`MessageDecodeError`."""
-    obj = _object(data, serializer)
-    return TaskMessage(
-        id=_get(obj, "id", str),
-        task=_get(obj, "task", str),
-        queue=_get(obj, "queue", str),
-        args=_get(obj, "args", list, []),
-        kwargs=_get(obj, "kwargs", dict, {}),
-        headers=_get(obj, "headers", dict, {}),
-        attempt=_get(obj, "attempt", int, 1),
-        max_attempts=_get(obj, "max_attempts", int, 1),
-        priority=_get(obj, "priority", int, 0),
-        eta=_get(obj, "eta", _NUM, None),
-        expires=_get(obj, "expires", _NUM, None),
-        timeout=_get(obj, "timeout", _NUM, None),
-        reply_to=_get(obj, "reply_to", str, None),
-        correlation_id=_get(obj, "correlation_id", str, None),
-        created_at=_get(obj, "created_at", _NUM, 0.0),
-    )
+    return TaskMessage(*_fields(_object(data, serializer), _TASK_FIELDS))
 
 
 def decode_reply(data: bytes, serializer: Serializer) -> Reply:
     """Decode and validate a reply; raises :class:`MessageDecodeError`."""
-    obj = _object(data, serializer)
-    kind = _get(obj, "kind", str)
+    correlation_id, task_id, kind, payload, seq = _fields(_object(data, serializer), _REPLY_FIELDS)
     if kind not in _REPLY_KINDS:
         raise MessageDecodeError(f"unknown reply kind {kind!r}")
-    return Reply(
-        correlation_id=_get(obj, "correlation_id", str),
-        task_id=_get(obj, "task_id", str),
-        kind=kind,
-        seq=_get(obj, "seq", int, 0),
-        payload=obj.get("payload"),
-    )
+    return Reply(correlation_id, task_id, kind, payload, seq)

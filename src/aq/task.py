@@ -206,7 +206,7 @@ class _BaseTask(Generic[P, H]):
     async def send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions) -> H:
         config = self.config
         broker = self.broker
-        reply_to = await broker.reply_address()
+        reply_to = broker.listening_address or await broker.reply_address()
         task_id = options.task_id or new_id()
         message = TaskMessage(
             id=task_id,

@@ -30,7 +30,7 @@ from aq.errors import (
     UnknownTask,
 )
 from aq.logs import event
-from aq.message import Reply, ReplyKind, TaskMessage, decode_task, encode_reply
+from aq.message import PROTOCOL_VERSION, ReplyKind, TaskMessage, decode_task
 from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
@@ -181,16 +181,10 @@ class Executor:
                 await mw.before_execute(message)
             async with limits.slot():
                 args, kwargs = task.argument_converter(message.args, message.kwargs)
-                deadline = asyncio.timeout(timeout)
-                try:
-                    async with deadline:
-                        value = await self._call(task, message, args, kwargs)
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise
-                    raise TaskTimeout(
-                        message.id, "aq.errors.TaskTimeout", f"ran longer than {timeout} s"
-                    ) from None
+                if timeout is None:
+                    value = await self._call(task, message, args, kwargs)
+                else:
+                    value = await self._call_with_deadline(task, message, args, kwargs, timeout)
             return Outcome("success", value, duration=time.perf_counter() - started)
         except asyncio.CancelledError:
             if not self.is_cancelled(message.id):
@@ -207,6 +201,25 @@ class Executor:
             )
         finally:
             self.running.pop(message.id, None)
+
+    async def _call_with_deadline(
+        self,
+        task: AnyTask,
+        message: TaskMessage,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        timeout: float,
+    ) -> Any:
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await self._call(task, message, args, kwargs)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the task's own TimeoutError: an ordinary failure
+            raise TaskTimeout(
+                message.id, "aq.errors.TaskTimeout", f"ran longer than {timeout} s"
+            ) from None
 
     async def _call(
         self, task: AnyTask, message: TaskMessage, args: list[Any], kwargs: dict[str, Any]
@@ -282,8 +295,16 @@ class Executor:
     ) -> None:
         if message.reply_to is None:
             return
-        reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)
-        body = encode_reply(reply, self.serializer)
+        body = self.serializer.dumps(
+            {
+                "v": PROTOCOL_VERSION,
+                "correlation_id": message.correlation_id or message.id,
+                "task_id": message.id,
+                "kind": kind,
+                "seq": seq,
+                "payload": payload,
+            }
+        )
         await self.transport.send_reply(message.reply_to, body)
 
 
