@@ -12,6 +12,7 @@ then override ``aq_broker`` to return your application's broker::
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -27,7 +28,7 @@ __all__ = ["aq_broker", "aq_worker"]
 @pytest.fixture
 def aq_broker() -> Broker:
     """A fresh broker on a private memory:// hub; override it to use your own."""
-    return Broker(f"memory://pytest-{id(object())}")
+    return Broker(f"memory://pytest-{uuid.uuid4().hex}")
 
 
 @pytest_asyncio.fixture
