@@ -1,0 +1,1 @@
+"""Runnable examples of aq; ``examples.fastapi_app`` is imported by the tests."""
