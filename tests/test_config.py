@@ -123,3 +123,12 @@ async def test_a_message_over_the_size_limit_fails_at_kiq() -> None:
             await store.kiq("x" * 2000)
         async with running_worker(broker):
             await (await store.kiq("x" * 10)).result(timeout=5)
+
+
+async def test_a_non_serialisable_header_fails_at_kiq_naming_it(broker: aq.Broker) -> None:
+    @broker.task
+    async def job() -> None:
+        return None
+
+    with pytest.raises(aq.SerializationError, match="header trace of task"):
+        await job.options(headers={"trace": object()}).kiq()

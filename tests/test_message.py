@@ -291,3 +291,19 @@ def test_new_id_is_unique() -> None:
     ids = {new_id() for _ in range(1000)}
 
     assert len(ids) == 1000
+
+
+@pytest.mark.parametrize(
+    ("changes", "hint"),
+    [
+        ({"id": ""}, "must not be empty"),
+        ({"attempt": 0}, "outside 1..max_attempts"),
+        ({"attempt": 5, "max_attempts": 3}, "outside 1..max_attempts"),
+        ({"priority": 42}, "outside 0..9"),
+        ({"priority": -1}, "outside 0..9"),
+    ],
+)
+def test_decode_task_rejects_out_of_range_fields(changes: dict[str, object], hint: str) -> None:
+    body = {"v": 1, "id": "a", "task": "t", "queue": "q", **changes}
+    with pytest.raises(aq.MessageDecodeError, match=hint):
+        decode_task(orjson.dumps(body), JSONSerializer())

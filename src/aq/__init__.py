@@ -19,11 +19,13 @@ from aq.errors import (
     Retry,
     SerializationError,
     TaskCancelled,
+    TaskExpired,
     TaskFailed,
     TaskTimeout,
     UnknownTask,
 )
 from aq.handle import StreamHandle, TaskHandle
+from aq.message import TaskMessage
 from aq.middleware import Middleware, Outcome
 from aq.task import StreamTask, SyncTask, Task, TaskCall
 from aq.worker.worker import Worker
@@ -50,8 +52,10 @@ __all__ = [
     "TaskCall",
     "TaskCancelled",
     "TaskContext",
+    "TaskExpired",
     "TaskFailed",
     "TaskHandle",
+    "TaskMessage",
     "TaskTimeout",
     "UnknownTask",
     "Worker",

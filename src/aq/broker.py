@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from aq.errors import ConfigurationError, SerializationError
-from aq.message import TaskMessage, new_id
+from aq.message import PROTOCOL_VERSION, TaskMessage, new_id
 from aq.middleware import Middleware
 from aq.replies import ReplyListener, ResultWaiter
 from aq.serializer import JSONSerializer, Serializer
@@ -324,13 +324,15 @@ class Broker:
         places: list[tuple[str, Any]] = [
             (task.parameter_name(i) if task else f"#{i}", v) for i, v in enumerate(message.args)
         ]
-        places += [(k, v) for k, v in message.kwargs.items()]
+        places += list(message.kwargs.items())
+        places += [(f"header {k}", v) for k, v in message.headers.items()]
         for label, value in places:
             try:
                 self.serializer.dumps(value)
             except SerializationError as inner:
+                what = label if label.startswith("header ") else f"argument {label!r}"
                 return SerializationError(
-                    f"argument {label!r} of task {message.task!r} cannot be sent: {inner}"
+                    f"{what} of task {message.task!r} cannot be sent: {inner}"
                 )
         return SerializationError(f"task {message.task!r} cannot be sent: {exc}")
 
@@ -350,7 +352,8 @@ class Broker:
     async def cancel(self, task_id: str) -> None:
         """Cancel task ``task_id`` wherever it is: queued tasks will not run, running ones stop."""
         await self.startup()
-        body = self.serializer.dumps({"v": 1, "op": "cancel", "task_id": task_id, "id": new_id()})
+        command = {"v": PROTOCOL_VERSION, "op": "cancel", "task_id": task_id, "id": new_id()}
+        body = self.serializer.dumps(command)
         await self.transport.broadcast(body)
 
     @property

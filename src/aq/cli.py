@@ -163,8 +163,7 @@ def worker(
             log,
             logging.WARNING,
             "worker.memory_broker",
-            note="memory:// is in-process: this worker only sees tasks sent from this process; "
-            "set AQ_BROKER_URL to a redis:// or amqp:// URL to share work",
+            note="memory:// is in-process: this worker only runs tasks sent from its own process",
         )
     try:
         runner.run(

@@ -70,7 +70,10 @@ _current: contextvars.ContextVar[TaskContext] = contextvars.ContextVar("aq_task_
 
 
 def context() -> TaskContext:
-    """The context of the task running in the current asyncio task (or worker thread).
+    """The context of the task running in the current asyncio task.
+
+    Sync tasks can read it too (their thread gets a copy), but ``report_progress``
+    is a coroutine and works only in async tasks.
 
     Raises:
         aq.AQError: called outside a task executed by an aq worker.

@@ -15,7 +15,8 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
     ├── Retry                   raised inside a task to ask for another attempt
     └── TaskFailed              the task ran and did not succeed
         ├── TaskTimeout         it ran past its time limit
-        └── TaskCancelled       it was cancelled by handle.cancel()
+        ├── TaskCancelled       it was cancelled by handle.cancel()
+        └── TaskExpired         its ``expires`` time passed before it ran
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "TaskCancelled",
+    "TaskExpired",
     "TaskFailed",
     "TaskTimeout",
     "UnknownTask",
@@ -98,8 +100,8 @@ class TaskFailed(AQError):
 
     Attributes:
         task_id: the id of the failed task.
-        remote_type: qualified name of the exception raised in the worker,
-            e.g. ``"builtins.ValueError"``.
+        remote_type: the name of the exception raised in the worker: bare for
+            builtins (``"ValueError"``), qualified otherwise (``"myapp.errors.Declined"``).
         remote_message: ``str()`` of that exception.
         remote_traceback: the formatted traceback text from the worker.
     """
@@ -124,3 +126,7 @@ class TaskTimeout(TaskFailed):
 
 class TaskCancelled(TaskFailed):
     """The task was cancelled before it finished."""
+
+
+class TaskExpired(TaskFailed):
+    """The task's ``expires`` time passed before a worker started it."""

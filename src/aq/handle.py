@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aq.coerce import Converter
-from aq.errors import ResultTimeout, SerializationError, TaskCancelled, TaskFailed, TaskTimeout
+from aq.errors import (
+    ResultTimeout,
+    SerializationError,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
+    TaskTimeout,
+)
 from aq.replies import ProgressCallback, ResultWaiter
 
 if TYPE_CHECKING:
@@ -28,7 +35,11 @@ Y = TypeVar("Y")
 _REMOTE_ERRORS: dict[str, type[TaskFailed]] = {
     "aq.errors.TaskTimeout": TaskTimeout,
     "aq.errors.TaskCancelled": TaskCancelled,
+    "aq.errors.TaskExpired": TaskExpired,
 }
+
+
+_CONVERSION_ERRORS = (TypeError, ValueError, AttributeError, KeyError, ArithmeticError)
 
 
 def remote_error(task_id: str, payload: Any) -> TaskFailed:
@@ -101,11 +112,14 @@ class TaskHandle(Generic[R]):
         if self._convert is not None and payload is not None:
             try:
                 payload = self._convert(payload)
-            except (TypeError, ValueError) as exc:
-                raise SerializationError(
-                    f"result of {self.task_name} does not match its return annotation: {exc}"
-                ) from exc
+            except _CONVERSION_ERRORS as exc:
+                raise self._mismatch("result", exc) from exc
         return payload  # type: ignore[no-any-return]
+
+    def _mismatch(self, what: str, exc: Exception) -> SerializationError:
+        return SerializationError(
+            f"{what} of {self.task_name} does not match its return annotation: {exc}"
+        )
 
     async def progress(self) -> AsyncIterator[Any]:
         """Yield each progress report in order, ending when the task finishes."""
@@ -146,7 +160,12 @@ class StreamHandle(TaskHandle[None], Generic[Y]):
         while True:
             while waiter.items:
                 item = waiter.items.popleft()
-                yield convert(item) if convert is not None and item is not None else item
+                if convert is not None and item is not None:
+                    try:
+                        item = convert(item)
+                    except _CONVERSION_ERRORS as exc:
+                        raise self._mismatch("an item", exc) from exc
+                yield item
             if waiter.outcome.done():
                 status, payload = waiter.outcome.result()
                 if waiter.items:

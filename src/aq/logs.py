@@ -1,9 +1,9 @@
 """Structured log lines: ``event key=value ...`` on the standard logging module.
 
-The worker logs one line per task event (received, succeeded, failed, retried,
-dead-lettered) with the task id, name and duration, so the lines can be grepped
-by eye and parsed by machines. Values are formatted only when the level is
-enabled, which keeps logging off the hot path when it is quiet.
+The worker logs one line per task event (received, succeeded, retried, failed,
+cancelled, expired, unknown, undecodable) with the task id, name and duration,
+so the lines can be grepped by eye and parsed by machines. Values are formatted
+only when the level is enabled, which keeps logging off the hot path when quiet.
 """
 
 from __future__ import annotations

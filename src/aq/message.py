@@ -178,9 +178,21 @@ def _fields(obj: dict[str, Any], spec: tuple[tuple[str, tuple[type, ...], Any], 
     return values
 
 
+MAX_PRIORITY: Final = 9
+
+
 def decode_task(data: bytes, serializer: Serializer) -> TaskMessage:
     """Decode and validate a task message; raises :class:`MessageDecodeError`."""
-    return TaskMessage(*_fields(_object(data, serializer), _TASK_FIELDS))
+    message = TaskMessage(*_fields(_object(data, serializer), _TASK_FIELDS))
+    if not message.id or not message.task or not message.queue:
+        raise MessageDecodeError("id, task and queue must not be empty")
+    if not 1 <= message.attempt <= message.max_attempts:
+        raise MessageDecodeError(
+            f"attempt {message.attempt} is outside 1..max_attempts ({message.max_attempts})"
+        )
+    if not 0 <= message.priority <= MAX_PRIORITY:
+        raise MessageDecodeError(f"priority {message.priority} is outside 0..{MAX_PRIORITY}")
+    return message
 
 
 def decode_reply(data: bytes, serializer: Serializer) -> Reply:

@@ -134,8 +134,11 @@ class ReplyListener:
         self._reader = asyncio.create_task(self._read(self._inbox), name="aq-reply-listener")
 
     def register(self, correlation_id: str) -> ResultWaiter:
-        waiter = ResultWaiter()
-        self._waiters[correlation_id] = waiter
+        """The waiter for ``correlation_id``, shared by every handle of a reused task id."""
+        waiter = self._waiters.get(correlation_id)
+        if waiter is None or waiter.outcome.done():
+            waiter = ResultWaiter()
+            self._waiters[correlation_id] = waiter
         return waiter
 
     async def _read(self, inbox: Inbox) -> None:

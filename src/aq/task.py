@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 from aq.coerce import ArgumentConverter, Converter, return_converter
 from aq.errors import ConfigurationError
 from aq.handle import StreamHandle, TaskHandle
-from aq.message import TaskMessage, new_id
+from aq.message import MAX_PRIORITY, TaskMessage, new_id
 from aq.replies import ResultWaiter
 from aq.worker.limits import Backoff, RateLimit
 
@@ -36,7 +36,6 @@ Y = TypeVar("Y")
 H = TypeVar("H", bound=TaskHandle[Any])
 
 TaskKind = Literal["async", "sync", "stream"]
-MAX_PRIORITY = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +58,27 @@ class TaskConfig:
 
 @dataclass(frozen=True, slots=True)
 class SendOptions:
-    """Per-call settings given to ``task.options()``."""
+    """Per-call settings given to ``task.options()``.
 
+    Relative times (``delay``, ``expires_in``) are kept relative and turned into
+    UNIX times at each ``kiq()``, so a ``TaskCall`` can be reused.
+    """
+
+    delay: float | None = None
     eta: float | None = None
     priority: int | None = None
     queue: str | None = None
     task_id: str | None = None
     headers: Mapping[str, Any] | None = None
-    expires: float | None = None
+    expires_in: float | None = None
+    expires_at: float | None = None
     timeout: float | None = None
+
+    def due(self, now: float) -> float | None:
+        return now + self.delay if self.delay else self.eta
+
+    def expiry(self, now: float) -> float | None:
+        return now + self.expires_in if self.expires_in is not None else self.expires_at
 
 
 _DEFAULT_OPTIONS = SendOptions()
@@ -183,15 +194,22 @@ class _BaseTask(Generic[P, H]):
         check_seconds("timeout", timeout)
         if task_id is not None and (not isinstance(task_id, str) or not task_id):
             raise ConfigurationError("task_id must be a non-empty string")
-        due = time.time() + delay if delay else (_timestamp(eta) if eta is not None else None)
+        expires_in = expires_at = None
         if isinstance(expires, dt.datetime):
-            expires_at: float | None = _timestamp(expires)
+            expires_at = _timestamp(expires)
         elif expires is not None:
-            check_seconds("expires", expires)
-            expires_at = time.time() + expires
-        else:
-            expires_at = None
-        options = SendOptions(due, priority, queue, task_id, headers, expires_at, timeout)
+            expires_in = check_seconds("expires", expires)
+        options = SendOptions(
+            delay=delay,
+            eta=_timestamp(eta) if eta is not None else None,
+            priority=priority,
+            queue=queue,
+            task_id=task_id,
+            headers=headers,
+            expires_in=expires_in,
+            expires_at=expires_at,
+            timeout=timeout,
+        )
         return TaskCall(self, options)
 
     async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> H:
@@ -208,6 +226,7 @@ class _BaseTask(Generic[P, H]):
         broker = self.broker
         reply_to = broker.listening_address or await broker.reply_address()
         task_id = options.task_id or new_id()
+        now = time.time()
         message = TaskMessage(
             id=task_id,
             task=config.name,
@@ -217,11 +236,12 @@ class _BaseTask(Generic[P, H]):
             headers=dict(options.headers) if options.headers else {},
             max_attempts=config.max_attempts,
             priority=config.priority if options.priority is None else options.priority,
-            eta=options.eta,
-            expires=options.expires,
+            eta=options.due(now) if options is not _DEFAULT_OPTIONS else None,
+            expires=options.expiry(now) if options is not _DEFAULT_OPTIONS else None,
             timeout=options.timeout,
             reply_to=reply_to,
             correlation_id=task_id,
+            created_at=now,
         )
         waiter = await broker.publish(message, self)
         return self._handle(task_id, waiter)

@@ -227,3 +227,69 @@ async def test_arguments_that_do_not_fit_the_annotations_fail_without_retry(
             await (await typed_producer.kiq("not a date")).result(timeout=5)
     assert info.value.remote_type == "aq.errors.SerializationError"
     assert len(await dead_reasons(broker)) == 1
+
+
+async def test_a_timeout_message_names_the_limit_once(broker: aq.Broker) -> None:
+    @broker.task(timeout=0.05)
+    async def slow() -> None:
+        await asyncio.Event().wait()
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskTimeout) as info:
+            await (await slow.kiq()).result(timeout=5)
+    assert info.value.remote_type == "aq.errors.TaskTimeout"
+    assert info.value.remote_message == "ran longer than 0.05 s"
+    assert str(info.value).count("TaskTimeout") == 1
+
+
+async def test_an_expired_task_raises_task_expired(broker: aq.Broker) -> None:
+    @broker.task
+    async def stale() -> None:
+        return None
+
+    handle = await stale.options(expires=datetime.now(UTC) - timedelta(seconds=1)).kiq()
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskExpired):
+            await handle.result(timeout=5)
+
+
+async def test_a_serialization_error_raised_by_the_task_body_is_retried(
+    broker: aq.Broker,
+) -> None:
+    attempts: list[int] = []
+
+    @broker.task(retries=1, retry_backoff=0.01)
+    async def reports_badly() -> str:
+        attempts.append(aq.context().attempt)
+        if len(attempts) == 1:
+            await aq.context().report_progress(object())
+        return "ok"
+
+    async with running_worker(broker):
+        assert await (await reports_badly.kiq()).result(timeout=5) == "ok"
+    assert attempts == [1, 2]
+
+
+async def test_a_failing_after_hook_neither_reruns_nor_loses_the_task(broker: aq.Broker) -> None:
+    runs: list[int] = []
+
+    class Broken(aq.Middleware):
+        async def after_execute(self, message: aq.TaskMessage, outcome: aq.Outcome) -> None:
+            raise RuntimeError("metrics backend down")
+
+        async def on_result(self, message: aq.TaskMessage, outcome: aq.Outcome) -> None:
+            raise RuntimeError("metrics backend down")
+
+    broker.middleware.append(Broken())
+
+    @broker.task
+    async def once() -> int:
+        runs.append(1)
+        return len(runs)
+
+    async with running_worker(broker) as worker:
+        assert await (await once.kiq()).result(timeout=5) == 1
+        await worker.wait_idle()
+    assert runs == [1]
+    stats = await broker.transport.stats("default")
+    assert (stats.ready, stats.unacked, stats.dead) == (0, 0, 0)

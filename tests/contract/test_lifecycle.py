@@ -179,3 +179,39 @@ async def test_a_middleware_that_raises_before_publish_aborts_kiq(broker: aq.Bro
     with pytest.raises(PermissionError):
         await noop.kiq()
     assert (await broker.transport.stats("default")).ready == 0
+
+
+async def test_running_tasks_keep_their_claim_alive_with_heartbeats(
+    broker: aq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beats = asyncio.Event()
+    beat_count = 0
+    delivery_type = type(await _one_delivery(broker))
+
+    async def keep_alive(self: object) -> None:
+        nonlocal beat_count
+        beat_count += 1
+        if beat_count == 3:
+            beats.set()
+
+    monkeypatch.setattr(delivery_type, "keep_alive", keep_alive)
+    monkeypatch.setattr(broker.transport, "heartbeat_interval", 0.01)
+
+    @broker.task
+    async def long_running() -> str:
+        await beats.wait()
+        return "still mine"
+
+    async with running_worker(broker):
+        assert await (await long_running.kiq()).result(timeout=5) == "still mine"
+    assert beat_count >= 3
+
+
+async def _one_delivery(broker: aq.Broker) -> object:
+    """A settled delivery of this transport, to learn its type."""
+    await broker.transport.publish("probe", b"{}")
+    consumer = await broker.transport.consume(["probe"], 1)
+    delivery = await consumer.get()
+    await delivery.ack()
+    await consumer.close()
+    return delivery

@@ -219,3 +219,15 @@ async def test_handles_kept_until_awaited_are_released_after(broker: aq.Broker) 
     del handles
     gc.collect()
     assert broker.pending_replies == 0
+
+
+async def test_handles_sharing_a_task_id_all_get_the_result(broker: aq.Broker) -> None:
+    @broker.task
+    async def square(x: int) -> int:
+        return x * x
+
+    first = await square.options(task_id="same").kiq(3)
+    second = await square.options(task_id="same").kiq(3)
+    async with running_worker(broker):
+        assert await first.result(timeout=5) == 9
+        assert await second.result(timeout=5) == 9

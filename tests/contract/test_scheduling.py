@@ -150,3 +150,16 @@ async def test_rate_limit_spaces_task_starts(broker: aq.Broker) -> None:
     assert len(starts) == 25
     # A burst of 20 may start at once; the 5 after it need at least 5/20 s more.
     assert starts[-1] - starts[0] >= 0.2
+
+
+async def test_a_reused_task_call_measures_its_delay_from_each_kiq(broker: aq.Broker) -> None:
+    @broker.task
+    async def stamp() -> float:
+        return time.time()
+
+    later = stamp.options(delay=0.1)
+    await asyncio.sleep(0.15)  # longer than the delay: it must count from kiq, not options()
+    async with running_worker(broker):
+        sent = time.time()
+        ran_at = await (await later.kiq()).result(timeout=5)
+    assert ran_at - sent >= 0.1

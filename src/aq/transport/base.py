@@ -99,6 +99,10 @@ class Transport(abc.ABC):
 
     #: Whether producers and workers must share one process (the memory broker).
     in_process: bool = False
+    #: Seconds between ``Delivery.keep_alive`` calls for running tasks, for
+    #: transports whose unacked messages are redelivered after a visibility
+    #: timeout; ``None`` when claims never expire.
+    heartbeat_interval: float | None = None
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -26,6 +26,8 @@ from aq.errors import (
     Retry,
     SerializationError,
     TaskCancelled,
+    TaskExpired,
+    TaskFailed,
     TaskTimeout,
     UnknownTask,
 )
@@ -46,9 +48,14 @@ def error_payload(exc: BaseException, with_traceback: bool = True) -> dict[str, 
     """Describe ``exc`` for an error reply: qualified type, message, traceback text."""
     cls = type(exc)
     module = cls.__module__
+    if isinstance(exc, TaskFailed):  # aq's own outcomes already carry type and message
+        kind, text = exc.remote_type, exc.remote_message
+    else:
+        kind = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+        text = str(exc)
     return {
-        "type": cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}",
-        "message": str(exc),
+        "type": kind,
+        "message": text,
         "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
     }
 
@@ -95,12 +102,8 @@ class Executor:
             return
         if message.expires is not None and time.time() > message.expires:
             event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
-            payload = {
-                "type": "aq.errors.TaskExpired",
-                "message": "expired before it ran",
-                "traceback": "",
-            }
-            await self._reply(message, "error", payload)
+            expired = TaskExpired(message.id, "aq.errors.TaskExpired", "expired before it ran")
+            await self._reply(message, "error", error_payload(expired, with_traceback=False))
             await delivery.dead_letter("expired before it ran")
             return
         if self.is_cancelled(message.id):
@@ -123,29 +126,30 @@ class Executor:
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
         outcome = await self._attempt(task, message)
         middleware = self.broker.middleware
-        for mw in reversed(middleware):
-            await mw.after_execute(message, outcome)
+        if middleware:
+            await self._after_hooks("after_execute", message, outcome)
         status = outcome.status
         if status == "success":
-            if task.kind == "stream":
-                await self._reply(message, "end", None, seq=outcome.value)
-            else:
-                try:
+            try:
+                if task.kind == "stream":
+                    await self._reply(message, "end", None, seq=outcome.value)
+                else:
                     await self._reply(message, "result", outcome.value)
-                except SerializationError as exc:
-                    outcome = Outcome("failure", error=exc, duration=outcome.duration)
-                    await self._fail(message, delivery, outcome, "result could not be encoded")
-                    return
-            await delivery.ack()
-            event(
-                log,
-                logging.INFO,
-                "task.succeeded",
-                task_id=message.id,
-                name=message.task,
-                attempt=message.attempt,
-                duration=outcome.duration,
-            )
+            except SerializationError as exc:
+                outcome = Outcome("failure", error=exc, duration=outcome.duration)
+                await self._fail(message, delivery, outcome, "result could not be encoded")
+                status = "failure"
+            else:
+                await delivery.ack()
+                event(
+                    log,
+                    logging.INFO,
+                    "task.succeeded",
+                    task_id=message.id,
+                    name=message.task,
+                    attempt=message.attempt,
+                    duration=outcome.duration,
+                )
         elif status == "cancelled":
             assert outcome.error is not None
             await self._cancelled(message, delivery, outcome.error)
@@ -154,8 +158,16 @@ class Executor:
             return
         else:
             await self._fail(message, delivery, outcome, "failed")
-        for mw in reversed(middleware):
-            await mw.on_result(message, outcome)
+        if middleware:
+            await self._after_hooks("on_result", message, outcome)
+
+    async def _after_hooks(self, hook: str, message: TaskMessage, outcome: Outcome) -> None:
+        # The attempt has happened: a failing hook is logged, never a reason to run it again.
+        for mw in reversed(self.broker.middleware):
+            try:
+                await getattr(mw, hook)(message, outcome)
+            except Exception:
+                log.exception("middleware %s.%s failed", type(mw).__name__, hook)
 
     async def _attempt(self, task: AnyTask, message: TaskMessage) -> Outcome:
         """Run the task function once, under its limits, time limit and context."""
@@ -179,8 +191,11 @@ class Executor:
             )
             for mw in self.broker.middleware:
                 await mw.before_execute(message)
-            async with limits.slot():
+            try:
                 args, kwargs = task.argument_converter(message.args, message.kwargs)
+            except SerializationError as exc:  # a message that does not fit: never retried
+                return Outcome("failure", error=exc, duration=time.perf_counter() - started)
+            async with limits.slot():
                 if timeout is None:
                     value = await self._call(task, message, args, kwargs)
                 else:
@@ -192,8 +207,6 @@ class Executor:
             current.uncancel()
             error = TaskCancelled(message.id, "aq.errors.TaskCancelled", "cancelled while running")
             return Outcome("cancelled", error=error, duration=time.perf_counter() - started)
-        except SerializationError as exc:  # arguments that do not fit the annotations
-            return Outcome("failure", error=exc, duration=time.perf_counter() - started)
         except Exception as exc:
             retry = message.attempt < message.max_attempts
             return Outcome(

@@ -50,7 +50,7 @@ class Supervisor:
         """Supervise until SIGTERM or SIGINT, then stop every child."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(sig, self._on_signal)
         event(log, logging.INFO, "supervisor.started", processes=self.processes)
         slots = [asyncio.create_task(self._keep_alive(slot)) for slot in range(self.processes)]
         try:
@@ -68,6 +68,20 @@ class Supervisor:
         """Ask the supervisor to stop (as SIGTERM does)."""
         self._stopping.set()
 
+    def _on_signal(self) -> None:
+        if not self._stopping.is_set():
+            self._stopping.set()
+            return
+        # A second signal: pass it on, and each child cuts its grace period short.
+        event(log, logging.WARNING, "supervisor.hurry")
+        self._signal_children()
+
+    def _signal_children(self) -> None:
+        for proc in self.children.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
     async def _keep_alive(self, slot: int) -> None:
         backoff = _BACKOFF_START
         while not self._stopping.is_set():
@@ -82,6 +96,9 @@ class Supervisor:
             )
             self.children[slot] = proc
             event(log, logging.INFO, "supervisor.child_started", slot=slot, pid=proc.pid)
+            if self._stopping.is_set():  # started while shutdown began: stop it too
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             if self._stopping.is_set():
                 return
@@ -107,9 +124,7 @@ class Supervisor:
 
     async def _stop_children(self) -> None:
         alive = [p for p in self.children.values() if p.returncode is None]
-        for proc in alive:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+        self._signal_children()
         if not alive:
             return
         waits = [asyncio.create_task(p.wait()) for p in alive]

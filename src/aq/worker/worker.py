@@ -22,6 +22,7 @@ from typing import Any, Self
 from aq.broker import Broker
 from aq.errors import ConfigurationError, MessageDecodeError
 from aq.logs import event
+from aq.message import PROTOCOL_VERSION
 from aq.transport.base import Consumer, Delivery, Inbox
 from aq.worker.executor import Executor
 from aq.worker.limits import TaskLimits
@@ -77,12 +78,13 @@ class Worker:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self._executor = Executor(broker, TaskLimits(), self._running, self._is_revoked)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[asyncio.Task[None], Delivery] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._consumer: Consumer | None = None
         self._control: Inbox | None = None
         self._consume_task: asyncio.Task[None] | None = None
         self._control_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._self_stop: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._activity: asyncio.Future[None] | None = None
@@ -113,6 +115,11 @@ class Worker:
         self._consumer = await transport.consume(self.queues, self.concurrency)
         self._consume_task = asyncio.create_task(self._consume(self._consumer), name="aq-consume")
         self._control_task = asyncio.create_task(self._listen(self._control), name="aq-control")
+        interval = transport.heartbeat_interval
+        if interval:
+            self._heartbeat_task = asyncio.create_task(
+                self._heartbeat(interval), name="aq-heartbeat"
+            )
         event(
             log,
             logging.INFO,
@@ -148,9 +155,10 @@ class Worker:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
                 event(log, logging.WARNING, "worker.requeued", count=len(pending))
-        if self._control_task is not None:
-            self._control_task.cancel()
-            await asyncio.gather(self._control_task, return_exceptions=True)
+        for loop_task in (self._control_task, self._heartbeat_task):
+            if loop_task is not None:
+                loop_task.cancel()
+                await asyncio.gather(loop_task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.close()  # returns unsettled deliveries to their queues
         if self._control is not None:
@@ -195,7 +203,7 @@ class Worker:
                 slots.release()
                 raise
             task = asyncio.create_task(self._run(delivery))
-            inflight.add(task)
+            inflight[task] = delivery
             self.started_count += 1
             self._notify()
             if self.max_tasks is not None and self.started_count >= self.max_tasks:
@@ -221,7 +229,7 @@ class Worker:
                     await delivery.requeue()
         finally:
             self._slots.release()
-            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
+            self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type,unused-ignore]
             self.finished_count += 1
             self._notify()
 
@@ -233,10 +241,26 @@ class Worker:
                 command = serializer.loads(body)
             except MessageDecodeError:
                 continue
-            if isinstance(command, dict) and command.get("op") == "cancel":
+            if not isinstance(command, dict) or command.get("v") != PROTOCOL_VERSION:
+                event(log, logging.WARNING, "control.ignored", reason="not a v1 control message")
+                continue
+            if command.get("op") == "cancel":
                 task_id = command.get("task_id")
                 if isinstance(task_id, str):
                     self._revoke(task_id)
+
+    async def _heartbeat(self, interval: float) -> None:
+        """Keep the claims of long-running deliveries fresh so they are not redelivered."""
+        while True:
+            await asyncio.sleep(interval)
+            deliveries = list(self._inflight.values())
+            if deliveries:
+                results = await asyncio.gather(
+                    *(d.keep_alive() for d in deliveries), return_exceptions=True
+                )
+                failed = sum(isinstance(r, Exception) for r in results)
+                if failed:
+                    event(log, logging.WARNING, "worker.heartbeat_failed", count=failed)
 
     def _revoke(self, task_id: str) -> None:
         now = time.monotonic()
