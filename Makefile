@@ -38,7 +38,7 @@ test: $(STAMP) services lint typecheck ## lint, type checks and the whole test s
 	$(BIN)/pytest
 
 bench: $(STAMP) ## throughput and fan-out benchmarks
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/memory_broker.py --json benchmarks/results/memory.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

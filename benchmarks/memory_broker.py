@@ -1,0 +1,126 @@
+"""Benchmarks of one worker on the in-process memory:// broker.
+
+Workloads (each run in a fresh event loop, medians over --repeat runs):
+  enqueue  N no-op kiq() calls with no worker running: producer rate.
+  drain    N queued no-op tasks, then one worker started: tasks/s until every
+           result has been pushed back to its handle.
+  fanout   N tasks of ``await asyncio.sleep(1)`` with concurrency N: wall time
+           from the first kiq to the last result (ideal: just over 1 s).
+
+    python benchmarks/memory_broker.py [--tasks 20000] [--fanout 10000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aq
+from aq.worker.runner import tune_gc
+
+
+def _broker() -> tuple[aq.Broker, aq.Task[[], None], aq.Task[[], None]]:
+    broker = aq.Broker(f"memory://bench-{uuid.uuid4().hex}")
+
+    @broker.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    @broker.task(name="sleep1")
+    async def sleep1() -> None:
+        await asyncio.sleep(1)
+
+    return broker, noop, sleep1
+
+
+async def enqueue_and_drain(n: int) -> dict[str, float]:
+    broker, noop, _ = _broker()
+    async with broker:
+        started = time.perf_counter()
+        handles = [await noop.kiq() for _ in range(n)]
+        enqueued = time.perf_counter()
+        async with aq.Worker(broker, concurrency=1000):
+            first = time.perf_counter()
+            for handle in handles:
+                await handle.result()
+            drained = time.perf_counter()
+    return {"enqueue_per_s": n / (enqueued - started), "drain_per_s": n / (drained - first)}
+
+
+async def fanout(n: int) -> dict[str, float]:
+    broker, _, sleep1 = _broker()
+    async with broker, aq.Worker(broker, concurrency=n):
+        started = time.perf_counter()
+        handles = [await sleep1.kiq() for _ in range(n)]
+        await asyncio.gather(*(h.result() for h in handles))
+        wall = time.perf_counter() - started
+    return {"fanout_wall_s": wall}
+
+
+def _repeat(fn: Callable[[], Awaitable[dict[str, float]]], times: int) -> dict[str, Any]:
+    runs: list[dict[str, float]] = []
+    for _ in range(times):
+        gc.collect()
+        runs.append(asyncio.run(fn()))  # type: ignore[arg-type]
+    keys = runs[0].keys()
+    return {
+        k: {
+            "median": statistics.median(r[k] for r in runs),
+            "min": min(r[k] for r in runs),
+            "max": max(r[k] for r in runs),
+        }
+        for k in keys
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--fanout", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep Python's default GC settings instead of the ones `aq worker` applies",
+    )
+    args = parser.parse_args()
+    if not args.default_gc:
+        tune_gc()
+
+    results: dict[str, Any] = {}
+    results.update(_repeat(lambda: enqueue_and_drain(args.tasks), args.repeat))
+    results.update(_repeat(lambda: fanout(args.fanout), args.repeat))
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    gc_note = "default GC" if args.default_gc else "GC tuned as by `aq worker`"
+    print(
+        f"memory:// broker, producer and worker in one process, {gc_note}, "
+        f"{args.repeat} runs, median (min-max)"
+    )
+    for key, label, fmt in [
+        ("enqueue_per_s", f"enqueue {args.tasks} no-op kiq()", "{:,.0f} tasks/s"),
+        ("drain_per_s", f"drain {args.tasks} no-op tasks with results", "{:,.0f} tasks/s"),
+        ("fanout_wall_s", f"{args.fanout} x asyncio.sleep(1), end to end", "{:.3f} s"),
+    ]:
+        r = results[key]
+        print(
+            f"  {label:<48} {fmt.format(r['median'])}  "
+            f"({fmt.format(r['min'])} - {fmt.format(r['max'])})"
+        )
+    print(f"  peak RSS of the process                          {results['peak_rss_mb']:.0f} MB")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
