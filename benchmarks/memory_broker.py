@@ -6,6 +6,8 @@ Workloads (each run in a fresh event loop, medians over --repeat runs):
            result has been pushed back to its handle.
   fanout   N tasks of ``await asyncio.sleep(1)`` with concurrency N: wall time
            from the first kiq to the last result (ideal: just over 1 s).
+  fanout, queued first: the same N tasks queued before the worker starts, timed
+           from worker start until every one is acked: the worker's share alone.
 
     python benchmarks/memory_broker.py [--tasks 20000] [--fanout 10000] [--repeat 3]
 """
@@ -55,6 +57,19 @@ async def enqueue_and_drain(n: int) -> dict[str, float]:
     return {"enqueue_per_s": n / (enqueued - started), "drain_per_s": n / (drained - first)}
 
 
+async def fanout_queued(n: int) -> dict[str, float]:
+    broker, _, sleep1 = _broker()
+    async with broker:
+        for _ in range(n):
+            await sleep1.kiq()  # handles dropped: only the worker's side is timed
+        worker = aq.Worker(broker, concurrency=n)
+        started = time.perf_counter()
+        async with worker:
+            await worker.wait_idle()
+            wall = time.perf_counter() - started
+    return {"fanout_queued_wall_s": wall}
+
+
 async def fanout(n: int) -> dict[str, float]:
     broker, _, sleep1 = _broker()
     async with broker, aq.Worker(broker, concurrency=n):
@@ -99,6 +114,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     results.update(_repeat(lambda: enqueue_and_drain(args.tasks), args.repeat))
     results.update(_repeat(lambda: fanout(args.fanout), args.repeat))
+    results.update(_repeat(lambda: fanout_queued(args.fanout), args.repeat))
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     gc_note = "default GC" if args.default_gc else "GC tuned as by `aq worker`"
@@ -110,6 +126,7 @@ def main() -> None:
         ("enqueue_per_s", f"enqueue {args.tasks} no-op kiq()", "{:,.0f} tasks/s"),
         ("drain_per_s", f"drain {args.tasks} no-op tasks with results", "{:,.0f} tasks/s"),
         ("fanout_wall_s", f"{args.fanout} x asyncio.sleep(1), end to end", "{:.3f} s"),
+        ("fanout_queued_wall_s", f"{args.fanout} x asyncio.sleep(1), queued first", "{:.3f} s"),
     ]:
         r = results[key]
         print(

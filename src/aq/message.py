@@ -10,6 +10,7 @@ dead letter) rather than a crash or a surprise.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,9 +37,29 @@ ReplyKind = Literal["result", "error", "progress", "item", "end"]
 _REPLY_KINDS: Final = frozenset(("result", "error", "progress", "item", "end"))
 
 
+class _IdSource:
+    """Ids from a random 64-bit per-process prefix and a counter: unique, and far
+    cheaper than reading 128 random bits per message. A forked child draws a new
+    prefix, so parent and child never share one."""
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(int.from_bytes(os.urandom(4)))
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_ids = _IdSource()
+os.register_at_fork(after_in_child=_ids.reseed)
+
+
 def new_id() -> str:
-    """A fresh message id: 128 random bits as 32 lowercase hex digits."""
-    return os.urandom(16).hex()
+    """A fresh message id: 32 lowercase hex digits, unique across processes."""
+    return _ids()
 
 
 @dataclass(slots=True)
