@@ -1,0 +1,1 @@
+"""Small aq apps that the command-line tests start as worker processes."""
