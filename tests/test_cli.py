@@ -411,3 +411,16 @@ async def test_children_stop_by_themselves_when_the_supervisor_is_killed() -> No
             await _wait_gone(pid)
         assert await supervisor.wait_exit() == -signal.SIGKILL
         assert "Traceback" not in supervisor.stderr
+
+
+@pytest.mark.slow
+async def test_max_tasks_per_child_runs_the_worker_under_a_supervisor() -> None:
+    async with aq_worker("--max-tasks-per-child", "100", "--shutdown-timeout", "2") as supervisor:
+        (started,) = await supervisor.wait_for("supervisor.started")
+        assert started.fields["processes"] == "1"
+        (child,) = await supervisor.wait_for("supervisor.child_started")
+        assert int(child.fields["pid"]) != supervisor.pid
+        await supervisor.wait_for("worker.started")
+        sent_after = supervisor.signal(signal.SIGTERM)
+        await supervisor.wait_for("supervisor.stopped", after=sent_after)
+        assert await supervisor.wait_exit() == 0, supervisor.stderr
