@@ -66,8 +66,8 @@ class Executor:
     Args:
         broker: the broker whose task registry, codec and middleware are used.
         limits: per-task rate and concurrency limits of this worker.
-        running: id -> asyncio task of every task function executing now; the
-            worker cancels entries here when a cancel request arrives.
+        running: id -> delivery of every task function executing now; the worker
+            cancels the asyncio task handling an entry when a cancel request arrives.
         cancelled: ids whose cancellation was requested (running or not yet seen).
     """
 
@@ -75,7 +75,7 @@ class Executor:
         self,
         broker: Broker,
         limits: TaskLimits,
-        running: MutableMapping[str, asyncio.Task[Any]],
+        running: MutableMapping[str, Delivery],
         cancelled: Callable[[str], bool],
     ) -> None:
         self.broker = broker
@@ -124,7 +124,7 @@ class Executor:
         await self._execute(task, message, delivery)
 
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
-        outcome = await self._attempt(task, message)
+        outcome = await self._attempt(task, message, delivery)
         middleware = self.broker.middleware
         if middleware:
             await self._after_hooks("after_execute", message, outcome)
@@ -169,13 +169,11 @@ class Executor:
             except Exception:
                 log.exception("middleware %s.%s failed", type(mw).__name__, hook)
 
-    async def _attempt(self, task: AnyTask, message: TaskMessage) -> Outcome:
+    async def _attempt(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> Outcome:
         """Run the task function once, under its limits, time limit and context."""
         limits = self.limits.get(task)
         started = time.perf_counter()
-        current = asyncio.current_task()
-        assert current is not None
-        self.running[message.id] = current
+        self.running[message.id] = delivery
         timeout = message.timeout or task.config.timeout
         try:
             set_context(
@@ -204,7 +202,9 @@ class Executor:
         except asyncio.CancelledError:
             if not self.is_cancelled(message.id):
                 raise  # the worker is shutting down: the delivery goes back to the queue
-            current.uncancel()
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
             error = TaskCancelled(message.id, "aq.errors.TaskCancelled", "cancelled while running")
             return Outcome("cancelled", error=error, duration=time.perf_counter() - started)
         except Exception as exc:

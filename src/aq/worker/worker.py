@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from aq.broker import Broker
 from aq.errors import ConfigurationError, MessageDecodeError
@@ -75,11 +75,11 @@ class Worker:
         self.max_tasks = max_tasks
         self.started_count = 0
         self.finished_count = 0
-        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._running: dict[str, Delivery] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self._executor = Executor(broker, TaskLimits(), self._running, self._is_revoked)
-        self._inflight: dict[asyncio.Task[None], Delivery] = {}
-        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: dict[Delivery, asyncio.Task[None]] = {}
+        self._room: asyncio.Future[None] | None = None
         self._consumer: Consumer | None = None
         self._control: Inbox | None = None
         self._consume_task: asyncio.Task[None] | None = None
@@ -147,7 +147,7 @@ class Worker:
             await asyncio.gather(consume_loop, return_exceptions=True)
         if self._inflight:
             event(log, logging.INFO, "worker.draining", in_flight=len(self._inflight), grace=grace)
-            pending = set(self._inflight)
+            pending = set(self._inflight.values())
             if grace > 0:
                 _, pending = await asyncio.wait(pending, timeout=grace)
             for task in pending:
@@ -169,7 +169,7 @@ class Worker:
 
     def abort(self) -> None:
         """Cancel every running task now; their messages return to the queue."""
-        for task in list(self._inflight):
+        for task in list(self._inflight.values()):
             task.cancel()
 
     async def wait_idle(self) -> None:
@@ -193,17 +193,16 @@ class Worker:
             activity.set_result(None)
 
     async def _consume(self, consumer: Consumer) -> None:
-        slots = self._slots
         inflight = self._inflight
+        concurrency = self.concurrency
+        loop = asyncio.get_running_loop()
         while True:
-            await slots.acquire()
-            try:
-                delivery = await consumer.get()
-            except BaseException:
-                slots.release()
-                raise
-            task = asyncio.create_task(self._run(delivery))
-            inflight[task] = delivery
+            if len(inflight) >= concurrency:  # every slot taken: wait for one to free up
+                self._room = loop.create_future()
+                await self._room
+                continue
+            delivery = await consumer.get()
+            inflight[delivery] = asyncio.create_task(self._run(delivery))
             self.started_count += 1
             self._notify()
             if self.max_tasks is not None and self.started_count >= self.max_tasks:
@@ -228,8 +227,10 @@ class Worker:
                 else:
                     await delivery.requeue()
         finally:
-            self._slots.release()
-            self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type,unused-ignore]
+            del self._inflight[delivery]
+            room, self._room = self._room, None
+            if room is not None and not room.done():
+                room.set_result(None)
             self.finished_count += 1
             self._notify()
 
@@ -253,7 +254,7 @@ class Worker:
         """Keep the claims of long-running deliveries fresh so they are not redelivered."""
         while True:
             await asyncio.sleep(interval)
-            deliveries = list(self._inflight.values())
+            deliveries = list(self._inflight)
             if deliveries:
                 results = await asyncio.gather(
                     *(d.keep_alive() for d in deliveries), return_exceptions=True
@@ -268,10 +269,11 @@ class Worker:
         revoked[task_id] = now + _REVOKED_TTL
         while revoked and (len(revoked) > _REVOKED_MAX or next(iter(revoked.values())) < now):
             revoked.popitem(last=False)
-        running = self._running.get(task_id)
-        if running is not None:
+        delivery = self._running.get(task_id)
+        runner = self._inflight.get(delivery) if delivery is not None else None
+        if runner is not None:
             event(log, logging.INFO, "task.cancelling", task_id=task_id)
-            running.cancel()
+            runner.cancel()
 
     def _is_revoked(self, task_id: str) -> bool:
         return task_id in self._revoked
