@@ -324,4 +324,6 @@ class Executor:
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return "unknown error"
+    if isinstance(error, TaskFailed):
+        return f"{type(error).__name__}: {error.remote_message}"
     return f"{type(error).__name__}: {error}"

@@ -75,6 +75,8 @@ class Worker:
         self.max_tasks = max_tasks
         self.started_count = 0
         self.finished_count = 0
+        #: Tasks cancelled by shutdown, whose messages go back to the queue.
+        self.interrupted_count = 0
         self._running: dict[str, Delivery] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self._executor = Executor(broker, TaskLimits(), self._running, self._is_revoked)
@@ -154,7 +156,8 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-                event(log, logging.WARNING, "worker.requeued", count=len(pending))
+        if self.interrupted_count:
+            event(log, logging.WARNING, "worker.requeued", count=self.interrupted_count)
         for loop_task in (self._control_task, self._heartbeat_task):
             if loop_task is not None:
                 loop_task.cancel()
@@ -217,6 +220,7 @@ class Worker:
         try:
             await self._executor.handle(delivery)
         except asyncio.CancelledError:
+            self.interrupted_count += 1
             raise
         except Exception as exc:
             # Never lost: requeued for another try, and dead-lettered if it keeps failing.
@@ -242,7 +246,8 @@ class Worker:
                 command = serializer.loads(body)
             except MessageDecodeError:
                 continue
-            if not isinstance(command, dict) or command.get("v") != PROTOCOL_VERSION:
+            version = command.get("v") if isinstance(command, dict) else None
+            if type(version) is not int or version != PROTOCOL_VERSION:
                 event(log, logging.WARNING, "control.ignored", reason="not a v1 control message")
                 continue
             if command.get("op") == "cancel":
@@ -267,6 +272,7 @@ class Worker:
         now = time.monotonic()
         revoked = self._revoked
         revoked[task_id] = now + _REVOKED_TTL
+        revoked.move_to_end(task_id)
         while revoked and (len(revoked) > _REVOKED_MAX or next(iter(revoked.values())) < now):
             revoked.popitem(last=False)
         delivery = self._running.get(task_id)
@@ -276,7 +282,8 @@ class Worker:
             runner.cancel()
 
     def _is_revoked(self, task_id: str) -> bool:
-        return task_id in self._revoked
+        expiry = self._revoked.get(task_id)
+        return expiry is not None and expiry > time.monotonic()
 
 
 def _safe_url(url: str) -> str:
