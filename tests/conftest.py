@@ -10,15 +10,35 @@ import pytest
 
 import aq
 
-# Transports the contract suite runs against; Redis and RabbitMQ join here.
-BROKERS = ["memory"]
+# Transports the contract suite runs against; RabbitMQ joins here.
+BROKERS = ["memory", "redis"]
+
+#: The Redis server `make test` starts; tests isolate themselves by key prefix.
+REDIS_URL = os.environ.get("AQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def broker_url(kind: str) -> str:
     """A URL for an isolated broker of ``kind``."""
     if kind == "memory":
         return f"memory://test-{uuid.uuid4().hex}"
+    if kind == "redis":
+        return f"{REDIS_URL}?prefix=aqtest-{uuid.uuid4().hex[:12]}"
     raise ValueError(kind)
+
+
+async def _delete_prefix(url: str) -> None:
+    from redis.asyncio import Redis
+
+    from aq.transport.redis.connection import parse_url
+
+    client_url, settings = parse_url(url)
+    client = Redis.from_url(client_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{settings.prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +50,14 @@ def _no_env_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(params=BROKERS)
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
     """A started broker on a fresh namespace of each transport."""
-    b = aq.Broker(broker_url(str(request.param)))
-    async with b:
-        yield b
+    kind = str(request.param)
+    b = aq.Broker(broker_url(kind))
+    try:
+        async with b:
+            yield b
+    finally:
+        if kind == "redis":
+            await _delete_prefix(b.url)
 
 
 def pytest_report_header() -> str:

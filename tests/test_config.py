@@ -28,7 +28,9 @@ def test_a_missing_url_says_how_to_give_one() -> None:
     [
         ("localhost:6379", "expected SCHEME://"),
         ("kafka://localhost", "unknown broker URL scheme 'kafka'"),
-        ("redis://localhost", "not part of this aq release yet"),
+        ("amqp://localhost", "not part of this aq release yet"),
+        ("redis://localhost/0?visibility_timeout=soon", "invalid visibility_timeout='soon'"),
+        ("redis://localhost/0?max_deliveries=0", "max_deliveries in the broker URL must be"),
     ],
 )
 def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:

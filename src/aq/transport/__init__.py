@@ -26,8 +26,10 @@ __all__ = [
 # scheme -> (module, class, extra that provides its client library)
 _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "memory": ("aq.transport.memory", "MemoryTransport", None),
+    "redis": ("aq.transport.redis", "RedisTransport", "redis"),
+    "rediss": ("aq.transport.redis", "RedisTransport", "redis"),
 }
-_PLANNED = {"redis", "rediss", "redis+sentinel", "amqp", "amqps"}
+_PLANNED = {"redis+sentinel", "amqp", "amqps"}
 
 
 def create_transport(url: str) -> Transport:

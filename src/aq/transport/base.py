@@ -39,6 +39,8 @@ class DeadLetter:
     body: bytes
     reason: str
     dead_at: float
+    #: The transport's id of this dead letter, for requeue_dead(ids=...).
+    id: str = ""
 
 
 class Delivery(abc.ABC):
@@ -171,3 +173,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:
         """Delete every ready and delayed message of ``queue``; return how many."""
+
+    @abc.abstractmethod
+    async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Put dead letters of ``queue`` (those with ``ids``, or all) back in the queue."""
+
+    @abc.abstractmethod
+    async def purge_dead(self, queue: str) -> int:
+        """Delete every dead letter of ``queue``; return how many."""

@@ -114,7 +114,10 @@ class _MemoryDelivery(Delivery):
 
     async def dead_letter(self, reason: str) -> None:
         if self._settle():
-            self._q.dead.append(DeadLetter(self._q.name, self._entry.body, reason, time.time()))
+            letter = DeadLetter(
+                self._q.name, self._entry.body, reason, time.time(), str(next(_sequence))
+            )
+            self._q.dead.append(letter)
 
 
 class _MemoryConsumer(Consumer):
@@ -299,4 +302,19 @@ class MemoryTransport(Transport):
         count = len(q.ready) + len(q.delayed)
         q.ready.clear()
         q.delayed.clear()
+        return count
+
+    async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        q = self.hub.queue(queue)
+        wanted = None if ids is None else set(ids)
+        chosen = [d for d in q.dead if wanted is None or d.id in wanted]
+        q.dead = [d for d in q.dead if d not in chosen]
+        for letter in chosen:
+            q.push(_Entry(letter.body, 0))
+        return len(chosen)
+
+    async def purge_dead(self, queue: str) -> int:
+        q = self.hub.queue(queue)
+        count = len(q.dead)
+        q.dead.clear()
         return count

@@ -1,0 +1,160 @@
+"""Settings from the URL, the client, and the translation of redis-py errors.
+
+aq's own options ride in the URL's query string (and are removed before the
+URL reaches redis-py), so one ``AQ_BROKER_URL`` says everything:
+
+    redis://:secret@10.0.0.5:6379/0?prefix=shop&visibility_timeout=60
+
+Every redis-py exception is translated here into aq's tree: connection
+problems become :class:`aq.ConnectionLost` (or :class:`aq.BrokerUnavailable`
+once a deadline passes), anything else :class:`aq.BrokerError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis import exceptions as redis_errors
+
+from aq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ConnectionLost
+
+__all__ = [
+    "RedisSettings",
+    "backoff_delays",
+    "parse_url",
+    "raise_if_cancelling",
+    "retrying",
+    "translated",
+]
+
+log = logging.getLogger("aq.redis")
+T = TypeVar("T")
+
+CONNECTION_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    ConnectionError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """aq's options for the Redis transport, read from the URL's query string.
+
+    Attributes:
+        prefix: the first part of every key, to share one database between apps.
+        visibility_timeout: seconds after which a claimed message whose worker
+            stopped refreshing it is given to another worker.
+        publish_timeout: seconds ``kiq()`` keeps retrying during an outage
+            before it raises :class:`aq.BrokerUnavailable`.
+        reply_ttl: seconds a producer's reply keys outlive the producer.
+        max_deliveries: a message delivered this many times without being
+            settled (its workers keep dying) is dead-lettered.
+    """
+
+    prefix: str = "aq"
+    visibility_timeout: float = 60.0
+    publish_timeout: float = 10.0
+    reply_ttl: float = 300.0
+    max_deliveries: int = 10
+
+
+def parse_url(url: str) -> tuple[str, RedisSettings]:
+    """Split ``url`` into the URL for redis-py and aq's settings.
+
+    Raises:
+        aq.ConfigurationError: an aq option has an invalid value.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(f"not a Redis URL: {url!r}")
+    ours = {f.name: f.type for f in fields(RedisSettings)}
+    kept: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in ours:
+            kept.append((key, value))
+            continue
+        try:
+            parsed: Any = value if key == "prefix" else float(value)
+            if key == "max_deliveries":
+                parsed = int(value)
+        except ValueError:
+            raise ConfigurationError(f"invalid {key}={value!r} in the broker URL") from None
+        if (key != "prefix" and parsed <= 0) or (key == "prefix" and not parsed):
+            raise ConfigurationError(f"{key} in the broker URL must be positive / non-empty")
+        values[key] = parsed
+    clean = urlunsplit(parts._replace(query=urlencode(kept)))
+    return clean, RedisSettings(**values)
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Any:
+    """Re-raise redis-py errors met while doing ``what`` as aq errors (and a
+    cancellation redis-py swallowed as the cancellation it was)."""
+    try:
+        yield
+        raise_if_cancelling()
+    except CONNECTION_ERRORS as exc:
+        raise ConnectionLost(f"{what}: lost the connection to Redis ({exc})") from exc
+    except redis_errors.RedisError as exc:
+        raise BrokerError(f"{what}: Redis said {exc}") from exc
+
+
+def backoff_delays(start: float = 0.05, cap: float = 2.0) -> AsyncIterator[float]:
+    """Sleep with doubling delays (start, 2*start, ... cap) each time it is iterated."""
+
+    async def delays() -> AsyncIterator[float]:
+        delay = start
+        while True:
+            await asyncio.sleep(delay)
+            yield delay
+            delay = min(cap, delay * 2)
+
+    return delays()
+
+
+async def retrying(what: str, operation: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """Run ``operation``, retrying connection errors with backoff for ``deadline`` seconds.
+
+    Raises:
+        aq.BrokerUnavailable: Redis could not be reached before the deadline.
+        aq.BrokerError: Redis refused the operation.
+    """
+    give_up = time.monotonic() + deadline
+    delay = 0.05
+    while True:
+        try:
+            with translated(what):
+                return await operation()
+        except ConnectionLost as exc:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise BrokerUnavailable(
+                    f"{what}: Redis unreachable for {deadline:g} s ({exc.__cause__})"
+                ) from exc
+            log.warning("%s: %s; retrying", what, exc)
+            await asyncio.sleep(min(delay, left))
+            delay = min(2.0, delay * 2)
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that redis-py swallowed.
+
+    redis-py (8.1) loses a cancellation that arrives while a blocking command is
+    still being sent: the command then runs its full block time and returns
+    normally. Loops around blocking reads call this after every read, so a
+    cancelled reader stops within one block period instead of never.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

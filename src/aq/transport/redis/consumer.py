@@ -1,0 +1,343 @@
+"""Consuming Redis queues: claim, hand out, keep alive, settle, reclaim, schedule.
+
+One :class:`RedisConsumer` serves a worker. For each queue it runs:
+
+* a **fetcher** that reads new entries with a Lua script, highest priority
+  stream first and never more than the free prefetch capacity; when nothing is
+  ready it blocks in XREADGROUP on all the queue's streams (no polling);
+* a **scheduler** that moves due delayed messages from the sorted set into
+  their streams with an atomic script, so exactly one worker moves each;
+* a **reclaimer** that takes over entries whose worker stopped refreshing them
+  for a visibility timeout (XAUTOCLAIM), and dead-letters entries that keep
+  coming back (their workers keep dying).
+
+Claims of running tasks are refreshed by the worker's heartbeat through
+:meth:`RedisDelivery.keep_alive` (XCLAIM JUSTID), and claims of entries still
+buffered here by the consumer itself. Nothing here takes a lock, so a worker
+killed at any point leaves nothing that blocks the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from aq.errors import BrokerError, ConnectionLost
+from aq.logs import event
+from aq.transport.base import Consumer, Delivery
+from aq.transport.redis.connection import CONNECTION_ERRORS, raise_if_cancelling, translated
+from aq.transport.redis.keys import GROUP, QueueKeys
+
+if TYPE_CHECKING:
+    from aq.transport.redis.transport import RedisTransport
+
+__all__ = ["RedisConsumer", "RedisDelivery"]
+
+log = logging.getLogger("aq.redis")
+
+_BLOCK_MS = 1_000
+_SCHEDULER_IDLE = 0.5  # longest wait between looks at the delayed set
+_MOVE_BATCH = 500
+_SETTLE_DEADLINE = 30.0
+
+
+class RedisDelivery(Delivery):
+    """An entry claimed by this consumer; settles with one atomic script."""
+
+    __slots__ = ("_consumer", "_settled", "entry_id", "keys", "stream")
+
+    def __init__(
+        self,
+        consumer: RedisConsumer,
+        keys: QueueKeys,
+        stream: str,
+        entry_id: str,
+        body: bytes,
+        delivery_count: int,
+    ) -> None:
+        super().__init__(body, keys.name, delivery_count)
+        self._consumer = consumer
+        self.keys = keys
+        self.stream = stream
+        self.entry_id = entry_id
+        self._settled = False
+
+    async def ack(self) -> None:
+        await self._consumer.settle(self, "ACK", [self.stream], [GROUP, self.entry_id])
+
+    async def requeue(self) -> None:
+        await self._consumer.settle(
+            self,
+            "REQUEUE",
+            [self.stream],
+            [GROUP, self.entry_id, self.body, self.delivery_count],
+        )
+
+    async def dead_letter(self, reason: str) -> None:
+        await self._consumer.settle(
+            self,
+            "DEAD_LETTER",
+            [self.stream, self.keys.dead],
+            [GROUP, self.entry_id, self.body, reason, time.time(), self.keys.name],
+        )
+
+    async def keep_alive(self) -> None:
+        if self._settled:
+            return
+        with translated("refresh a claim"):
+            await self._consumer.client.xclaim(
+                self.stream, GROUP, self._consumer.name, 0, [self.entry_id], justid=True
+            )
+
+
+class RedisConsumer(Consumer):
+    """See the module docstring."""
+
+    def __init__(self, transport: RedisTransport, queues: list[QueueKeys], prefetch: int) -> None:
+        self.transport = transport
+        self.client = transport.client
+        self.queues = queues
+        self.prefetch = prefetch
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.settings = transport.settings
+        self._ready: deque[RedisDelivery] = deque()
+        self._unsettled: set[RedisDelivery] = set()
+        self._reserved = 0
+        self._arrived: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for keys in self.queues:
+            await self.transport.ensure_groups(keys)
+        for keys in self.queues:
+            self._spawn(self._fetch(keys), f"aq-fetch-{keys.name}")
+            self._spawn(self._schedule(keys), f"aq-schedule-{keys.name}")
+        self._spawn(self._reclaim(), "aq-reclaim")
+        self._spawn(self._keep_buffer_alive(), "aq-buffer-heartbeat")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for delivery in list(self._unsettled):
+            try:
+                await delivery.requeue()
+            except BrokerError as exc:  # left pending: reclaimed after the visibility timeout
+                log.warning("could not requeue %s on close: %s", delivery.entry_id, exc)
+        _wake(self._arrived)
+
+    # -- handing out -----------------------------------------------------------------
+
+    async def get(self) -> Delivery:
+        while True:
+            if self._closed:
+                raise BrokerError("consumer is closed")
+            if self._ready:
+                return self._ready.popleft()
+            self._arrived = asyncio.get_running_loop().create_future()
+            await self._arrived
+
+    def _add(self, keys: QueueKeys, stream: str, entry_id: Any, fields: Any, times: int) -> None:
+        body, previous = _fields(fields)
+        delivery = RedisDelivery(self, keys, _text(stream), _text(entry_id), body, previous + times)
+        self._unsettled.add(delivery)
+        self._ready.append(delivery)
+
+    def _free(self) -> int:
+        return self.prefetch - len(self._unsettled) - self._reserved
+
+    async def _wait_for_room(self) -> None:
+        if self._room is None or self._room.done():
+            self._room = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._room)
+
+    async def settle(
+        self, delivery: RedisDelivery, script: str, keys: list[str], args: list[Any]
+    ) -> None:
+        """Run a settling script; retried through short outages, once only."""
+        if delivery._settled:
+            return
+        deadline = time.monotonic() + _SETTLE_DEADLINE
+        delay = 0.05
+        while True:
+            try:
+                with translated(f"settle {delivery.entry_id}"):
+                    await self.transport.script(script)(keys=keys, args=args)
+                break
+            except ConnectionLost:
+                if time.monotonic() > deadline:
+                    raise  # left pending, so another worker reclaims it: not lost
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        delivery._settled = True
+        self._unsettled.discard(delivery)
+        _wake(self._room)
+
+    # -- background loops ------------------------------------------------------------
+
+    async def _fetch(self, keys: QueueKeys) -> None:
+        read = self.transport.script("READ")
+        streams = list(keys.by_priority)
+        delay = 0.05
+        while True:
+            raise_if_cancelling()
+            free = self._free()
+            if free <= 0:
+                await self._wait_for_room()
+                continue
+            try:
+                self._reserved += free
+                try:
+                    entries = await read(keys=streams, args=[GROUP, self.name, free])
+                finally:
+                    self._reserved -= free
+                    _wake(self._room)  # other queues' fetchers may read now
+                if not entries:
+                    entries = await self._block(keys, streams)
+                    raise_if_cancelling()
+                delay = 0.05
+            except CONNECTION_ERRORS as exc:
+                raise_if_cancelling()
+                event(log, logging.WARNING, "redis.reconnecting", queue=keys.name, error=exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            except Exception as exc:
+                raise_if_cancelling()
+                if "NOGROUP" in str(exc):  # the server lost its data: recreate and go on
+                    with contextlib.suppress(BrokerError):
+                        await self.transport.ensure_groups(keys)
+                    continue
+                # Anything else (a read-only replica, out of memory): say so and retry.
+                event(log, logging.ERROR, "redis.fetch_failed", queue=keys.name, error=exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            for stream, entry_id, fields in entries:
+                self._add(keys, stream, entry_id, fields, 1)
+            if entries:
+                _wake(self._arrived)
+
+    async def _block(self, keys: QueueKeys, streams: list[str]) -> list[Any]:
+        # At most one entry per stream, so a burst overshoots prefetch by at most
+        # a few entries; the Lua read takes the rest in bulk next time round.
+        result: Any = await self.client.xreadgroup(
+            GROUP, self.name, dict.fromkeys(streams, ">"), count=1, block=_BLOCK_MS
+        )
+        entries = []
+        for stream, items in result or ():
+            for entry_id, fields in items:
+                entries.append((stream, entry_id, fields))
+        order = {s: i for i, s in enumerate(streams)}
+        entries.sort(key=lambda e: order.get(_text(e[0]), 0))
+        return entries
+
+    async def _schedule(self, keys: QueueKeys) -> None:
+        move = self.transport.script("MOVE_DUE")
+        script_keys = [keys.delayed, *keys.streams]
+        while True:
+            raise_if_cancelling()
+            wait = _SCHEDULER_IDLE
+            try:
+                moved, next_due = await move(keys=script_keys, args=[time.time(), _MOVE_BATCH])
+                if int(moved) >= _MOVE_BATCH:
+                    continue
+                if next_due:
+                    wait = min(wait, max(0.0, float(next_due) - time.time()))
+            except CONNECTION_ERRORS as exc:
+                raise_if_cancelling()
+                event(log, logging.WARNING, "redis.scheduler_retry", queue=keys.name, error=exc)
+            await asyncio.sleep(wait)
+
+    async def _reclaim(self) -> None:
+        reclaim = self.transport.script("RECLAIM")
+        idle_ms = int(self.settings.visibility_timeout * 1000)
+        interval = min(30.0, max(0.5, self.settings.visibility_timeout / 2))
+        while True:
+            raise_if_cancelling()
+            for keys in self.queues:
+                for stream in keys.by_priority:
+                    free = self._free()
+                    if free <= 0:
+                        break
+                    try:
+                        claimed = await reclaim(
+                            keys=[stream], args=[GROUP, self.name, idle_ms, free]
+                        )
+                    except CONNECTION_ERRORS:
+                        raise_if_cancelling()
+                        break
+                    await self._take_reclaimed(keys, stream, claimed)
+            await asyncio.sleep(interval)
+
+    async def _take_reclaimed(self, keys: QueueKeys, stream: str, claimed: list[Any]) -> None:
+        for entry_id, fields, times in claimed:
+            self._add(keys, stream, entry_id, fields, int(times))
+            delivery = self._ready.pop()
+            event(
+                log,
+                logging.WARNING,
+                "redis.reclaimed",
+                queue=keys.name,
+                entry=delivery.entry_id,
+                deliveries=delivery.delivery_count,
+            )
+            if delivery.delivery_count > self.settings.max_deliveries:
+                with contextlib.suppress(BrokerError):
+                    await delivery.dead_letter(
+                        f"delivered {delivery.delivery_count} times without being settled "
+                        "(its workers keep dying)"
+                    )
+                continue
+            self._ready.append(delivery)
+        if claimed:
+            _wake(self._arrived)
+
+    async def _keep_buffer_alive(self) -> None:
+        interval = self.transport.heartbeat_interval or 20.0
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(interval)
+            for delivery in list(self._ready):
+                with contextlib.suppress(BrokerError):
+                    await delivery.keep_alive()
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(fields: Any) -> tuple[bytes, int]:
+    """(body, earlier deliveries) from an entry's fields, a dict or a flat list."""
+    if isinstance(fields, dict):
+        body = fields.get(b"b", b"")
+        count = fields.get(b"n", b"0")
+    else:
+        pairs = dict(zip(fields[::2], fields[1::2], strict=False))
+        body = pairs.get(b"b", b"")
+        count = pairs.get(b"n", b"0")
+    try:
+        return body, int(count)
+    except (TypeError, ValueError):
+        return body, 0

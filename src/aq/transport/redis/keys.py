@@ -1,0 +1,62 @@
+"""Every Redis key aq uses, in one place.
+
+Keys of one queue share the hash tag ``{queue}`` so that the Lua scripts that
+touch several of them run on one Redis Cluster node; a producer's reply keys
+share the tag of its inbox id. ``prefix`` namespaces several apps (or test
+runs) on one Redis database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aq.message import MAX_PRIORITY
+
+__all__ = ["GROUP", "Keys", "QueueKeys"]
+
+#: The consumer group every worker of every queue joins.
+GROUP = "aq-workers"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue."""
+
+    name: str
+    #: One stream per priority level, index = priority (0..9).
+    streams: tuple[str, ...]
+    #: Sorted set of delayed messages, scored by due time.
+    delayed: str
+    #: Stream of dead letters.
+    dead: str
+
+    @property
+    def by_priority(self) -> tuple[str, ...]:
+        """The streams from the highest priority to the lowest, the order they are read."""
+        return self.streams[::-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix."""
+
+    prefix: str = "aq"
+
+    def queue(self, name: str) -> QueueKeys:
+        base = f"{self.prefix}:{{{name}}}"
+        return QueueKeys(
+            name=name,
+            streams=tuple(f"{base}:p{level}" for level in range(MAX_PRIORITY + 1)),
+            delayed=f"{base}:delayed",
+            dead=f"{base}:dead",
+        )
+
+    def inbox(self, inbox_id: str) -> tuple[str, str]:
+        """(list of replies, liveness key) of a producer's inbox."""
+        base = f"{self.prefix}:reply:{{{inbox_id}}}"
+        return base, f"{base}:alive"
+
+    @property
+    def control(self) -> str:
+        """The stream of control messages (cancellations) every worker reads."""
+        return f"{self.prefix}:control"

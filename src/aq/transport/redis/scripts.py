@@ -1,0 +1,94 @@
+"""The Lua scripts that make multi-step Redis operations atomic.
+
+Each script touches keys of one queue (one hash slot) only. Stream entries
+carry two fields: ``b``, the message body, and ``n``, how many times the
+message was delivered before it was last returned to a stream.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACK", "DEAD_LETTER", "MOVE_DUE", "READ", "RECLAIM", "REPLY", "REQUEUE"]
+
+#: Read up to ARGV[3] new entries, from the first stream in KEYS (highest
+#: priority) to the last. ARGV: group, consumer, count.
+#: Returns {{stream, id, fields}, ...}.
+READ = """
+local out = {}
+local want = tonumber(ARGV[3])
+for _, key in ipairs(KEYS) do
+  if want <= 0 then break end
+  local res = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,
+                         'STREAMS', key, '>')
+  if res then
+    for _, entry in ipairs(res[1][2]) do
+      out[#out + 1] = {key, entry[1], entry[2]}
+      want = want - 1
+    end
+  end
+end
+return out
+"""
+
+#: Settle: acknowledge and delete. KEYS: stream. ARGV: group, id.
+ACK = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
+#: Return to the stream (at the end) and settle the old entry.
+#: KEYS: stream. ARGV: group, id, body, deliveries so far.
+REQUEUE = """
+redis.call('XADD', KEYS[1], '*', 'b', ARGV[3], 'n', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
+#: Move to the dead-letter stream with the reason, and settle.
+#: KEYS: stream, dead stream. ARGV: group, id, body, reason, time, queue.
+DEAD_LETTER = """
+redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'reason', ARGV[4], 'at', ARGV[5],
+           'queue', ARGV[6])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
+#: Move due delayed messages to their priority stream. Members are
+#: "<priority>:<nonce>:<body>". KEYS: delayed zset, then the streams of
+#: priority 0..9. ARGV: now, limit. Returns {moved, next due score or false}.
+MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  local level = tonumber(string.sub(member, 1, 1))
+  local body = string.sub(member, 20)
+  redis.call('XADD', KEYS[level + 2], '*', 'b', body, 'n', '0')
+  redis.call('ZREM', KEYS[1], member)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if nxt[2] then return {#due, nxt[2]} end
+return {#due, false}
+"""
+
+#: Claim entries idle longer than the visibility timeout (their worker died).
+#: KEYS: stream. ARGV: group, consumer, min idle ms, count.
+#: Returns {{id, fields, times delivered}, ...}.
+RECLAIM = """
+local res = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0',
+                       'COUNT', ARGV[4])
+local out = {}
+for _, entry in ipairs(res[2]) do
+  local info = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+  local times = 1
+  if info[1] then times = info[1][4] end
+  out[#out + 1] = {entry[1], entry[2], times}
+end
+return out
+"""
+
+#: Push a reply to a producer's inbox if the producer is alive.
+#: KEYS: reply list, liveness key. ARGV: body, ttl ms. Returns 1 if delivered.
+REPLY = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""

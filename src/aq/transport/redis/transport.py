@@ -1,0 +1,342 @@
+"""The ``redis://`` transport: queues on Redis Streams with consumer groups.
+
+A queue is one stream per priority level plus a sorted set of delayed
+messages and a dead-letter stream (see :mod:`aq.transport.redis.keys`).
+Publishing is one XADD (or ZADD when delayed); consuming, claiming, settling
+and moving due messages live in :mod:`aq.transport.redis.consumer`. Replies go
+to a list per producer that exists only while its liveness key does, so a
+producer that died leaves nothing behind for longer than ``reply_ttl``.
+Control messages (cancellations) go to one capped stream that every worker
+reads from where it left off, so a reconnecting worker misses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from aq.errors import BrokerError, BrokerUnavailable
+from aq.message import MAX_PRIORITY, new_id
+from aq.transport.base import Consumer, DeadLetter, Inbox, QueueStats, Transport
+from aq.transport.redis import scripts
+from aq.transport.redis.connection import (
+    CONNECTION_ERRORS,
+    parse_url,
+    raise_if_cancelling,
+    retrying,
+    translated,
+)
+from aq.transport.redis.keys import GROUP, Keys, QueueKeys
+
+__all__ = ["RedisTransport"]
+
+log = logging.getLogger("aq.redis")
+
+_CONTROL_MAXLEN = 10_000
+_CONTROL_REPLAY_MS = 3_600_000  # a new worker honours cancellations of the last hour
+_BLOCK_MS = 1_000
+
+
+class RedisTransport(Transport):
+    """A connection to Redis (or a Redis-compatible server) 6.2 or newer."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.client_url, self.settings = parse_url(url)
+        self.keys = Keys(self.settings.prefix)
+        self.heartbeat_interval = self.settings.visibility_timeout / 3
+        self._client: Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise BrokerError("the Redis transport is not connected; call connect() first")
+        return self._client
+
+    def script(self, name: str) -> Any:
+        return self._scripts[name]
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        client = Redis.from_url(self.client_url, socket_connect_timeout=5, socket_keepalive=True)
+        try:
+            await retrying("connect", client.ping, self.settings.publish_timeout)
+        except BrokerUnavailable:
+            await client.aclose()
+            raise
+        for name in ("READ", "ACK", "REQUEUE", "DEAD_LETTER", "MOVE_DUE", "RECLAIM", "REPLY"):
+            self._scripts[name] = client.register_script(getattr(scripts, name))
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def queue_keys(self, queue: str) -> QueueKeys:
+        return self.keys.queue(queue)
+
+    # -- producing -------------------------------------------------------------------
+
+    async def publish(
+        self, queue: str, body: bytes, *, priority: int = 0, eta: float | None = None
+    ) -> None:
+        keys = self.queue_keys(queue)
+        client = self.client
+        level = min(max(priority, 0), MAX_PRIORITY)
+        if eta is not None and eta > time.time():
+            member = b"%d:%s:%s" % (level, os.urandom(8).hex().encode(), body)
+
+            async def delay() -> Any:
+                return await client.zadd(keys.delayed, {member: eta})
+
+            await retrying(f"publish to {queue}", delay, self.settings.publish_timeout)
+            return
+
+        async def add() -> Any:
+            return await client.xadd(keys.streams[level], {"b": body, "n": 0})
+
+        await retrying(f"publish to {queue}", add, self.settings.publish_timeout)
+
+    async def consume(self, queues: Sequence[str], prefetch: int) -> Consumer:
+        from aq.transport.redis.consumer import RedisConsumer
+
+        if not queues:
+            raise BrokerError("consume() needs at least one queue")
+        consumer = RedisConsumer(self, [self.queue_keys(q) for q in queues], max(1, prefetch))
+        await consumer.start()
+        return consumer
+
+    async def ensure_groups(self, keys: QueueKeys) -> None:
+        """Create the consumer group on each of the queue's streams if missing."""
+        for stream in keys.streams:
+            try:
+                with translated("create consumer group"):
+                    await self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except BrokerError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # -- replies ---------------------------------------------------------------------
+
+    async def open_inbox(self) -> Inbox:
+        inbox = _ReplyInbox(self, new_id())
+        await inbox.start()
+        return inbox
+
+    async def send_reply(self, address: str, body: bytes) -> None:
+        reply_list, alive = self.keys.inbox(address)
+        ttl_ms = int(self.settings.reply_ttl * 1000)
+
+        async def push() -> Any:
+            return await self.script("REPLY")(keys=[reply_list, alive], args=[body, ttl_ms])
+
+        await retrying("send a reply", push, self.settings.publish_timeout)
+
+    # -- control ---------------------------------------------------------------------
+
+    async def broadcast(self, body: bytes) -> None:
+        async def add() -> Any:
+            return await self.client.xadd(
+                self.keys.control, {"b": body}, maxlen=_CONTROL_MAXLEN, approximate=True
+            )
+
+        await retrying("broadcast", add, self.settings.publish_timeout)
+
+    async def subscribe_control(self) -> Inbox:
+        start = f"{max(0, int(time.time() * 1000) - _CONTROL_REPLAY_MS)}-0"
+        return _ControlInbox(self, start)
+
+    # -- inspection ------------------------------------------------------------------
+
+    async def stats(self, queue: str) -> QueueStats:
+        keys = self.queue_keys(queue)
+        with translated(f"stats of {queue}"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for stream in keys.streams:
+                    pipe.xlen(stream)
+                for stream in keys.streams:
+                    pipe.xpending(stream, GROUP)
+                pipe.zcard(keys.delayed)
+                pipe.xlen(keys.dead)
+                for stream in keys.streams:
+                    pipe.xinfo_groups(stream)
+                results = await pipe.execute(raise_on_error=False)
+        n = len(keys.streams)
+        lengths = results[:n]
+        pending = [_pending_count(r) for r in results[n : 2 * n]]
+        delayed, dead = results[2 * n], results[2 * n + 1]
+        consumers = max((_consumer_count(r) for r in results[2 * n + 2 :]), default=0)
+        total = sum(x for x in lengths if isinstance(x, int))
+        unacked = sum(pending)
+        return QueueStats(queue, total - unacked, int(delayed), unacked, int(dead), consumers)
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        keys = self.queue_keys(queue)
+        with translated(f"read dead letters of {queue}"):
+            entries: Any = await self.client.xrange(keys.dead, count=limit)
+        letters = []
+        for entry_id, fields in entries:
+            letters.append(
+                DeadLetter(
+                    queue=queue,
+                    body=fields.get(b"b", b""),
+                    reason=fields.get(b"reason", b"").decode("utf-8", "replace"),
+                    dead_at=float(fields.get(b"at", 0) or 0),
+                    id=entry_id.decode(),
+                )
+            )
+        return letters
+
+    async def purge(self, queue: str) -> int:
+        keys = self.queue_keys(queue)
+        before = await self.stats(queue)
+        with translated(f"purge {queue}"):
+            async with self.client.pipeline(transaction=True) as pipe:
+                for stream in keys.streams:
+                    pipe.xtrim(stream, maxlen=0, approximate=False)
+                pipe.delete(keys.delayed)
+                await pipe.execute()
+        return before.ready + before.delayed
+
+    async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        letters = await self.dead_letters(queue, limit=1_000_000)
+        chosen = [d for d in letters if ids is None or d.id in set(ids)]
+        keys = self.queue_keys(queue)
+        with translated(f"requeue dead letters of {queue}"):
+            async with self.client.pipeline(transaction=True) as pipe:
+                for letter in chosen:
+                    pipe.xadd(keys.streams[0], {"b": letter.body, "n": 0})
+                    pipe.xdel(keys.dead, letter.id)
+                await pipe.execute()
+        return len(chosen)
+
+    async def purge_dead(self, queue: str) -> int:
+        keys = self.queue_keys(queue)
+        with translated(f"purge dead letters of {queue}"):
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xlen(keys.dead)
+                pipe.delete(keys.dead)
+                count, _ = await pipe.execute()
+        return int(count)
+
+
+def _pending_count(result: Any) -> int:
+    if isinstance(result, dict):
+        return int(result.get("pending", 0))
+    return 0  # NOGROUP: the stream was never consumed
+
+
+def _consumer_count(result: Any) -> int:
+    if isinstance(result, list):
+        for group in result:
+            if isinstance(group, dict) and group.get("name") in (GROUP, GROUP.encode()):
+                return int(group.get("consumers", 0))
+    return 0
+
+
+class _ReplyInbox(Inbox):
+    """A producer's reply list, kept alive by refreshing its liveness key."""
+
+    def __init__(self, transport: RedisTransport, inbox_id: str) -> None:
+        self.address = inbox_id
+        self._transport = transport
+        self._list, self._alive = transport.keys.inbox(inbox_id)
+        self._ttl_ms = int(transport.settings.reply_ttl * 1000)
+        self._buffer: deque[bytes] = deque()
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._mark_alive()
+        self._refresher = asyncio.create_task(self._refresh(), name="aq-inbox-refresh")
+
+    async def _mark_alive(self) -> None:
+        client = self._transport.client
+
+        async def mark() -> Any:
+            return await client.set(self._alive, b"1", px=self._ttl_ms)
+
+        await retrying("open the reply inbox", mark, self._transport.settings.publish_timeout)
+
+    async def _refresh(self) -> None:
+        interval = self._transport.settings.reply_ttl / 3
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(interval)
+            try:
+                await self._mark_alive()
+            except BrokerError as exc:
+                log.warning("could not refresh the reply inbox: %s", exc)
+
+    async def get(self) -> bytes:
+        delay = 0.05
+        while not self._buffer:
+            try:
+                result: Any = await self._transport.client.blmpop(
+                    _BLOCK_MS / 1000, 1, self._list, direction="LEFT", count=1000
+                )
+            except CONNECTION_ERRORS as exc:
+                raise_if_cancelling()
+                log.warning("reply inbox lost its connection (%s); reconnecting", exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                with contextlib.suppress(BrokerError):
+                    await self._mark_alive()  # it may have expired during the outage
+                continue
+            raise_if_cancelling()
+            delay = 0.05
+            if result:
+                self._buffer.extend(result[1])
+        return self._buffer.popleft()
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        with contextlib.suppress(*CONNECTION_ERRORS, redis_errors.RedisError):
+            await self._transport.client.delete(self._list, self._alive)
+
+
+class _ControlInbox(Inbox):
+    """Reads the control stream from a point in time onwards, resuming after outages."""
+
+    def __init__(self, transport: RedisTransport, start_id: str) -> None:
+        self.address = transport.keys.control
+        self._transport = transport
+        self._last = start_id
+        self._buffer: deque[bytes] = deque()
+
+    async def get(self) -> bytes:
+        delay = 0.05
+        while not self._buffer:
+            try:
+                result: Any = await self._transport.client.xread(
+                    {self.address: self._last}, count=100, block=_BLOCK_MS
+                )
+            except CONNECTION_ERRORS as exc:
+                raise_if_cancelling()
+                log.warning("control stream lost its connection (%s); reconnecting", exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            raise_if_cancelling()
+            delay = 0.05
+            for _stream, entries in result or ():
+                for entry_id, fields in entries:
+                    self._last = entry_id
+                    self._buffer.append(fields.get(b"b", b""))
+        return self._buffer.popleft()
+
+    async def close(self) -> None:
+        self._buffer.clear()
