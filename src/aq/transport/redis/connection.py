@@ -59,6 +59,7 @@ class RedisSettings:
         reply_ttl: seconds a producer's reply keys outlive the producer.
         max_deliveries: a message delivered this many times without being
             settled (its workers keep dying) is dead-lettered.
+        max_connections: connections per process; callers beyond it wait.
     """
 
     prefix: str = "aq"
@@ -66,6 +67,7 @@ class RedisSettings:
     publish_timeout: float = 10.0
     reply_ttl: float = 300.0
     max_deliveries: int = 10
+    max_connections: int = 64
 
 
 def parse_url(url: str) -> tuple[str, RedisSettings]:
@@ -86,7 +88,7 @@ def parse_url(url: str) -> tuple[str, RedisSettings]:
             continue
         try:
             parsed: Any = value if key == "prefix" else float(value)
-            if key == "max_deliveries":
+            if key in ("max_deliveries", "max_connections"):
                 parsed = int(value)
         except ValueError:
             raise ConfigurationError(f"invalid {key}={value!r} in the broker URL") from None

@@ -273,7 +273,9 @@ class RedisConsumer(Consumer):
             raise_if_cancelling()
             for keys in self.queues:
                 for stream in keys.by_priority:
-                    free = self._free()
+                    # Not _free(): a fetcher's momentary reservation must not make the
+                    # reclaimer skip a round; at worst a few extra entries wait buffered.
+                    free = self.prefetch - len(self._unsettled)
                     if free <= 0:
                         break
                     try:

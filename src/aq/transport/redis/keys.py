@@ -52,7 +52,7 @@ class Keys:
         )
 
     def inbox(self, inbox_id: str) -> tuple[str, str]:
-        """(list of replies, liveness key) of a producer's inbox."""
+        """(stream of replies, liveness key) of a producer's inbox."""
         base = f"{self.prefix}:reply:{{{inbox_id}}}"
         return base, f"{base}:alive"
 

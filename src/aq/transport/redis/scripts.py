@@ -84,11 +84,13 @@ end
 return out
 """
 
-#: Push a reply to a producer's inbox if the producer is alive.
-#: KEYS: reply list, liveness key. ARGV: body, ttl ms. Returns 1 if delivered.
+#: Append a reply to a producer's inbox stream if the producer is alive. A
+#: stream, not a list: the producer reads without removing and trims only what
+#: it has received, so a connection lost mid-read loses no reply.
+#: KEYS: reply stream, liveness key. ARGV: body, ttl ms. Returns 1 if delivered.
 REPLY = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'b', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """

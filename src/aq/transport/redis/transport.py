@@ -4,7 +4,7 @@ A queue is one stream per priority level plus a sorted set of delayed
 messages and a dead-letter stream (see :mod:`aq.transport.redis.keys`).
 Publishing is one XADD (or ZADD when delayed); consuming, claiming, settling
 and moving due messages live in :mod:`aq.transport.redis.consumer`. Replies go
-to a list per producer that exists only while its liveness key does, so a
+to a stream per producer that exists only while its liveness key does, so a
 producer that died leaves nothing behind for longer than ``reply_ttl``.
 Control messages (cancellations) go to one capped stream that every worker
 reads from where it left off, so a reconnecting worker misses none.
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from aq.errors import BrokerError, BrokerUnavailable
 from aq.message import MAX_PRIORITY, new_id
@@ -69,7 +69,16 @@ class RedisTransport(Transport):
     async def connect(self) -> None:
         if self._client is not None:
             return
-        client = Redis.from_url(self.client_url, socket_connect_timeout=5, socket_keepalive=True)
+        # A blocking pool: a burst of concurrent tasks waits for a free connection
+        # instead of failing with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
+            self.client_url,
+            max_connections=self.settings.max_connections,
+            timeout=None,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+        )
+        client = Redis.from_pool(pool)  # the client owns the pool and closes it
         try:
             await retrying("connect", client.ping, self.settings.publish_timeout)
         except BrokerUnavailable:
@@ -136,11 +145,11 @@ class RedisTransport(Transport):
         return inbox
 
     async def send_reply(self, address: str, body: bytes) -> None:
-        reply_list, alive = self.keys.inbox(address)
+        reply_stream, alive = self.keys.inbox(address)
         ttl_ms = int(self.settings.reply_ttl * 1000)
 
         async def push() -> Any:
-            return await self.script("REPLY")(keys=[reply_list, alive], args=[body, ttl_ms])
+            return await self.script("REPLY")(keys=[reply_stream, alive], args=[body, ttl_ms])
 
         await retrying("send a reply", push, self.settings.publish_timeout)
 
@@ -247,15 +256,20 @@ def _consumer_count(result: Any) -> int:
 
 
 class _ReplyInbox(Inbox):
-    """A producer's reply list, kept alive by refreshing its liveness key."""
+    """A producer's reply stream, kept alive by refreshing its liveness key.
+
+    Entries are read from the last id seen and trimmed only once received, so
+    a read cut short by a lost connection is simply read again.
+    """
 
     def __init__(self, transport: RedisTransport, inbox_id: str) -> None:
         self.address = inbox_id
         self._transport = transport
-        self._list, self._alive = transport.keys.inbox(inbox_id)
+        self._stream, self._alive = transport.keys.inbox(inbox_id)
         self._ttl_ms = int(transport.settings.reply_ttl * 1000)
         self._buffer: deque[bytes] = deque()
         self._refresher: asyncio.Task[None] | None = None
+        self._last = "0-0"
 
     async def start(self) -> None:
         await self._mark_alive()
@@ -282,9 +296,12 @@ class _ReplyInbox(Inbox):
     async def get(self) -> bytes:
         delay = 0.05
         while not self._buffer:
+            client = self._transport.client
             try:
-                result: Any = await self._transport.client.blmpop(
-                    _BLOCK_MS / 1000, 1, self._list, direction="LEFT", count=1000
+                if self._last != "0-0":  # what was received before is no longer needed
+                    await client.xtrim(self._stream, minid=self._last, approximate=False)
+                result: Any = await client.xread(
+                    {self._stream: self._last}, count=1000, block=_BLOCK_MS
                 )
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelling()
@@ -296,8 +313,10 @@ class _ReplyInbox(Inbox):
                 continue
             raise_if_cancelling()
             delay = 0.05
-            if result:
-                self._buffer.extend(result[1])
+            for _stream, entries in result or ():
+                for entry_id, fields in entries:
+                    self._last = entry_id
+                    self._buffer.append(fields.get(b"b", b""))
         return self._buffer.popleft()
 
     async def close(self) -> None:
@@ -305,7 +324,7 @@ class _ReplyInbox(Inbox):
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
         with contextlib.suppress(*CONNECTION_ERRORS, redis_errors.RedisError):
-            await self._transport.client.delete(self._list, self._alive)
+            await self._transport.client.delete(self._stream, self._alive)
 
 
 class _ControlInbox(Inbox):

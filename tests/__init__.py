@@ -1,0 +1,1 @@
+"""aq test suite."""

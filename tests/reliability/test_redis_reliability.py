@@ -1,0 +1,163 @@
+"""Nothing is lost on Redis: worker crashes, server crashes, long tasks, poison.
+
+Each test runs its own redis-server (tests/reliability/conftest.py) so it can
+kill it without disturbing the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+import aq
+from aq.testing import running_worker
+from tests.reliability.conftest import RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+async def _start_worker(broker_url: str, record_url: str) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if k != "AQ_BROKER_URL"}
+    env |= {"AQ_BROKER_URL": broker_url, "AQ_TEST_RECORD_URL": record_url}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aq",
+        "worker",
+        "tests.apps.reliable:broker",
+        "--concurrency",
+        "1000",
+        "--log-level",
+        "WARNING",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _wait_for_starts(record: Redis, count: int) -> None:
+    seen = 0
+    async with asyncio.timeout(20):
+        while seen < count:  # BLMPOP: woken by each start, no polling
+            popped = await record.blmpop(1, 1, "started", direction="LEFT", count=count)
+            seen += len(popped[1]) if popped else 0
+
+
+@pytest.mark.timeout(90)
+async def test_a_killed_worker_loses_nothing_and_repeats_at_most_what_was_in_flight(
+    redis_server: RedisServer,
+) -> None:
+    broker_url = f"{redis_server.url}?visibility_timeout=2"
+    record_url = redis_server.url.replace("/0", "/1")
+    producer = aq.Broker(broker_url)
+
+    @producer.task(name="reliable.work")  # the producer's view of tests/apps/reliable.py
+    async def work(i: int, seconds: float) -> int:
+        raise NotImplementedError("runs in the worker process")
+
+    record = Redis.from_url(record_url)
+    first = await _start_worker(broker_url, record_url)
+    second: asyncio.subprocess.Process | None = None
+    try:
+        async with producer:
+            handles = [await work.kiq(i, 3.0) for i in range(500)]
+            await _wait_for_starts(record, 500)  # all 500 are running in the first worker
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            assert await record.llen("runs") == 0
+            second = await _start_worker(broker_url, record_url)
+            results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+        assert sorted(results) == list(range(500))
+        runs = Counter(int(x) for x in await record.lrange("runs", 0, -1))
+        assert set(runs) == set(range(500))
+        assert sum(runs.values()) - 500 <= 500  # duplicates at most the in-flight count
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await record.aclose()
+
+
+@pytest.mark.timeout(90)
+async def test_a_redis_restart_during_publish_and_consume_loses_nothing(
+    redis_server: RedisServer,
+) -> None:
+    broker = aq.Broker(f"{redis_server.url}?visibility_timeout=5&publish_timeout=20")
+
+    @broker.task(name="echo")
+    async def echo(i: int) -> int:
+        return i
+
+    async with broker, running_worker(broker, concurrency=200):
+        handles = [await echo.kiq(i) for i in range(1000)]
+        await redis_server.kill()  # SIGKILL mid-stream; appendfsync always keeps every write
+        restart = asyncio.create_task(redis_server.start())
+        # These kiq() calls ride out the outage: they retry until the server is back.
+        handles += [await echo.kiq(i) for i in range(1000, 2000)]
+        await restart
+        results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    assert sorted(results) == list(range(2000))
+
+
+@pytest.mark.timeout(60)
+async def test_a_task_longer_than_the_visibility_timeout_is_not_redelivered(
+    redis_server: RedisServer,
+) -> None:
+    broker = aq.Broker(f"{redis_server.url}?visibility_timeout=1")
+    runs: list[int] = []
+
+    @broker.task(name="slow")
+    async def slow() -> str:
+        runs.append(1)
+        await asyncio.sleep(3.5)  # three visibility timeouts
+        return "once"
+
+    async with broker, running_worker(broker), running_worker(broker):
+        assert await (await slow.kiq()).result(timeout=30) == "once"
+    assert runs == [1]
+
+
+@pytest.mark.timeout(60)
+async def test_malformed_entries_and_unknown_tasks_are_dead_lettered_and_work_goes_on(
+    redis_server: RedisServer,
+) -> None:
+    broker = aq.Broker(redis_server.url)
+
+    @broker.task(name="add")
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    stream = broker.transport.keys.queue("default").streams[0]  # type: ignore[attr-defined]
+    raw = Redis.from_url(redis_server.url)
+    unknown = {"v": 1, "id": "u1", "task": "nobody.knows", "queue": "default"}
+    try:
+        async with broker:
+            await broker.transport.ensure_groups(  # type: ignore[attr-defined]
+                broker.transport.keys.queue("default")  # type: ignore[attr-defined]
+            )
+            await raw.xadd(stream, {"b": b"\xff\xfe not json"})
+            await raw.xadd(stream, {"unexpected": b"field"})
+            await raw.xadd(stream, {"b": orjson.dumps(unknown)})
+            async with running_worker(broker):
+                assert await (await add.kiq(2, 2)).result(timeout=10) == 4
+            letters = await broker.transport.dead_letters("default")
+            stats = await broker.transport.stats("default")
+    finally:
+        await raw.aclose()
+    reasons = sorted(d.reason for d in letters)
+    assert len(reasons) == 3
+    assert reasons[0].startswith("undecodable message")
+    assert reasons[1].startswith("undecodable message")
+    assert reasons[2] == "unknown task: 'nobody.knows'"
+    assert (stats.ready, stats.unacked, stats.dead) == (0, 0, 3)
