@@ -205,6 +205,7 @@ class RedisConsumer(Consumer):
                 self._reserved += free
                 try:
                     entries = await read(keys=streams, args=[GROUP, self.name, free])
+                    raise_if_cancelling()
                 finally:
                     self._reserved -= free
                     _wake(self._room)  # other queues' fetchers may read now
@@ -256,6 +257,7 @@ class RedisConsumer(Consumer):
             wait = _SCHEDULER_IDLE
             try:
                 moved, next_due = await move(keys=script_keys, args=[time.time(), _MOVE_BATCH])
+                raise_if_cancelling()
                 if int(moved) >= _MOVE_BATCH:
                     continue
                 if next_due:
@@ -282,6 +284,7 @@ class RedisConsumer(Consumer):
                         claimed = await reclaim(
                             keys=[stream], args=[GROUP, self.name, idle_ms, free]
                         )
+                        raise_if_cancelling()
                     except CONNECTION_ERRORS:
                         raise_if_cancelling()
                         break
