@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import importlib
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
+from aq import admin
 from aq.broker import Broker
 from aq.errors import AQError, ConfigurationError
 from aq.logs import configure, event
@@ -58,7 +60,7 @@ def load_broker(spec: str) -> Broker:
     return obj
 
 
-def _fail(exc: AQError) -> None:
+def _fail(exc: AQError) -> NoReturn:
     typer.secho(f"aq: error: {exc}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
 
@@ -176,6 +178,105 @@ def worker(
         )
     except AQError as exc:
         _fail(exc)
+
+
+AppArgument = Annotated[str, typer.Argument(metavar="APP", help="The broker, as MODULE:ATTRIBUTE.")]
+QueueOption = Annotated[str, typer.Option("--queue", "-q", help="The queue.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+dlq = typer.Typer(help="Inspect, requeue and purge dead letters.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+
+def _broker_or_exit(spec: str) -> Broker:
+    try:
+        return load_broker(spec)
+    except AQError as exc:
+        _fail(exc)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if not yes and not typer.confirm(question):
+        raise typer.Exit(1)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except AQError as exc:
+        _fail(exc)
+
+
+@app.command()
+def queues(
+    app_spec: AppArgument,
+    extra: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Also show this queue.")
+    ] = None,
+) -> None:
+    """Show each queue's ready, delayed, unacked and dead messages, and its consumers."""
+    broker = _broker_or_exit(app_spec)
+    names = list(dict.fromkeys([*broker.queues, *(extra or [])]))
+    rows = _run(admin.queue_stats(broker, names))
+    typer.echo(
+        f"{'queue':<24} {'ready':>8} {'delayed':>8} {'unacked':>8} {'dead':>8} {'consumers':>9}"
+    )
+    for s in rows:
+        typer.echo(
+            f"{s.queue:<24} {s.ready:>8} {s.delayed:>8} {s.unacked:>8} {s.dead:>8} {s.consumers:>9}"
+        )
+
+
+@app.command()
+def purge(app_spec: AppArgument, queue: QueueOption = "default", yes: YesOption = False) -> None:
+    """Delete every ready and delayed message of a queue."""
+    broker = _broker_or_exit(app_spec)
+    _confirm(f"Delete every waiting message of queue {queue!r}?", yes)
+    typer.echo(f"purged {_run(admin.purge(broker, queue))} message(s) from {queue}")
+
+
+@dlq.command("list")
+def dlq_list(
+    app_spec: AppArgument,
+    queue: QueueOption = "default",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+) -> None:
+    """List dead letters: id, when, task and reason."""
+    broker = _broker_or_exit(app_spec)
+    letters = _run(admin.dead_letters(broker, queue, limit))
+    for letter in letters:
+        when = datetime.datetime.fromtimestamp(letter.dead_at, datetime.UTC).isoformat(
+            timespec="seconds"
+        )
+        typer.echo(f"{letter.id}  {when}  {admin.task_name(letter.body)}  {letter.reason}")
+    typer.echo(f"{len(letters)} dead letter(s) in {queue}")
+
+
+@dlq.command("requeue")
+def dlq_requeue(
+    app_spec: AppArgument,
+    queue: QueueOption = "default",
+    ids: Annotated[
+        list[str] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+    ] = None,
+    yes: YesOption = False,
+) -> None:
+    """Send dead letters back to their queue (all of them unless --id is given)."""
+    broker = _broker_or_exit(app_spec)
+    if not ids:
+        _confirm(f"Requeue every dead letter of {queue!r}?", yes)
+    count = _run(admin.requeue_dead(broker, queue, ids or None))
+    typer.echo(f"requeued {count} dead letter(s) to {queue}")
+
+
+@dlq.command("purge")
+def dlq_purge(
+    app_spec: AppArgument, queue: QueueOption = "default", yes: YesOption = False
+) -> None:
+    """Delete every dead letter of a queue."""
+    broker = _broker_or_exit(app_spec)
+    _confirm(f"Delete every dead letter of {queue!r}?", yes)
+    typer.echo(f"purged {_run(admin.purge_dead(broker, queue))} dead letter(s) from {queue}")
 
 
 @app.callback()

@@ -1,0 +1,57 @@
+"""Inspecting and repairing queues: what ``aq queues``, ``aq purge`` and ``aq dlq`` do.
+
+Each function connects with the broker's transport, does one job and returns
+plain data, so the CLI stays a thin layer of printing and prompting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from aq.broker import Broker
+from aq.transport.base import DeadLetter, QueueStats
+
+__all__ = ["dead_letters", "purge", "purge_dead", "queue_stats", "requeue_dead", "task_name"]
+
+
+async def queue_stats(broker: Broker, queues: Sequence[str]) -> list[QueueStats]:
+    """Counts for each of ``queues``."""
+    async with broker:
+        return [await broker.transport.stats(q) for q in queues]
+
+
+async def purge(broker: Broker, queue: str) -> int:
+    """Delete the ready and delayed messages of ``queue``; return how many."""
+    async with broker:
+        return await broker.transport.purge(queue)
+
+
+async def dead_letters(broker: Broker, queue: str, limit: int) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters of ``queue``."""
+    async with broker:
+        return await broker.transport.dead_letters(queue, limit)
+
+
+async def requeue_dead(broker: Broker, queue: str, ids: Sequence[str] | None) -> int:
+    """Send dead letters (``ids``, or all) back to ``queue``; return how many."""
+    async with broker:
+        return await broker.transport.requeue_dead(queue, ids)
+
+
+async def purge_dead(broker: Broker, queue: str) -> int:
+    """Delete every dead letter of ``queue``; return how many."""
+    async with broker:
+        return await broker.transport.purge_dead(queue)
+
+
+def task_name(body: bytes) -> str:
+    """The task a message body names, or a note saying why it cannot be read."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "(not JSON)"
+    if isinstance(value, dict) and isinstance(value.get("task"), str):
+        return str(value["task"])
+    return "(no task name)"

@@ -1,0 +1,97 @@
+"""`aq queues`, `aq purge` and `aq dlq` against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+import aq
+from aq.cli import app
+from tests.conftest import REDIS_URL, _delete_prefix
+
+APP = "tests.apps.basic:broker"
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    broker_url = f"{REDIS_URL}?prefix=aqcli-{uuid.uuid4().hex[:12]}"
+    yield broker_url
+    asyncio.run(_delete_prefix(broker_url))
+
+
+def aq_command(url: str, *args: str) -> str:
+    # Each command is its own process in real use: import the app afresh, with this URL.
+    sys.modules.pop("tests.apps.basic", None)
+    result = CliRunner().invoke(app, list(args), env={"AQ_BROKER_URL": url, "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _prepare(url: str, ready: int, dead: int) -> None:
+    async def run() -> None:
+        broker = aq.Broker(url)
+        async with broker:
+            for i in range(ready):
+                await broker.transport.publish("default", orjson.dumps({"n": i}))
+            for _ in range(dead):
+                await broker.transport.publish("mail", b"not json at all")
+            worker = aq.Worker(broker, queues=["mail"])
+            async with worker:
+                await worker.wait_idle()
+
+    asyncio.run(run())
+
+
+def test_queues_shows_counts_per_queue(url: str) -> None:
+    _prepare(url, ready=3, dead=2)
+    output = aq_command(url, "queues", APP, "--queue", "mail")
+    rows = {line.split()[0]: line.split()[1:] for line in output.splitlines()[1:]}
+    assert rows["default"][:4] == ["3", "0", "0", "0"]
+    assert rows["mail"][:4] == ["0", "0", "0", "2"]
+
+
+def test_dlq_list_shows_each_dead_letter_with_its_reason(url: str) -> None:
+    _prepare(url, ready=0, dead=2)
+    output = aq_command(url, "dlq", "list", APP, "--queue", "mail")
+    lines = output.splitlines()
+    assert lines[-1] == "2 dead letter(s) in mail"
+    assert all("(not JSON)  undecodable message: not valid JSON" in line for line in lines[:2])
+
+
+def test_dlq_requeue_sends_dead_letters_back(url: str) -> None:
+    _prepare(url, ready=0, dead=2)
+    listed = aq_command(url, "dlq", "list", APP, "--queue", "mail").splitlines()
+    first_id = listed[0].split()[0]
+    assert "requeued 1 dead letter(s)" in aq_command(
+        url, "dlq", "requeue", APP, "--queue", "mail", "--id", first_id
+    )
+    assert "requeued 1 dead letter(s)" in aq_command(
+        url, "dlq", "requeue", APP, "--queue", "mail", "--yes"
+    )
+    rows = aq_command(url, "queues", APP, "--queue", "mail").splitlines()
+    mail = next(line.split() for line in rows if line.startswith("mail"))
+    assert mail[1:5] == ["2", "0", "0", "0"]
+
+
+def test_dlq_purge_and_purge_empty_what_they_name(url: str) -> None:
+    _prepare(url, ready=4, dead=1)
+    assert "purged 1 dead letter(s) from mail" in aq_command(
+        url, "dlq", "purge", APP, "--queue", "mail", "--yes"
+    )
+    assert "purged 4 message(s) from default" in aq_command(url, "purge", APP, "--yes")
+    rows = aq_command(url, "queues", APP, "--queue", "mail").splitlines()
+    assert all(line.split()[1:5] == ["0", "0", "0", "0"] for line in rows[1:])
+
+
+def test_destructive_commands_ask_first(url: str) -> None:
+    _prepare(url, ready=1, dead=0)
+    sys.modules.pop("tests.apps.basic", None)
+    result = CliRunner().invoke(app, ["purge", APP], input="n\n", env={"AQ_BROKER_URL": url})
+    assert result.exit_code == 1
+    assert "Delete every waiting message of queue 'default'?" in result.output
