@@ -37,8 +37,9 @@ typecheck: $(STAMP)
 test: $(STAMP) services lint typecheck ## lint, type checks and the whole test suite
 	$(BIN)/pytest
 
-bench: $(STAMP) ## throughput and fan-out benchmarks
+bench: $(STAMP) services ## throughput, fan-out and round-trip benchmarks
 	$(BIN)/python benchmarks/memory_broker.py --json benchmarks/results/memory.json
+	$(BIN)/python benchmarks/redis_broker.py --json benchmarks/results/redis.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info
