@@ -41,7 +41,7 @@ def _producer(url: str) -> tuple[aq.Broker, aq.Task[[], None]]:
 
 async def _start_worker(url: str) -> asyncio.subprocess.Process:
     env = dict(os.environ, AQ_BROKER_URL=url, PYTHONPATH=str(ROOT))
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "aq",
@@ -53,9 +53,8 @@ async def _start_worker(url: str) -> asyncio.subprocess.Process:
         "WARNING",
         cwd=ROOT,
         env=env,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
-    return proc
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -101,6 +100,21 @@ async def round_trip(url: str, n: int) -> dict[str, float]:
     return {"p50_ms": q[49], "p95_ms": q[94], "p99_ms": q[98]}
 
 
+async def _delete_keys(url: str) -> None:
+    from redis.asyncio import Redis
+
+    from aq.transport.redis.connection import parse_url
+
+    client_url, settings = parse_url(url)
+    client = Redis.from_url(client_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{settings.prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="aq on Redis")
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
@@ -110,13 +124,14 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    def fresh() -> str:
-        return f"{args.url}?prefix=aqbench-{uuid.uuid4().hex[:8]}"
-
     runs: list[dict[str, float]] = []
     for _ in range(args.repeat):
-        figures = asyncio.run(drain(fresh(), args.tasks))
-        figures |= asyncio.run(round_trip(fresh(), args.round_trips))
+        url = f"{args.url}?prefix=aqbench-{uuid.uuid4().hex[:8]}"
+        try:
+            figures = asyncio.run(drain(url, args.tasks))
+            figures |= asyncio.run(round_trip(url, args.round_trips))
+        finally:
+            asyncio.run(_delete_keys(url))
         runs.append(figures)
     summary: dict[str, Any] = {
         k: {
@@ -142,10 +157,6 @@ def main() -> None:
         )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    print(
-        "(keys under the aqbench-* prefixes are left for inspection; "
-        "they expire only if you delete them)"
-    )
 
 
 if __name__ == "__main__":
