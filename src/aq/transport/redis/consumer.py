@@ -178,7 +178,7 @@ class RedisConsumer(Consumer):
         while True:
             try:
                 with translated(f"settle {delivery.entry_id}"):
-                    await self.transport.script(script)(keys=keys, args=args)
+                    await self.transport.run_script(script, keys, args)
                 break
             except ConnectionLost:
                 if time.monotonic() > deadline:

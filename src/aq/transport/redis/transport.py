@@ -28,6 +28,7 @@ from aq.errors import BrokerError, BrokerUnavailable
 from aq.message import MAX_PRIORITY, new_id
 from aq.transport.base import Consumer, DeadLetter, Inbox, QueueStats, Transport
 from aq.transport.redis import scripts
+from aq.transport.redis.batch import Batcher
 from aq.transport.redis.connection import (
     CONNECTION_ERRORS,
     parse_url,
@@ -56,6 +57,7 @@ class RedisTransport(Transport):
         self.heartbeat_interval = self.settings.visibility_timeout / 3
         self._client: Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._batcher: Batcher | None = None
 
     @property
     def client(self) -> Redis:
@@ -65,6 +67,18 @@ class RedisTransport(Transport):
 
     def script(self, name: str) -> Any:
         return self._scripts[name]
+
+    async def run_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        """Run a script in the next pipeline this event-loop turn sends."""
+        script = self._scripts[name]
+        if self._batcher is None:
+            raise BrokerError("the Redis transport is not connected; call connect() first")
+
+        def command(pipe: Any) -> None:
+            pipe.scripts.add(script)  # loaded by the pipeline if the server lacks it
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+        return await self._batcher.run(command)
 
     async def connect(self) -> None:
         if self._client is not None:
@@ -87,9 +101,11 @@ class RedisTransport(Transport):
         for name in ("READ", "ACK", "REQUEUE", "DEAD_LETTER", "MOVE_DUE", "RECLAIM", "REPLY"):
             self._scripts[name] = client.register_script(getattr(scripts, name))
         self._client = client
+        self._batcher = Batcher(client)
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        self._batcher = None
         if client is not None:
             await client.aclose()
 
@@ -149,7 +165,7 @@ class RedisTransport(Transport):
         ttl_ms = int(self.settings.reply_ttl * 1000)
 
         async def push() -> Any:
-            return await self.script("REPLY")(keys=[reply_stream, alive], args=[body, ttl_ms])
+            return await self.run_script("REPLY", [reply_stream, alive], [body, ttl_ms])
 
         await retrying("send a reply", push, self.settings.publish_timeout)
 
