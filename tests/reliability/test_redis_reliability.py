@@ -161,3 +161,49 @@ async def test_malformed_entries_and_unknown_tasks_are_dead_lettered_and_work_go
     assert reasons[1].startswith("undecodable message")
     assert reasons[2] == "unknown task: 'nobody.knows'"
     assert (stats.ready, stats.unacked, stats.dead) == (0, 0, 3)
+
+
+@pytest.mark.timeout(60)
+async def test_each_delayed_task_is_moved_and_run_exactly_once_with_many_workers(
+    redis_server: RedisServer,
+) -> None:
+    broker = aq.Broker(redis_server.url)
+    runs: Counter[int] = Counter()
+
+    @broker.task(name="later")
+    async def later(i: int) -> int:
+        runs[i] += 1
+        return i
+
+    async with broker:
+        handles = [await later.options(delay=0.3).kiq(i) for i in range(300)]
+        async with running_worker(broker), running_worker(broker), running_worker(broker):
+            results = await asyncio.gather(*(h.result(timeout=30) for h in handles))
+    assert sorted(results) == list(range(300))
+    assert runs == Counter(range(300))  # three schedulers, yet each task ran once
+
+
+@pytest.mark.timeout(60)
+async def test_kiq_during_an_outage_raises_broker_unavailable_after_the_publish_timeout(
+    redis_server: RedisServer,
+) -> None:
+    broker = aq.Broker(f"{redis_server.url}?publish_timeout=1")
+
+    @broker.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    async with broker:
+        await noop.kiq()  # connected, and the reply inbox is open
+        await redis_server.kill()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(aq.BrokerUnavailable, match="unreachable for 1 s"):
+            await noop.kiq()
+        waited = asyncio.get_running_loop().time() - started
+    assert 1 <= waited < 10
+
+
+async def test_an_unreachable_redis_fails_at_startup_with_broker_unavailable() -> None:
+    broker = aq.Broker("redis://127.0.0.1:1/0?publish_timeout=0.5")
+    with pytest.raises(aq.BrokerUnavailable, match="connect"):
+        await broker.startup()
