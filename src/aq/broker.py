@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
-from aq.errors import ConfigurationError, SerializationError
-from aq.message import PROTOCOL_VERSION, TaskMessage, new_id
+from aq.errors import ConfigurationError, ResultNotFound, SerializationError
+from aq.handle import remote_error
+from aq.message import PROTOCOL_VERSION, TaskMessage, decode_reply, new_id
 from aq.middleware import Middleware
 from aq.replies import ReplyListener, ResultWaiter
 from aq.serializer import JSONSerializer, Serializer
@@ -74,6 +75,8 @@ class Broker:
         default_queue: the queue of tasks that name none.
         max_message_size: encoded messages larger than this many bytes are
             refused at ``kiq()``.
+        result_ttl: when set, workers also keep each task's outcome for this many
+            seconds, so :meth:`get_result` can look it up by id from any process.
 
     Raises:
         aq.ConfigurationError: no URL given or found, or the URL is invalid.
@@ -87,6 +90,7 @@ class Broker:
         middleware: Iterable[Middleware] = (),
         default_queue: str = DEFAULT_QUEUE,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        result_ttl: float | None = None,
     ) -> None:
         resolved = os.environ.get(ENV_URL) or url
         if not resolved:
@@ -102,6 +106,7 @@ class Broker:
         self.middleware: list[Middleware] = list(middleware)
         self.default_queue = default_queue
         self.max_message_size = max_message_size
+        self.result_ttl = check_seconds("result_ttl", result_ttl)
         self.tasks: dict[str, AnyTask] = {}
         self._listener = ReplyListener(self.transport, self.serializer)
         self._started = False
@@ -355,6 +360,32 @@ class Broker:
         command = {"v": PROTOCOL_VERSION, "op": "cancel", "task_id": task_id, "id": new_id()}
         body = self.serializer.dumps(command)
         await self.transport.broadcast(body)
+
+    async def get_result(self, task_id: str, task: AnyTask | None = None) -> Any:
+        """Look up the outcome of ``task_id`` kept by a broker with ``result_ttl``.
+
+        Works from any process connected to the same broker. Pass the ``task`` to
+        convert the value to its return annotation; otherwise it is plain JSON.
+
+        Raises:
+            aq.ResultNotFound: nothing is stored under that id (not finished,
+                expired, or the workers' broker has no ``result_ttl``).
+            aq.TaskFailed: the task failed (``TaskTimeout``, ``TaskCancelled`` ...).
+        """
+        await self.startup()
+        body = await self.transport.fetch_result(task_id)
+        if body is None:
+            raise ResultNotFound(
+                f"no stored result for task {task_id}: not finished, expired, or the "
+                "workers' broker was created without result_ttl"
+            )
+        reply = decode_reply(body, self.serializer)
+        if reply.kind == "error":
+            raise remote_error(task_id, reply.payload)
+        convert = task.return_converter if task is not None else None
+        if convert is None or reply.payload is None or task is None or task.kind == "stream":
+            return reply.payload
+        return convert(reply.payload)
 
     @property
     def pending_replies(self) -> int:

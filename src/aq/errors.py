@@ -12,6 +12,7 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
     │   ├── BrokerUnavailable   the broker could not be reached in time
     │   └── ConnectionLost      an established connection dropped
     ├── ResultTimeout           handle.result(timeout=...) ran out of time
+    ├── ResultNotFound          no stored result for a task id
     ├── Retry                   raised inside a task to ask for another attempt
     └── TaskFailed              the task ran and did not succeed
         ├── TaskTimeout         it ran past its time limit
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLost",
     "MessageDecodeError",
+    "ResultNotFound",
     "ResultTimeout",
     "Retry",
     "SerializationError",
@@ -77,6 +79,11 @@ class ConnectionLost(BrokerError):
 
 class ResultTimeout(AQError, TimeoutError):
     """No outcome arrived within the timeout given to ``TaskHandle.result``."""
+
+
+class ResultNotFound(AQError, LookupError):
+    """``broker.get_result(task_id)`` found nothing: the task has not finished, its
+    result expired, or the broker was created without ``result_ttl``."""
 
 
 class Retry(AQError):

@@ -231,3 +231,43 @@ async def test_handles_sharing_a_task_id_all_get_the_result(broker: aq.Broker) -
     async with running_worker(broker):
         assert await first.result(timeout=5) == 9
         assert await second.result(timeout=5) == 9
+
+
+async def test_results_kept_with_result_ttl_can_be_looked_up_from_another_broker(
+    broker: aq.Broker,
+) -> None:
+    keeper = aq.Broker(broker.url, result_ttl=60)
+
+    @keeper.task(name="square")
+    async def square(x: int) -> int:
+        return x * x
+
+    @keeper.task(name="broken")
+    async def broken() -> None:
+        raise ValueError("nope")
+
+    async with keeper, running_worker(keeper):
+        done = await square.kiq(7)
+        failed = await broken.kiq()
+        assert await done.result(timeout=5) == 49
+        with pytest.raises(aq.TaskFailed):
+            await failed.result(timeout=5)
+    lookup = aq.Broker(broker.url)  # another process would do the same
+    async with lookup:
+        assert await lookup.get_result(done.id) == 49
+        with pytest.raises(aq.TaskFailed, match="nope"):
+            await lookup.get_result(failed.id)
+        with pytest.raises(aq.ResultNotFound):
+            await lookup.get_result("no-such-task")
+
+
+async def test_without_result_ttl_nothing_is_kept(broker: aq.Broker) -> None:
+    @broker.task
+    async def square(x: int) -> int:
+        return x * x
+
+    async with running_worker(broker):
+        handle = await square.kiq(3)
+        assert await handle.result(timeout=5) == 9
+    with pytest.raises(aq.ResultNotFound):
+        await broker.get_result(handle.id)

@@ -163,6 +163,14 @@ class Transport(abc.ABC):
         """Receive control messages sent with :meth:`broadcast`."""
 
     @abc.abstractmethod
+    async def store_result(self, task_id: str, body: bytes, ttl: float) -> None:
+        """Keep a task's final reply for ``ttl`` seconds, for lookup by id."""
+
+    @abc.abstractmethod
+    async def fetch_result(self, task_id: str) -> bytes | None:
+        """The stored final reply of ``task_id``, or ``None``."""
+
+    @abc.abstractmethod
     async def stats(self, queue: str) -> QueueStats:
         """Counts of messages in ``queue`` by state."""
 

@@ -75,6 +75,7 @@ class _Hub:
         self.queues: dict[str, _Queue] = {}
         self.inboxes: dict[str, asyncio.Queue[bytes]] = {}
         self.control: set[asyncio.Queue[bytes]] = set()
+        self.results: dict[str, tuple[float, bytes]] = {}
         self.users = 0
 
     def queue(self, name: str) -> _Queue:
@@ -318,3 +319,16 @@ class MemoryTransport(Transport):
         count = len(q.dead)
         q.dead.clear()
         return count
+
+    async def store_result(self, task_id: str, body: bytes, ttl: float) -> None:
+        results = self.hub.results
+        now = time.time()
+        for key in [k for k, (expiry, _) in results.items() if expiry <= now]:
+            del results[key]  # expired entries go when the next one arrives
+        results[task_id] = (now + ttl, body)
+
+    async def fetch_result(self, task_id: str) -> bytes | None:
+        found = self.hub.results.get(task_id)
+        if found is None or found[0] <= time.time():
+            return None
+        return found[1]

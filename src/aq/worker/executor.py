@@ -306,7 +306,8 @@ class Executor:
     async def _reply(
         self, message: TaskMessage, kind: ReplyKind, payload: Any, seq: int = 0
     ) -> None:
-        if message.reply_to is None:
+        keep = self.broker.result_ttl is not None and kind in _FINAL
+        if message.reply_to is None and not keep:
             return
         body = self.serializer.dumps(
             {
@@ -318,7 +319,14 @@ class Executor:
                 "payload": payload,
             }
         )
-        await self.transport.send_reply(message.reply_to, body)
+        if keep:
+            assert self.broker.result_ttl is not None
+            await self.transport.store_result(message.id, body, self.broker.result_ttl)
+        if message.reply_to is not None:
+            await self.transport.send_reply(message.reply_to, body)
+
+
+_FINAL = frozenset(("result", "error", "end"))
 
 
 def _describe(error: BaseException | None) -> str:

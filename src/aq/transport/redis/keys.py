@@ -56,6 +56,10 @@ class Keys:
         base = f"{self.prefix}:reply:{{{inbox_id}}}"
         return base, f"{base}:alive"
 
+    def result(self, task_id: str) -> str:
+        """Where a task's final reply is kept when the broker has a ``result_ttl``."""
+        return f"{self.prefix}:result:{{{task_id}}}"
+
     @property
     def control(self) -> str:
         """The stream of control messages (cancellations) every worker reads."""

@@ -169,6 +169,22 @@ class RedisTransport(Transport):
 
         await retrying("send a reply", push, self.settings.publish_timeout)
 
+    async def store_result(self, task_id: str, body: bytes, ttl: float) -> None:
+        key = self.keys.result(task_id)
+        batcher = self._batcher
+        if batcher is None:
+            raise BrokerError("the Redis transport is not connected; call connect() first")
+
+        async def store() -> Any:
+            return await batcher.run(lambda pipe: pipe.set(key, body, px=int(ttl * 1000)))
+
+        await retrying("store a result", store, self.settings.publish_timeout)
+
+    async def fetch_result(self, task_id: str) -> bytes | None:
+        with translated("fetch a result"):
+            body: Any = await self.client.get(self.keys.result(task_id))
+        return body if isinstance(body, bytes) else None
+
     # -- control ---------------------------------------------------------------------
 
     async def broadcast(self, body: bytes) -> None:
