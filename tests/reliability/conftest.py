@@ -23,14 +23,17 @@ def _free_port() -> int:
 class RedisServer:
     """A redis-server on 127.0.0.1 with append-only persistence (fsync always)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str, password: str | None = None) -> None:
         self.directory = directory
         self.port = _free_port()
+        self.extra = list(extra)
+        self.password = password
         self.process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
         executable = shutil.which("redis-server")
@@ -54,6 +57,8 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.directory / "redis.log"),
+            *(["--requirepass", self.password] if self.password else []),
+            *self.extra,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -83,3 +88,46 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
     finally:
         await server.kill()
+
+
+class Sentinel:
+    """A redis-server in sentinel mode watching ``master`` as service ``aqtest``."""
+
+    def __init__(self, directory: Path, master: RedisServer) -> None:
+        self.directory = directory
+        self.master = master
+        self.port = _free_port()
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor aqtest 127.0.0.1 {self.master.port} 1\n"
+        )
+        executable = shutil.which("redis-server")
+        assert executable is not None
+        self.process = await asyncio.create_subprocess_exec(
+            executable,
+            str(config),
+            "--sentinel",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        client = Redis(host="127.0.0.1", port=self.port)
+        try:
+            async with asyncio.timeout(10):
+                while True:  # no event tells when the sentinel knows its master
+                    with contextlib.suppress(Exception):
+                        if await client.execute_command(  # type: ignore[no-untyped-call]
+                            "SENTINEL", "get-master-addr-by-name", "aqtest"
+                        ):
+                            return
+                    await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()

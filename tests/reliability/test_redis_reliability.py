@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 import aq
 from aq.testing import running_worker
-from tests.reliability.conftest import RedisServer
+from tests.reliability.conftest import RedisServer, Sentinel
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -207,3 +207,45 @@ async def test_an_unreachable_redis_fails_at_startup_with_broker_unavailable() -
     broker = aq.Broker("redis://127.0.0.1:1/0?publish_timeout=0.5")
     with pytest.raises(aq.BrokerUnavailable, match="connect"):
         await broker.startup()
+
+
+async def test_a_password_in_the_url_is_used_and_a_wrong_one_fails_at_startup(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path, password="s3cret")
+    await server.start()
+    try:
+        broker = aq.Broker(server.url)
+
+        @broker.task(name="add")
+        async def add(x: int, y: int) -> int:
+            return x + y
+
+        async with broker, running_worker(broker):
+            assert await (await add.kiq(1, 2)).result(timeout=10) == 3
+        wrong = aq.Broker(server.url.replace("s3cret", "guess"))
+        with pytest.raises(aq.ConfigurationError, match="refused the credentials"):
+            await wrong.startup()
+    finally:
+        await server.kill()
+
+
+async def test_a_sentinel_url_finds_the_master(redis_server: RedisServer, tmp_path: Path) -> None:
+    sentinel = Sentinel(tmp_path, redis_server)
+    await sentinel.start()
+    try:
+        broker = aq.Broker(f"redis+sentinel://127.0.0.1:{sentinel.port}/aqtest/0")
+
+        @broker.task(name="add")
+        async def add(x: int, y: int) -> int:
+            return x + y
+
+        async with broker, running_worker(broker):
+            assert await (await add.kiq(2, 3)).result(timeout=10) == 5
+        direct = Redis.from_url(redis_server.url)
+        try:
+            assert await direct.exists("aq:{default}:p0")  # the queue lives on the master
+        finally:
+            await direct.aclose()
+    finally:
+        await sentinel.kill()

@@ -28,8 +28,9 @@ _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "memory": ("aq.transport.memory", "MemoryTransport", None),
     "redis": ("aq.transport.redis", "RedisTransport", "redis"),
     "rediss": ("aq.transport.redis", "RedisTransport", "redis"),
+    "redis+sentinel": ("aq.transport.redis", "RedisTransport", "redis"),
 }
-_PLANNED = {"redis+sentinel", "amqp", "amqps"}
+_PLANNED = {"amqp", "amqps"}
 
 
 def create_transport(url: str) -> Transport:

@@ -19,14 +19,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.sentinel import Sentinel
 
 from aq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ConnectionLost
 
 __all__ = [
     "RedisSettings",
+    "make_client",
     "backoff_delays",
     "parse_url",
     "raise_if_cancelling",
@@ -77,7 +80,7 @@ def parse_url(url: str) -> tuple[str, RedisSettings]:
         aq.ConfigurationError: an aq option has an invalid value.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    if parts.scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
         raise ConfigurationError(f"not a Redis URL: {url!r}")
     ours = {f.name: f.type for f in fields(RedisSettings)}
     kept: list[tuple[str, str]] = []
@@ -106,6 +109,10 @@ def translated(what: str) -> Any:
     try:
         yield
         raise_if_cancelling()
+    except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
+        raise ConfigurationError(
+            f"{what}: Redis refused the credentials in the broker URL ({exc})"
+        ) from exc
     except CONNECTION_ERRORS as exc:
         raise ConnectionLost(f"{what}: lost the connection to Redis ({exc})") from exc
     except redis_errors.RedisError as exc:
@@ -160,3 +167,53 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
+    """A client for ``url`` (from :func:`parse_url`), direct or through Sentinel, and
+    the clients of the sentinels themselves (to close along with it).
+
+    Direct connections use a blocking pool, so a burst of callers waits for a
+    free connection instead of failing with "Too many connections". Sentinel URLs
+    look like ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``;
+    the password (if any) is used for the master and the sentinels alike.
+    """
+    if not url.startswith("redis+sentinel://"):
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.max_connections,
+            timeout=None,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+        )
+        return Redis.from_pool(pool), []  # the client owns the pool and closes it
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    password = (unquote(auth.partition(":")[2]) or None) if auth else None
+    nodes = []
+    for node in hosts.split(","):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                f"invalid sentinel address {node!r}: write HOST:PORT[,HOST:PORT...]"
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ConfigurationError(
+            "a redis+sentinel:// URL needs the service name: "
+            "redis+sentinel://host:26379/mymaster[/db]"
+        )
+    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
+    sentinel: Any = Sentinel(  # type: ignore[no-untyped-call]
+        nodes,
+        sentinel_kwargs={"password": password, "socket_connect_timeout": 5},
+        password=password,
+        db=db,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+    )
+    # Sentinel pools do not block when full: allow far more connections than the
+    # blocking pool, which the batcher's pipelines rarely need.
+    client: Redis = sentinel.master_for(path[0], max_connections=settings.max_connections * 16)
+    return client, list(sentinel.sentinels)

@@ -90,9 +90,10 @@ class RedisDelivery(Delivery):
     async def keep_alive(self) -> None:
         if self._settled:
             return
+        stream, name, entry = self.stream, self._consumer.name, self.entry_id
         with translated("refresh a claim"):
-            await self._consumer.client.xclaim(
-                self.stream, GROUP, self._consumer.name, 0, [self.entry_id], justid=True
+            await self._consumer.transport.batcher.run(
+                lambda pipe: pipe.xclaim(stream, GROUP, name, 0, [entry], justid=True)
             )
 
 

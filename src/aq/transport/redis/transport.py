@@ -22,15 +22,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
-from aq.errors import BrokerError, BrokerUnavailable
+from aq.errors import BrokerError
 from aq.message import MAX_PRIORITY, new_id
 from aq.transport.base import Consumer, DeadLetter, Inbox, QueueStats, Transport
 from aq.transport.redis import scripts
 from aq.transport.redis.batch import Batcher
 from aq.transport.redis.connection import (
     CONNECTION_ERRORS,
+    make_client,
     parse_url,
     raise_if_cancelling,
     retrying,
@@ -58,6 +59,7 @@ class RedisTransport(Transport):
         self._client: Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._batcher: Batcher | None = None
+        self._sentinels: list[Redis] = []
 
     @property
     def client(self) -> Redis:
@@ -68,35 +70,32 @@ class RedisTransport(Transport):
     def script(self, name: str) -> Any:
         return self._scripts[name]
 
+    @property
+    def batcher(self) -> Batcher:
+        """Sends the commands of one event-loop turn in one pipeline."""
+        if self._batcher is None:
+            raise BrokerError("the Redis transport is not connected; call connect() first")
+        return self._batcher
+
     async def run_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
         """Run a script in the next pipeline this event-loop turn sends."""
         script = self._scripts[name]
-        if self._batcher is None:
-            raise BrokerError("the Redis transport is not connected; call connect() first")
+        batcher = self.batcher
 
         def command(pipe: Any) -> None:
             pipe.scripts.add(script)  # loaded by the pipeline if the server lacks it
             pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-        return await self._batcher.run(command)
+        return await batcher.run(command)
 
     async def connect(self) -> None:
         if self._client is not None:
             return
-        # A blocking pool: a burst of concurrent tasks waits for a free connection
-        # instead of failing with "Too many connections".
-        pool = BlockingConnectionPool.from_url(
-            self.client_url,
-            max_connections=self.settings.max_connections,
-            timeout=None,
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-        )
-        client = Redis.from_pool(pool)  # the client owns the pool and closes it
+        client, self._sentinels = make_client(self.client_url, self.settings)
         try:
             await retrying("connect", client.ping, self.settings.publish_timeout)
-        except BrokerUnavailable:
-            await client.aclose()
+        except BaseException:
+            await self._close_clients(client)
             raise
         for name in ("READ", "ACK", "REQUEUE", "DEAD_LETTER", "MOVE_DUE", "RECLAIM", "REPLY"):
             self._scripts[name] = client.register_script(getattr(scripts, name))
@@ -107,7 +106,13 @@ class RedisTransport(Transport):
         client, self._client = self._client, None
         self._batcher = None
         if client is not None:
-            await client.aclose()
+            await self._close_clients(client)
+
+    async def _close_clients(self, client: Redis) -> None:
+        await client.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
+        self._sentinels = []
 
     def queue_keys(self, queue: str) -> QueueKeys:
         return self.keys.queue(queue)
@@ -118,19 +123,20 @@ class RedisTransport(Transport):
         self, queue: str, body: bytes, *, priority: int = 0, eta: float | None = None
     ) -> None:
         keys = self.queue_keys(queue)
-        client = self.client
+        batcher = self.batcher
         level = min(max(priority, 0), MAX_PRIORITY)
         if eta is not None and eta > time.time():
             member = b"%d:%s:%s" % (level, os.urandom(8).hex().encode(), body)
 
             async def delay() -> Any:
-                return await client.zadd(keys.delayed, {member: eta})
+                return await batcher.run(lambda pipe: pipe.zadd(keys.delayed, {member: eta}))
 
             await retrying(f"publish to {queue}", delay, self.settings.publish_timeout)
             return
+        stream = keys.streams[level]
 
         async def add() -> Any:
-            return await client.xadd(keys.streams[level], {"b": body, "n": 0})
+            return await batcher.run(lambda pipe: pipe.xadd(stream, {"b": body, "n": 0}))
 
         await retrying(f"publish to {queue}", add, self.settings.publish_timeout)
 
@@ -171,9 +177,7 @@ class RedisTransport(Transport):
 
     async def store_result(self, task_id: str, body: bytes, ttl: float) -> None:
         key = self.keys.result(task_id)
-        batcher = self._batcher
-        if batcher is None:
-            raise BrokerError("the Redis transport is not connected; call connect() first")
+        batcher = self.batcher
 
         async def store() -> Any:
             return await batcher.run(lambda pipe: pipe.set(key, body, px=int(ttl * 1000)))
