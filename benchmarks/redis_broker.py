@@ -101,18 +101,9 @@ async def round_trip(url: str, n: int) -> dict[str, float]:
 
 
 async def _delete_keys(url: str) -> None:
-    from redis.asyncio import Redis
-
-    from aq.transport.redis.connection import parse_url
-
-    client_url, settings = parse_url(url)
-    client = Redis.from_url(client_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{settings.prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    transport = aq.Broker(url).transport
+    async with transport:
+        await transport.delete_namespace()  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -27,18 +27,9 @@ def broker_url(kind: str) -> str:
 
 
 async def _delete_prefix(url: str) -> None:
-    from redis.asyncio import Redis
-
-    from aq.transport.redis.connection import parse_url
-
-    client_url, settings = parse_url(url)
-    client = Redis.from_url(client_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{settings.prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    transport = aq.Broker(url).transport
+    async with transport:
+        await transport.delete_namespace()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)

@@ -12,16 +12,12 @@ reads from where it left off, so a reconnecting worker misses none.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from aq.errors import BrokerError
@@ -30,13 +26,12 @@ from aq.transport.base import Consumer, DeadLetter, Inbox, QueueStats, Transport
 from aq.transport.redis import scripts
 from aq.transport.redis.batch import Batcher
 from aq.transport.redis.connection import (
-    CONNECTION_ERRORS,
     make_client,
     parse_url,
-    raise_if_cancelling,
     retrying,
     translated,
 )
+from aq.transport.redis.inbox import ControlInbox, ReplyInbox
 from aq.transport.redis.keys import GROUP, Keys, QueueKeys
 
 __all__ = ["RedisTransport"]
@@ -162,7 +157,7 @@ class RedisTransport(Transport):
     # -- replies ---------------------------------------------------------------------
 
     async def open_inbox(self) -> Inbox:
-        inbox = _ReplyInbox(self, new_id())
+        inbox = ReplyInbox(self, new_id())
         await inbox.start()
         return inbox
 
@@ -201,9 +196,18 @@ class RedisTransport(Transport):
 
     async def subscribe_control(self) -> Inbox:
         start = f"{max(0, int(time.time() * 1000) - _CONTROL_REPLAY_MS)}-0"
-        return _ControlInbox(self, start)
+        return ControlInbox(self, start)
 
     # -- inspection ------------------------------------------------------------------
+
+    async def delete_namespace(self) -> int:
+        """Delete every key under this transport's prefix (tests, benchmarks); return how many."""
+        client = self.client
+        with translated("delete the namespace"):
+            keys = [k async for k in client.scan_iter(match=f"{self.keys.prefix}:*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        return len(keys)
 
     async def stats(self, queue: str) -> QueueStats:
         keys = self.queue_keys(queue)
@@ -289,109 +293,3 @@ def _consumer_count(result: Any) -> int:
             if isinstance(group, dict) and group.get("name") in (GROUP, GROUP.encode()):
                 return int(group.get("consumers", 0))
     return 0
-
-
-class _ReplyInbox(Inbox):
-    """A producer's reply stream, kept alive by refreshing its liveness key.
-
-    Entries are read from the last id seen and trimmed only once received, so
-    a read cut short by a lost connection is simply read again.
-    """
-
-    def __init__(self, transport: RedisTransport, inbox_id: str) -> None:
-        self.address = inbox_id
-        self._transport = transport
-        self._stream, self._alive = transport.keys.inbox(inbox_id)
-        self._ttl_ms = int(transport.settings.reply_ttl * 1000)
-        self._buffer: deque[bytes] = deque()
-        self._refresher: asyncio.Task[None] | None = None
-        self._last = "0-0"
-
-    async def start(self) -> None:
-        await self._mark_alive()
-        self._refresher = asyncio.create_task(self._refresh(), name="aq-inbox-refresh")
-
-    async def _mark_alive(self) -> None:
-        client = self._transport.client
-
-        async def mark() -> Any:
-            return await client.set(self._alive, b"1", px=self._ttl_ms)
-
-        await retrying("open the reply inbox", mark, self._transport.settings.publish_timeout)
-
-    async def _refresh(self) -> None:
-        interval = self._transport.settings.reply_ttl / 3
-        while True:
-            raise_if_cancelling()
-            await asyncio.sleep(interval)
-            try:
-                await self._mark_alive()
-            except BrokerError as exc:
-                log.warning("could not refresh the reply inbox: %s", exc)
-
-    async def get(self) -> bytes:
-        delay = 0.05
-        while not self._buffer:
-            client = self._transport.client
-            try:
-                if self._last != "0-0":  # what was received before is no longer needed
-                    await client.xtrim(self._stream, minid=self._last, approximate=False)
-                result: Any = await client.xread(
-                    {self._stream: self._last}, count=1000, block=_BLOCK_MS
-                )
-            except CONNECTION_ERRORS as exc:
-                raise_if_cancelling()
-                log.warning("reply inbox lost its connection (%s); reconnecting", exc)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-                with contextlib.suppress(BrokerError):
-                    await self._mark_alive()  # it may have expired during the outage
-                continue
-            raise_if_cancelling()
-            delay = 0.05
-            for _stream, entries in result or ():
-                for entry_id, fields in entries:
-                    self._last = entry_id
-                    self._buffer.append(fields.get(b"b", b""))
-        return self._buffer.popleft()
-
-    async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
-        with contextlib.suppress(*CONNECTION_ERRORS, redis_errors.RedisError):
-            await self._transport.client.delete(self._stream, self._alive)
-
-
-class _ControlInbox(Inbox):
-    """Reads the control stream from a point in time onwards, resuming after outages."""
-
-    def __init__(self, transport: RedisTransport, start_id: str) -> None:
-        self.address = transport.keys.control
-        self._transport = transport
-        self._last = start_id
-        self._buffer: deque[bytes] = deque()
-
-    async def get(self) -> bytes:
-        delay = 0.05
-        while not self._buffer:
-            try:
-                result: Any = await self._transport.client.xread(
-                    {self.address: self._last}, count=100, block=_BLOCK_MS
-                )
-            except CONNECTION_ERRORS as exc:
-                raise_if_cancelling()
-                log.warning("control stream lost its connection (%s); reconnecting", exc)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-                continue
-            raise_if_cancelling()
-            delay = 0.05
-            for _stream, entries in result or ():
-                for entry_id, fields in entries:
-                    self._last = entry_id
-                    self._buffer.append(fields.get(b"b", b""))
-        return self._buffer.popleft()
-
-    async def close(self) -> None:
-        self._buffer.clear()

@@ -1,0 +1,131 @@
+"""Reading streams addressed to this process: a producer's replies, and control.
+
+Both inboxes read a stream from the last id they saw, with blocking XREAD, and
+simply read again after a lost connection: nothing is removed by reading, so
+nothing read-but-not-received is lost. The reply inbox also keeps its
+liveness key fresh (workers reply only while it exists) and trims what it has
+received; the control inbox starts an hour back, so a worker that starts after
+a cancellation still honours it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as redis_errors
+
+from aq.errors import BrokerError
+from aq.transport.base import Inbox
+from aq.transport.redis.connection import CONNECTION_ERRORS, raise_if_cancelling, retrying
+
+if TYPE_CHECKING:
+    from aq.transport.redis.transport import RedisTransport
+
+__all__ = ["ControlInbox", "ReplyInbox"]
+
+log = logging.getLogger("aq.redis")
+
+_BLOCK_MS = 1_000
+
+
+class _StreamInbox(Inbox):
+    """Reads one stream from ``_last`` onwards, surviving outages."""
+
+    def __init__(self, transport: RedisTransport, stream: str, start_id: str) -> None:
+        self._transport = transport
+        self._stream = stream
+        self._last = start_id
+        self._buffer: deque[bytes] = deque()
+
+    async def _before_read(self) -> None:
+        """Called before each blocking read."""
+
+    async def _after_outage(self) -> None:
+        """Called after a read failed because the connection was lost."""
+
+    async def get(self) -> bytes:
+        delay = 0.05
+        while not self._buffer:
+            try:
+                await self._before_read()
+                result: Any = await self._transport.client.xread(
+                    {self._stream: self._last}, count=1000, block=_BLOCK_MS
+                )
+            except CONNECTION_ERRORS as exc:
+                raise_if_cancelling()
+                log.warning("%s lost its connection (%s); reconnecting", self._stream, exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                with contextlib.suppress(BrokerError):
+                    await self._after_outage()
+                continue
+            raise_if_cancelling()
+            delay = 0.05
+            for _stream, entries in result or ():
+                for entry_id, fields in entries:
+                    self._last = entry_id
+                    self._buffer.append(fields.get(b"b", b""))
+        return self._buffer.popleft()
+
+    async def close(self) -> None:
+        self._buffer.clear()
+
+
+class ReplyInbox(_StreamInbox):
+    """A producer's reply stream, kept alive by refreshing its liveness key."""
+
+    def __init__(self, transport: RedisTransport, inbox_id: str) -> None:
+        stream, self._alive = transport.keys.inbox(inbox_id)
+        super().__init__(transport, stream, "0-0")
+        self.address = inbox_id
+        self._ttl_ms = int(transport.settings.reply_ttl * 1000)
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._mark_alive()
+        self._refresher = asyncio.create_task(self._refresh(), name="aq-inbox-refresh")
+
+    async def _mark_alive(self) -> None:
+        client = self._transport.client
+
+        async def mark() -> Any:
+            return await client.set(self._alive, b"1", px=self._ttl_ms)
+
+        await retrying("open the reply inbox", mark, self._transport.settings.publish_timeout)
+
+    async def _refresh(self) -> None:
+        interval = self._transport.settings.reply_ttl / 3
+        while True:
+            raise_if_cancelling()
+            await asyncio.sleep(interval)
+            try:
+                await self._mark_alive()
+            except BrokerError as exc:
+                log.warning("could not refresh the reply inbox: %s", exc)
+
+    async def _before_read(self) -> None:
+        if self._last != "0-0":  # what was received before is no longer needed
+            await self._transport.client.xtrim(self._stream, minid=self._last, approximate=False)
+
+    async def _after_outage(self) -> None:
+        await self._mark_alive()  # it may have expired during the outage
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        with contextlib.suppress(*CONNECTION_ERRORS, redis_errors.RedisError):
+            await self._transport.client.delete(self._stream, self._alive)
+        await super().close()
+
+
+class ControlInbox(_StreamInbox):
+    """The control stream, read from ``start_id`` onwards."""
+
+    def __init__(self, transport: RedisTransport, start_id: str) -> None:
+        super().__init__(transport, transport.keys.control, start_id)
+        self.address = transport.keys.control
