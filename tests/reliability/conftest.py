@@ -7,11 +7,29 @@ import contextlib
 import shutil
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+
+
+async def _until(probe: Callable[[], Awaitable[Any]], seconds: float = 10) -> None:
+    """Retry ``probe`` until it returns something true: no event tells when a
+    freshly started server is ready."""
+    async with asyncio.timeout(seconds):
+        while True:
+            with contextlib.suppress(Exception):
+                if await probe():
+                    return
+            await asyncio.sleep(0.02)
+
+
+async def _kill(process: asyncio.subprocess.Process | None) -> None:
+    if process is not None and process.returncode is None:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
 
 
 def _free_port() -> int:
@@ -64,20 +82,13 @@ class RedisServer:
         )
         client = Redis.from_url(self.url)
         try:
-            async with asyncio.timeout(10):
-                while True:  # no event tells when the server accepts connections
-                    with contextlib.suppress(Exception):
-                        if await client.ping():
-                            return
-                    await asyncio.sleep(0.02)
+            await _until(client.ping)
         finally:
             await client.aclose()
 
     async def kill(self) -> None:
         """SIGKILL: no chance to flush anything that fsync-always did not already."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-            await self.process.wait()
+        await _kill(self.process)
 
 
 @pytest.fixture
@@ -116,18 +127,11 @@ class Sentinel:
         )
         client = Redis(host="127.0.0.1", port=self.port)
         try:
-            async with asyncio.timeout(10):
-                while True:  # no event tells when the sentinel knows its master
-                    with contextlib.suppress(Exception):
-                        if await client.execute_command(  # type: ignore[no-untyped-call]
-                            "SENTINEL", "get-master-addr-by-name", "aqtest"
-                        ):
-                            return
-                    await asyncio.sleep(0.02)
+            await _until(
+                lambda: client.execute_command("SENTINEL", "get-master-addr-by-name", "aqtest")  # type: ignore[no-untyped-call]
+            )
         finally:
             await client.aclose()
 
     async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-            await self.process.wait()
+        await _kill(self.process)
