@@ -29,6 +29,7 @@ _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "redis": ("aq.transport.redis", "RedisTransport", "redis"),
     "rediss": ("aq.transport.redis", "RedisTransport", "redis"),
     "redis+sentinel": ("aq.transport.redis", "RedisTransport", "redis"),
+    "redis+cluster": ("aq.transport.redis", "RedisTransport", "redis"),
 }
 _PLANNED = {"amqp", "amqps"}
 

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from aq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ConnectionLost
@@ -80,7 +81,7 @@ def parse_url(url: str) -> tuple[str, RedisSettings]:
         aq.ConfigurationError: an aq option has an invalid value.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+    if parts.scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
         raise ConfigurationError(f"not a Redis URL: {url!r}")
     ours = {f.name: f.type for f in fields(RedisSettings)}
     kept: list[tuple[str, str]] = []
@@ -178,6 +179,8 @@ def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
     look like ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``;
     the password (if any) is used for the master and the sentinels alike.
     """
+    if url.startswith("redis+cluster://"):
+        return _cluster_client(url, settings), []
     if not url.startswith("redis+sentinel://"):
         pool = BlockingConnectionPool.from_url(
             url,
@@ -188,16 +191,7 @@ def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
         )
         return Redis.from_pool(pool), []  # the client owns the pool and closes it
     parts = urlsplit(url)
-    auth, _, hosts = parts.netloc.rpartition("@")
-    password = (unquote(auth.partition(":")[2]) or None) if auth else None
-    nodes = []
-    for node in hosts.split(","):
-        host, _, port = node.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigurationError(
-                f"invalid sentinel address {node!r}: write HOST:PORT[,HOST:PORT...]"
-            )
-        nodes.append((host.strip("[]"), int(port)))
+    password, nodes = _nodes(parts.netloc)
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise ConfigurationError(
@@ -217,3 +211,29 @@ def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
     # blocking pool, which the batcher's pipelines rarely need.
     client: Redis = sentinel.master_for(path[0], max_connections=settings.max_connections * 16)
     return client, list(sentinel.sentinels)
+
+
+def _nodes(netloc: str) -> tuple[str | None, list[tuple[str, int]]]:
+    """(password, [(host, port), ...]) from ``[:password@]host:port[,host:port...]``."""
+    auth, _, hosts = netloc.rpartition("@")
+    password = (unquote(auth.partition(":")[2]) or None) if auth else None
+    nodes = []
+    for node in hosts.split(","):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"invalid address {node!r}: write HOST:PORT[,HOST:PORT...]")
+        nodes.append((host.strip("[]"), int(port)))
+    return password, nodes
+
+
+def _cluster_client(url: str, settings: RedisSettings) -> Redis:
+    """``redis+cluster://[:password@]host:port[,host:port...]``: a Redis Cluster client."""
+    password, nodes = _nodes(urlsplit(url).netloc)
+    client: Any = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        password=password,
+        max_connections=settings.max_connections * 16,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+    )
+    return client  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from aq.errors import BrokerError
 from aq.message import MAX_PRIORITY, new_id
@@ -55,6 +56,7 @@ class RedisTransport(Transport):
         self._scripts: dict[str, Any] = {}
         self._batcher: Batcher | None = None
         self._sentinels: list[Redis] = []
+        self.cluster = False
 
     @property
     def client(self) -> Redis:
@@ -75,6 +77,8 @@ class RedisTransport(Transport):
     async def run_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
         """Run a script in the next pipeline this event-loop turn sends."""
         script = self._scripts[name]
+        if self.cluster:  # cluster pipelines refuse EVALSHA: run it on its own
+            return await script(keys=keys, args=args)
         batcher = self.batcher
 
         def command(pipe: Any) -> None:
@@ -96,6 +100,7 @@ class RedisTransport(Transport):
             self._scripts[name] = client.register_script(getattr(scripts, name))
         self._client = client
         self._batcher = Batcher(client)
+        self.cluster = isinstance(client, RedisCluster)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -252,7 +257,7 @@ class RedisTransport(Transport):
         keys = self.queue_keys(queue)
         before = await self.stats(queue)
         with translated(f"purge {queue}"):
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 for stream in keys.streams:
                     pipe.xtrim(stream, maxlen=0, approximate=False)
                 pipe.delete(keys.delayed)
@@ -264,7 +269,7 @@ class RedisTransport(Transport):
         chosen = [d for d in letters if ids is None or d.id in set(ids)]
         keys = self.queue_keys(queue)
         with translated(f"requeue dead letters of {queue}"):
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 for letter in chosen:
                     pipe.xadd(keys.streams[0], {"b": letter.body, "n": 0})
                     pipe.xdel(keys.dead, letter.id)
@@ -274,7 +279,7 @@ class RedisTransport(Transport):
     async def purge_dead(self, queue: str) -> int:
         keys = self.queue_keys(queue)
         with translated(f"purge dead letters of {queue}"):
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 pipe.xlen(keys.dead)
                 pipe.delete(keys.dead)
                 count, _ = await pipe.execute()
