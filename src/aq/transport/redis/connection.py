@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -31,7 +31,6 @@ from aq.errors import BrokerError, BrokerUnavailable, ConfigurationError, Connec
 __all__ = [
     "RedisSettings",
     "make_client",
-    "backoff_delays",
     "parse_url",
     "raise_if_cancelling",
     "retrying",
@@ -118,19 +117,6 @@ def translated(what: str) -> Any:
         raise ConnectionLost(f"{what}: lost the connection to Redis ({exc})") from exc
     except redis_errors.RedisError as exc:
         raise BrokerError(f"{what}: Redis said {exc}") from exc
-
-
-def backoff_delays(start: float = 0.05, cap: float = 2.0) -> AsyncIterator[float]:
-    """Sleep with doubling delays (start, 2*start, ... cap) each time it is iterated."""
-
-    async def delays() -> AsyncIterator[float]:
-        delay = start
-        while True:
-            await asyncio.sleep(delay)
-            yield delay
-            delay = min(cap, delay * 2)
-
-    return delays()
 
 
 async def retrying(what: str, operation: Callable[[], Awaitable[T]], deadline: float) -> T:
