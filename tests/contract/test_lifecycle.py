@@ -220,3 +220,14 @@ async def _one_delivery(broker: aq.Broker) -> object:
     await delivery.ack()
     await consumer.close()
     return delivery
+
+
+async def test_a_stopped_worker_no_longer_counts_as_a_consumer(broker: aq.Broker) -> None:
+    @broker.task
+    async def noop() -> None:
+        return None
+
+    async with running_worker(broker):
+        await (await noop.kiq()).result(timeout=5)
+        assert (await broker.transport.stats("default")).consumers == 1
+    assert (await broker.transport.stats("default")).consumers == 0

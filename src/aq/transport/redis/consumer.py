@@ -141,7 +141,21 @@ class RedisConsumer(Consumer):
                 await delivery.requeue()
             except BrokerError as exc:  # left pending: reclaimed after the visibility timeout
                 log.warning("could not requeue %s on close: %s", delivery.entry_id, exc)
+        if not self._unsettled:
+            await self._leave_groups()
         _wake(self._arrived)
+
+    async def _leave_groups(self) -> None:
+        """Remove this consumer from its groups, so `aq queues` counts live workers.
+
+        Only when it holds nothing: deleting a consumer drops its pending entries.
+        """
+        with contextlib.suppress(BrokerError), translated("leave the consumer groups"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys in self.queues:
+                    for stream in keys.streams:
+                        pipe.xgroup_delconsumer(stream, GROUP, self.name)
+                await pipe.execute(raise_on_error=False)
 
     # -- handing out -----------------------------------------------------------------
 
