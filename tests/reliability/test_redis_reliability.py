@@ -12,6 +12,7 @@ import signal
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -249,3 +250,34 @@ async def test_a_sentinel_url_finds_the_master(redis_server: RedisServer, tmp_pa
             await direct.aclose()
     finally:
         await sentinel.kill()
+
+
+async def test_consumers_of_dead_workers_are_forgotten_but_not_busy_ones(
+    redis_server: RedisServer,
+) -> None:
+    broker = aq.Broker(redis_server.url)
+    transport: Any = broker.transport
+    raw = Redis.from_url(redis_server.url)
+    try:
+        async with broker:
+            keys = transport.keys.queue("default")
+            await transport.ensure_groups(keys)
+            stream = keys.streams[0]
+            await broker.transport.publish("default", b"{}")
+            await broker.transport.publish("default", b"{}")
+            # "ghost" died holding nothing; "holder" died holding an entry.
+            read: Any = await raw.xreadgroup("aq-workers", "ghost", {stream: ">"}, count=1)
+            entry = read[0][1][0][0]
+            await raw.xack(stream, "aq-workers", entry)
+            await raw.xreadgroup("aq-workers", "holder", {stream: ">"}, count=1)
+            consumer: Any = await broker.transport.consume(["other"], 10)
+            consumer.queues = [keys]  # look after "default" without claiming its entries
+            try:
+                await asyncio.sleep(0.3)  # let both fall silent: idleness is measured in time
+                assert await consumer.forget_dead_consumers(0.2) == 1
+            finally:
+                await consumer.close()
+            names = {c["name"] for c in await raw.xinfo_consumers(stream, "aq-workers")}
+    finally:
+        await raw.aclose()
+    assert names == {b"holder"}  # it still holds an entry; the ghost is gone

@@ -45,6 +45,7 @@ _BLOCK_MS = 1_000
 _SCHEDULER_IDLE = 0.5  # longest wait between looks at the delayed set
 _MOVE_BATCH = 500
 _SETTLE_DEADLINE = 30.0
+_DEAD_CONSUMER_IDLE = 3600.0  # a live consumer is heard from every second or so
 
 
 class RedisDelivery(Delivery):
@@ -286,8 +287,12 @@ class RedisConsumer(Consumer):
         reclaim = self.transport.script("RECLAIM")
         idle_ms = int(self.settings.visibility_timeout * 1000)
         interval = min(30.0, max(0.5, self.settings.visibility_timeout / 2))
+        rounds = 0
         while True:
             raise_if_cancelling()
+            rounds += 1
+            if rounds % 100 == 1:
+                await self.forget_dead_consumers(_DEAD_CONSUMER_IDLE)
             for keys in self.queues:
                 for stream in keys.by_priority:
                     # Not _free(): a fetcher's momentary reservation must not make the
@@ -305,6 +310,19 @@ class RedisConsumer(Consumer):
                         break
                     await self._take_reclaimed(keys, stream, claimed)
             await asyncio.sleep(interval)
+
+    async def forget_dead_consumers(self, idle: float) -> int:
+        """Drop consumers silent for ``idle`` seconds that hold nothing (dead workers)."""
+        removed = 0
+        for keys in self.queues:
+            for stream in keys.streams:
+                with contextlib.suppress(BrokerError), translated("forget dead consumers"):
+                    removed += int(
+                        await self.transport.script("FORGET_IDLE_CONSUMERS")(
+                            keys=[stream], args=[GROUP, int(idle * 1000), self.name]
+                        )
+                    )
+        return removed
 
     async def _take_reclaimed(self, keys: QueueKeys, stream: str, claimed: list[Any]) -> None:
         for entry_id, fields, times in claimed:

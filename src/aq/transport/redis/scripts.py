@@ -7,7 +7,16 @@ message was delivered before it was last returned to a stream.
 
 from __future__ import annotations
 
-__all__ = ["ACK", "DEAD_LETTER", "MOVE_DUE", "READ", "RECLAIM", "REPLY", "REQUEUE"]
+__all__ = [
+    "ACK",
+    "DEAD_LETTER",
+    "FORGET_IDLE_CONSUMERS",
+    "MOVE_DUE",
+    "READ",
+    "RECLAIM",
+    "REPLY",
+    "REQUEUE",
+]
 
 #: Read up to ARGV[3] new entries, from the first stream in KEYS (highest
 #: priority) to the last. ARGV: group, consumer, count.
@@ -93,4 +102,25 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[1], '*', 'b', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
+"""
+
+#: Remove consumers that hold nothing and have not been heard from for ARGV[2]
+#: ms (workers that died): a live worker talks to Redis every second or so.
+#: Checked and deleted in one step, so no pending entry is ever dropped.
+#: KEYS: stream. ARGV: group, idle ms, the caller's own name (never removed).
+#: Returns how many were removed.
+FORGET_IDLE_CONSUMERS = """
+local removed = 0
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+for _, info in ipairs(consumers) do
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  if fields['pending'] == 0 and fields['idle'] > tonumber(ARGV[2])
+     and fields['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], fields['name'])
+    removed = removed + 1
+  end
+end
+return removed
 """

@@ -96,7 +96,7 @@ class RedisTransport(Transport):
         except BaseException:
             await self._close_clients(client)
             raise
-        for name in ("READ", "ACK", "REQUEUE", "DEAD_LETTER", "MOVE_DUE", "RECLAIM", "REPLY"):
+        for name in scripts.__all__:
             self._scripts[name] = client.register_script(getattr(scripts, name))
         self._client = client
         self._batcher = Batcher(client)
