@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 import aq
 
-# Transports the contract suite runs against; RabbitMQ joins here.
-BROKERS = ["memory", "redis", "redis-cluster"]
+# Transports the contract suite runs against.
+BROKERS = ["memory", "redis", "redis-cluster", "amqp"]
 
 #: The Redis server `make test` starts; tests isolate themselves by key prefix.
 REDIS_URL = os.environ.get("AQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: The RabbitMQ server `make test` starts; tests isolate themselves by name prefix.
+AMQP_URL = os.environ.get("AQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+#: One name prefix for every RabbitMQ contract test of a session: RabbitMQ takes
+#: several milliseconds to create or delete a durable queue, and each queue has
+#: 34, so tests share them, purged after each test and deleted after the session.
+AMQP_PREFIX = f"aqtest-{uuid.uuid4().hex[:12]}"
+_amqp_declared: set[str] = set()
 
 
 def broker_url(kind: str, cluster: str = "") -> str:
-    """A URL for an isolated broker of ``kind``."""
+    """A URL for an isolated broker of ``kind`` (RabbitMQ: isolated once purged)."""
     prefix = f"prefix=aqtest-{uuid.uuid4().hex[:12]}"
     if kind == "memory":
         return f"memory://test-{uuid.uuid4().hex}"
@@ -29,6 +40,8 @@ def broker_url(kind: str, cluster: str = "") -> str:
         return f"{REDIS_URL}?{prefix}"
     if kind == "redis-cluster":
         return f"redis+cluster://{cluster}/?{prefix}"
+    if kind == "amqp":
+        return f"{AMQP_URL}?prefix={AMQP_PREFIX}"
     raise ValueError(kind)
 
 
@@ -126,6 +139,20 @@ async def _delete_prefix(url: str) -> None:
         await transport.delete_namespace()  # type: ignore[attr-defined]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _delete_amqp_queues() -> Iterator[None]:
+    yield
+    if _amqp_declared:
+        asyncio.run(_delete_amqp_names())
+
+
+async def _delete_amqp_names() -> None:
+    transport: Any = aq.Broker(f"{AMQP_URL}?prefix={AMQP_PREFIX}").transport
+    async with transport:
+        transport.declarer.declared.update(_amqp_declared)
+        await transport.delete_namespace()
+
+
 @pytest.fixture(autouse=True)
 def _no_env_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
     # AQ_BROKER_URL overrides the URL given to aq.Broker; tests choose their own.
@@ -141,9 +168,25 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
     try:
         async with b:
             yield b
+            if kind == "amqp":
+                await b.transport.purge_namespace()  # type: ignore[attr-defined]
+                _amqp_declared.update(b.transport.declarer.declared)  # type: ignore[attr-defined]
     finally:
         if kind.startswith("redis"):
             await _delete_prefix(b.url)
+
+
+@pytest.fixture
+async def result_backend(broker: aq.Broker) -> AsyncIterator[str | None]:
+    """``None`` for brokers that keep results themselves, else a Redis URL to keep them in."""
+    if broker.transport.stores_results:
+        yield None
+        return
+    url = broker_url("redis")
+    try:
+        yield url
+    finally:
+        await _delete_prefix(url)
 
 
 def pytest_report_header() -> str:

@@ -1,4 +1,4 @@
-"""`aq queues`, `aq purge` and `aq dlq` against a real Redis."""
+"""`aq queues`, `aq purge` and `aq dlq` against a real Redis and a real RabbitMQ."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -13,16 +14,29 @@ from typer.testing import CliRunner
 
 import aq
 from aq.cli import app
-from tests.conftest import REDIS_URL, _delete_prefix
+from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix
 
 APP = "tests.apps.basic:broker"
 
 
-@pytest.fixture
-def url() -> Iterator[str]:
-    broker_url = f"{REDIS_URL}?prefix=aqcli-{uuid.uuid4().hex[:12]}"
-    yield broker_url
-    asyncio.run(_delete_prefix(broker_url))
+@pytest.fixture(params=["redis", "amqp"])
+def url(request: pytest.FixtureRequest) -> Iterator[str]:
+    prefix = f"prefix=aqcli-{uuid.uuid4().hex[:12]}"
+    if request.param == "redis":
+        broker_url = f"{REDIS_URL}?{prefix}"
+        yield broker_url
+        asyncio.run(_delete_prefix(broker_url))
+    else:
+        broker_url = f"{AMQP_URL}?{prefix}"
+        yield broker_url
+        asyncio.run(_delete_amqp(broker_url, ["default", "mail"]))
+
+
+async def _delete_amqp(url: str, queues: list[str]) -> None:
+    transport: Any = aq.Broker(url).transport
+    async with transport:
+        transport.declarer.declared.update(queues)
+        await transport.delete_namespace()
 
 
 def aq_command(url: str, *args: str) -> str:

@@ -28,7 +28,10 @@ def test_a_missing_url_says_how_to_give_one() -> None:
     [
         ("localhost:6379", "expected SCHEME://"),
         ("kafka://localhost", "unknown broker URL scheme 'kafka'"),
-        ("amqp://localhost", "not part of this aq release yet"),
+        ("amqp://localhost/?queue_type=stream", "invalid queue_type='stream'"),
+        ("amqp://localhost/?publish_timeout=0", "publish_timeout in the broker URL must be"),
+        ("amqp://localhost/?prefix=a*b", "invalid prefix='a\\*b'"),
+        ("amqp:///vhost", "names no host"),
         ("redis://localhost/0?visibility_timeout=soon", "invalid visibility_timeout='soon'"),
         ("redis://localhost/0?max_deliveries=0", "max_deliveries in the broker URL must be"),
     ],
@@ -36,6 +39,21 @@ def test_a_missing_url_says_how_to_give_one() -> None:
 def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:
     with pytest.raises(aq.ConfigurationError, match=hint):
         aq.Broker(url)
+
+
+def test_queue_type_applies_to_rabbitmq_only() -> None:
+    with pytest.raises(aq.ConfigurationError, match="queue_type option does not apply to redis"):
+        aq.Broker("redis://localhost/0", queue_type="quorum")
+    assert aq.Broker("amqp://localhost/", queue_type="quorum").transport.settings.queue_type == (  # type: ignore[attr-defined]
+        "quorum"
+    )
+
+
+def test_result_ttl_on_rabbitmq_asks_for_a_result_backend() -> None:
+    with pytest.raises(aq.ConfigurationError, match=r"amqp:// keeps no results.*result_backend"):
+        aq.Broker("amqp://localhost/", result_ttl=60)
+    with pytest.raises(aq.ConfigurationError, match="amqp:// keeps no results"):
+        aq.Broker("memory://", result_backend="amqp://localhost/")
 
 
 @pytest.mark.parametrize(

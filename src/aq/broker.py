@@ -77,6 +77,12 @@ class Broker:
             refused at ``kiq()``.
         result_ttl: when set, workers also keep each task's outcome for this many
             seconds, so :meth:`get_result` can look it up by id from any process.
+        result_backend: where ``result_ttl`` keeps outcomes, as a broker URL
+            (``redis://...``); by default the broker itself, which works for
+            ``memory://`` and Redis. RabbitMQ keeps no results, so an ``amqp://``
+            broker with ``result_ttl`` needs one.
+        queue_type: RabbitMQ only: ``"classic"`` (the default) or ``"quorum"``
+            (replicated queues for clusters); the same as ``?queue_type=`` in the URL.
 
     Raises:
         aq.ConfigurationError: no URL given or found, or the URL is invalid.
@@ -91,6 +97,8 @@ class Broker:
         default_queue: str = DEFAULT_QUEUE,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         result_ttl: float | None = None,
+        result_backend: str | None = None,
+        queue_type: str | None = None,
     ) -> None:
         resolved = os.environ.get(ENV_URL) or url
         if not resolved:
@@ -101,12 +109,23 @@ class Broker:
         if max_message_size <= 0:
             raise ConfigurationError("max_message_size must be a positive number of bytes")
         self.url = resolved
-        self.transport: Transport = create_transport(resolved)
+        self.transport: Transport = create_transport(resolved, {"queue_type": queue_type})
         self.serializer: Serializer = serializer or JSONSerializer()
         self.middleware: list[Middleware] = list(middleware)
         self.default_queue = default_queue
         self.max_message_size = max_message_size
         self.result_ttl = check_seconds("result_ttl", result_ttl)
+        #: Where outcomes are kept for :meth:`get_result`: the transport itself
+        #: unless ``result_backend`` names another.
+        self.results: Transport = (
+            create_transport(result_backend) if result_backend else self.transport
+        )
+        if not self.results.stores_results and (result_ttl is not None or result_backend):
+            scheme = (result_backend or self.url).split(":", 1)[0]
+            raise ConfigurationError(
+                f"{scheme}:// keeps no results, so result_ttl cannot keep them there: pass "
+                "result_backend='redis://...' to keep them in Redis"
+            )
         self.tasks: dict[str, AnyTask] = {}
         self._listener = ReplyListener(self.transport, self.serializer)
         self._started = False
@@ -123,6 +142,12 @@ class Broker:
         async with self._lock:
             if not self._started:
                 await self.transport.connect()
+                if self.results is not self.transport:
+                    try:
+                        await self.results.connect()
+                    except BaseException:
+                        await self.transport.close()
+                        raise
                 self._started = True
 
     async def shutdown(self) -> None:
@@ -133,6 +158,8 @@ class Broker:
                 self._listening = False
             if self._started:
                 await self.transport.close()
+                if self.results is not self.transport:
+                    await self.results.close()
                 self._started = False
 
     async def __aenter__(self) -> Self:
@@ -373,7 +400,7 @@ class Broker:
             aq.TaskFailed: the task failed (``TaskTimeout``, ``TaskCancelled`` ...).
         """
         await self.startup()
-        body = await self.transport.fetch_result(task_id)
+        body = await self.results.fetch_result(task_id) if self.results.stores_results else None
         if body is None:
             raise ResultNotFound(
                 f"no stored result for task {task_id}: not finished, expired, or the "

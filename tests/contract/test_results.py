@@ -234,9 +234,9 @@ async def test_handles_sharing_a_task_id_all_get_the_result(broker: aq.Broker) -
 
 
 async def test_results_kept_with_result_ttl_can_be_looked_up_from_another_broker(
-    broker: aq.Broker,
+    broker: aq.Broker, result_backend: str | None
 ) -> None:
-    keeper = aq.Broker(broker.url, result_ttl=60)
+    keeper = aq.Broker(broker.url, result_ttl=60, result_backend=result_backend)
 
     @keeper.task(name="square")
     async def square(x: int) -> int:
@@ -252,7 +252,7 @@ async def test_results_kept_with_result_ttl_can_be_looked_up_from_another_broker
         assert await done.result(timeout=5) == 49
         with pytest.raises(aq.TaskFailed):
             await failed.result(timeout=5)
-    lookup = aq.Broker(broker.url)  # another process would do the same
+    lookup = aq.Broker(broker.url, result_backend=result_backend)  # as another process would
     async with lookup:
         assert await lookup.get_result(done.id) == 49
         with pytest.raises(aq.TaskFailed, match="nope"):

@@ -105,6 +105,8 @@ class Transport(abc.ABC):
     #: transports whose unacked messages are redelivered after a visibility
     #: timeout; ``None`` when claims never expire.
     heartbeat_interval: float | None = None
+    #: Whether :meth:`store_result` and :meth:`fetch_result` work (``result_ttl``).
+    stores_results: bool = True
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -321,7 +321,7 @@ class Executor:
         )
         if keep:
             assert self.broker.result_ttl is not None
-            await self.transport.store_result(message.id, body, self.broker.result_ttl)
+            await self.broker.results.store_result(message.id, body, self.broker.result_ttl)
         if message.reply_to is not None:
             await self.transport.send_reply(message.reply_to, body)
 

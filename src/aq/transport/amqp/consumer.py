@@ -1,0 +1,255 @@
+"""Consuming RabbitMQ queues: prefetch, hand out, settle, requeue on close.
+
+One :class:`AmqpConsumer` serves a worker: one robust channel whose prefetch
+(``basic.qos``) is the worker's concurrency, and one consumer on it per queue.
+Deliveries wait in a local buffer until the worker takes them. Settling:
+
+* **ack** is ``basic.ack``, sent only after the outcome was handed off;
+* **dead-letter** publishes the message, with the reason in its headers, to
+  the queue's dead-letter queue (confirmed), then acks it;
+* **requeue** (after an internal error) republishes the message with its
+  requeue count raised (confirmed), then acks it, so the count survives on
+  classic queues, which only flag a redelivery; quorum queues count deliveries
+  themselves, so there it is a ``basic.nack`` with requeue.
+
+When the connection drops, RabbitMQ requeues everything the channel held. A
+delivery from a channel that has since closed can no longer be settled; it is
+not lost, since the server already gave it back: settling it is a no-op and
+buffered ones are dropped instead of being run a second time here. Closing the
+consumer cancels it and nacks, with requeue, whatever it still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+
+from aq.errors import BrokerError
+from aq.logs import event
+from aq.transport.amqp.errors import translated
+from aq.transport.amqp.topology import QueueNames, work_arguments
+from aq.transport.base import Consumer, Delivery
+
+if TYPE_CHECKING:
+    from aq.transport.amqp.transport import AmqpTransport
+
+__all__ = ["AmqpConsumer", "AmqpDelivery"]
+
+log = logging.getLogger("aq.amqp")
+
+#: Header counting explicit requeues of a message (classic queues).
+REQUEUES = "x-aq-requeues"
+#: Header with a delayed message's due time, in UNIX milliseconds.
+ETA = "x-aq-eta"
+
+
+class AmqpDelivery(Delivery):
+    """A message delivered to this consumer and not yet settled."""
+
+    __slots__ = ("_consumer", "_settled", "message", "names")
+
+    def __init__(
+        self,
+        consumer: AmqpConsumer,
+        names: QueueNames,
+        message: AbstractIncomingMessage,
+        delivery_count: int,
+    ) -> None:
+        super().__init__(message.body, names.name, delivery_count)
+        self._consumer = consumer
+        self.names = names
+        self.message = message
+        self._settled = False
+
+    @property
+    def stale(self) -> bool:
+        """The channel it came on has closed, so RabbitMQ has requeued it already."""
+        try:
+            return bool(self.message.channel.is_closed)
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            return True
+
+    async def ack(self) -> None:
+        await self._consumer.settle(self, self._ack)
+
+    async def requeue(self) -> None:
+        await self._consumer.settle(self, self._requeue)
+
+    async def dead_letter(self, reason: str) -> None:
+        async def move() -> None:
+            await self._consumer.transport.publish_dead(self.names, self.message, reason)
+            await self._ack()
+
+        await self._consumer.settle(self, move)
+
+    async def _ack(self) -> None:
+        await self.message.ack()
+
+    async def _requeue(self) -> None:
+        if self._consumer.transport.settings.queue_type == "quorum":
+            await self.message.nack(requeue=True)
+            return
+        headers = dict(self.message.headers or {})
+        headers[REQUEUES] = _int(headers.get(REQUEUES)) + 1
+        await self._consumer.transport.publish_raw(
+            "",
+            self.names.work,
+            self.body,
+            headers=headers,
+            priority=self.message.priority or 0,
+            what=f"requeue to {self.queue}",
+        )
+        await self._ack()
+
+
+class AmqpConsumer(Consumer):
+    """See the module docstring."""
+
+    def __init__(self, transport: AmqpTransport, queues: list[QueueNames], prefetch: int) -> None:
+        self.transport = transport
+        self.queues = queues
+        self.prefetch = prefetch
+        self._channel: AbstractRobustChannel | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._ready: deque[AmqpDelivery] = deque()
+        self._unsettled: set[AmqpDelivery] = set()
+        self._arrived: asyncio.Future[None] | None = None
+        self._chores: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def held(self, name: str) -> int:
+        """Deliveries of queue ``name`` this consumer holds unsettled."""
+        return sum(1 for d in self._unsettled if d.queue == name and not d.stale)
+
+    async def start(self) -> None:
+        transport = self.transport
+        settings = transport.settings
+        with translated("start consuming"):
+            channel = await transport.connection.channel(publisher_confirms=False)
+            self._channel = channel
+            await channel.set_qos(prefetch_count=self.prefetch)
+            for names in self.queues:
+                await transport.declarer.delays(names.name)
+                queue = await channel.declare_queue(
+                    names.work,
+                    durable=True,
+                    arguments=work_arguments(
+                        transport.names, names, settings.queue_type, settings.max_deliveries
+                    ),
+                )
+                tag = await queue.consume(self._callback(names))
+                self._consumers.append((queue, tag))
+
+    def _callback(self, names: QueueNames) -> Any:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self._received(names, message)
+
+        return on_message
+
+    def _received(self, names: QueueNames, message: AbstractIncomingMessage) -> None:
+        if self._closed:
+            return  # not acked: the channel's close returns it to the queue
+        headers = message.headers or {}
+        eta = headers.get(ETA)
+        if isinstance(eta, int) and eta > time.time() * 1000 + 1:
+            self._spawn(self._delay_again(names, message, eta))
+            return
+        if self.transport.settings.queue_type == "quorum":
+            count = 1 + _int(headers.get("x-delivery-count"))
+        else:
+            count = 1 + _int(headers.get(REQUEUES)) + (1 if message.redelivered else 0)
+        delivery = AmqpDelivery(self, names, message, count)
+        self._unsettled.add(delivery)
+        self._ready.append(delivery)
+        _wake(self._arrived)
+
+    async def _delay_again(
+        self, names: QueueNames, message: AbstractIncomingMessage, eta: int
+    ) -> None:
+        """A delayed message arrived early (delays longer than the ladder): send it round."""
+        try:
+            await self.transport.publish_raw(
+                *self.transport.delay_route(names.work, eta),
+                message.body,
+                headers=dict(message.headers or {}),
+                priority=message.priority or 0,
+                what=f"re-delay a message of {names.name}",
+            )
+            await message.ack()
+        except Exception as exc:
+            # Still unacked, so RabbitMQ delivers it again later.
+            event(log, logging.WARNING, "amqp.redelay_failed", queue=names.name, error=exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def get(self) -> Delivery:
+        while True:
+            if self._closed:
+                raise BrokerError("consumer is closed")
+            while self._ready:
+                delivery = self._ready.popleft()
+                if delivery.stale:  # RabbitMQ requeued it when its channel closed
+                    self._unsettled.discard(delivery)
+                    continue
+                return delivery
+            self._arrived = asyncio.get_running_loop().create_future()
+            await self._arrived
+
+    async def settle(self, delivery: AmqpDelivery, how: Any) -> None:
+        """Settle ``delivery`` once; a delivery whose channel closed needs nothing."""
+        if delivery._settled:
+            return
+        try:
+            if not delivery.stale:
+                with translated(f"settle a message of {delivery.queue}"):
+                    await how()
+            else:
+                event(log, logging.WARNING, "amqp.settle_skipped", queue=delivery.queue)
+        except BrokerError:
+            if not delivery.stale:
+                raise
+            # The connection dropped mid-way: RabbitMQ gives the message back.
+            event(log, logging.WARNING, "amqp.settle_skipped", queue=delivery.queue)
+        delivery._settled = True
+        self._unsettled.discard(delivery)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for queue, tag in self._consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        for delivery in list(self._unsettled):
+            with contextlib.suppress(Exception):
+                if not delivery.stale:
+                    await delivery.message.nack(requeue=True)
+            delivery._settled = True
+        self._unsettled.clear()
+        self._ready.clear()
+        if self._chores:
+            await asyncio.gather(*self._chores, return_exceptions=True)
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+        self.transport.consumers.discard(self)
+        _wake(self._arrived)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)

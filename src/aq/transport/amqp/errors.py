@@ -1,0 +1,100 @@
+"""The translation of aio-pika and aiormq errors into aq's tree, and retrying.
+
+Nothing from the AMQP libraries may reach user code: a refused login or
+virtual host becomes :class:`aq.ConfigurationError` (it will not fix itself),
+a queue declared elsewhere with other arguments becomes one too, connection
+trouble becomes :class:`aq.ConnectionLost` (or :class:`aq.BrokerUnavailable`
+once a deadline passes), and anything else :class:`aq.BrokerError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import aiormq.exceptions as amqp_errors
+
+from aq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ConnectionLost
+
+__all__ = ["CONNECTION_ERRORS", "Unroutable", "retrying", "translated"]
+
+log = logging.getLogger("aq.amqp")
+T = TypeVar("T")
+
+#: Errors after which the same operation may succeed on a new connection.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    amqp_errors.AMQPConnectionError,
+    amqp_errors.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+class Unroutable(BrokerError):
+    """A mandatory message came back: no queue is bound where it was sent."""
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Re-raise AMQP errors met while doing ``what`` as aq errors."""
+    try:
+        yield
+    except (amqp_errors.AuthenticationError, amqp_errors.ProbableAuthenticationError) as exc:
+        raise ConfigurationError(
+            f"{what}: RabbitMQ refused the credentials in the broker URL ({exc})"
+        ) from exc
+    except amqp_errors.ConnectionNotAllowed as exc:
+        raise ConfigurationError(
+            f"{what}: RabbitMQ refused access to the virtual host in the broker URL "
+            f"(does it exist, and may this user use it?) ({exc})"
+        ) from exc
+    except amqp_errors.ChannelAccessRefused as exc:
+        raise ConfigurationError(
+            f"{what}: the RabbitMQ user lacks a permission: {exc.args[-1] if exc.args else exc}"
+        ) from exc
+    except amqp_errors.ChannelPreconditionFailed as exc:
+        raise ConfigurationError(
+            f"{what}: RabbitMQ refused: {exc.args[-1] if exc.args else exc} (a queue of that "
+            "name exists with other settings, such as another queue_type; delete it or use "
+            "another prefix)"
+        ) from exc
+    except amqp_errors.PublishError as exc:
+        raise Unroutable(f"{what}: RabbitMQ has no queue to route the message to") from exc
+    except CONNECTION_ERRORS as exc:
+        raise ConnectionLost(f"{what}: lost the connection to RabbitMQ ({exc!r})") from exc
+    except amqp_errors.AMQPError as exc:
+        raise BrokerError(f"{what}: RabbitMQ said {exc}") from exc
+
+
+async def retrying(what: str, operation: Callable[[float], Awaitable[T]], deadline: float) -> T:
+    """Run ``operation(seconds_left)``, retrying connection errors for ``deadline`` seconds.
+
+    Each attempt is given the time left, so one that hangs (a publish whose
+    confirm never comes because the connection died) cannot outlast the deadline.
+
+    Raises:
+        aq.BrokerUnavailable: RabbitMQ could not be reached before the deadline.
+        aq.BrokerError: RabbitMQ refused the operation.
+    """
+    give_up = time.monotonic() + deadline
+    delay = 0.05
+    while True:
+        left = give_up - time.monotonic()
+        try:
+            with translated(what):
+                async with asyncio.timeout(max(left, 0.001)):
+                    return await operation(max(left, 0.001))
+        except ConnectionLost as exc:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise BrokerUnavailable(
+                    f"{what}: RabbitMQ unreachable for {deadline:g} s ({exc.__cause__!r})"
+                ) from exc
+            log.warning("%s: %s; retrying", what, exc)
+            await asyncio.sleep(min(delay, left))
+            delay = min(1.0, delay * 2)

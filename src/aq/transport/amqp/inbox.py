@@ -1,0 +1,94 @@
+"""The queues a process reads for itself: its reply queue and its control queue.
+
+A producer's replies come to ``P.reply.<id>``: a durable queue with
+``x-expires``, so it outlives a dropped connection or a broker restart
+(replies sent meanwhile wait in it, persistent) and is deleted by RabbitMQ
+once nobody has used it for ``reply_ttl``. A worker's control queue
+``P.control.<id>`` is exclusive and bound to the fanout exchange
+``P.control``: every worker gets every control message sent while it is
+connected. Both are consumed on a robust channel, so aio-pika declares,
+binds and consumes them again after a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+
+from aq.transport.amqp.errors import translated
+from aq.transport.base import Inbox
+
+__all__ = ["AmqpInbox", "open_control_inbox", "open_reply_inbox"]
+
+
+class AmqpInbox(Inbox):
+    """Bodies of the messages arriving on one queue, in order."""
+
+    def __init__(
+        self,
+        address: str,
+        channel: AbstractRobustChannel,
+        queue: AbstractQueue,
+        delete_on_close: bool,
+    ) -> None:
+        self.address = address
+        self._channel = channel
+        self._queue = queue
+        self._delete = delete_on_close
+        self._bodies: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tag: str | None = None
+
+    async def start(self) -> None:
+        with translated(f"consume {self._queue.name}"):
+            self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._bodies.put_nowait(message.body)
+        await message.ack()  # it is ours now: only this process reads this queue
+
+    async def get(self) -> bytes:
+        return await self._bodies.get()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._tag is not None:
+                await self._queue.cancel(self._tag)
+            if self._delete:
+                await self._queue.delete(if_unused=False, if_empty=False)
+            await self._channel.close()
+
+
+async def open_reply_inbox(
+    connection: AbstractRobustConnection, queue_name: str, address: str, ttl: float
+) -> AmqpInbox:
+    """Declare and consume the reply queue ``queue_name``."""
+    with translated("open the reply queue"):
+        channel: AbstractRobustChannel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=1000)
+        queue = await channel.declare_queue(
+            queue_name, durable=True, arguments={"x-expires": int(ttl * 1000)}
+        )
+    inbox = AmqpInbox(address, channel, queue, delete_on_close=True)
+    await inbox.start()
+    return inbox
+
+
+async def open_control_inbox(
+    connection: AbstractRobustConnection, exchange_name: str, queue_name: str
+) -> AmqpInbox:
+    """Declare an exclusive queue bound to the control exchange and consume it."""
+    with translated("subscribe to control messages"):
+        channel: AbstractRobustChannel = await connection.channel(publisher_confirms=False)
+        exchange = await channel.declare_exchange(exchange_name, "fanout", durable=True)
+        queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+        await queue.bind(exchange)
+    inbox = AmqpInbox(queue_name, channel, queue, delete_on_close=False)
+    await inbox.start()
+    return inbox
