@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install (from Debian packages) and start redis-server and rabbitmq-server on
-# 127.0.0.1 for the test suite, unless they already answer. Idempotent.
+# 127.0.0.1 for the test suite, unless they already answer; also openssl, which
+# the TLS tests use. Idempotent.
 set -euo pipefail
 
 REDIS_PORT=${AQ_REDIS_PORT:-6379}
@@ -18,6 +19,7 @@ install_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+    command -v openssl >/dev/null || missing+=(openssl)  # the TLS tests make certificates
     if [ ${#missing[@]} -gt 0 ]; then
         echo "services.sh: installing ${missing[*]}"
         need_root apt-get update -qq
@@ -45,8 +47,9 @@ start_rabbitmq() {
     chown -R rabbitmq:rabbitmq "$STATE_DIR/rabbitmq" 2>/dev/null || true
     export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT"
     export RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000))
-    # epmd must listen on loopback too.
+    # epmd and Erlang distribution must listen on loopback too.
     export ERL_EPMD_ADDRESS=127.0.0.1
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
     rabbitmq-server -detached >/dev/null 2>&1 || true
     for _ in $(seq 600); do amqp_up && return 0; sleep 0.1; done
     echo "services.sh: rabbitmq-server did not start; see /var/log/rabbitmq/" >&2

@@ -159,8 +159,13 @@ async def test_a_retried_stream_delivers_each_item_once(broker: aq.Broker) -> No
 
 
 async def test_progress_reports_reach_iterator_and_callback(broker: aq.Broker) -> None:
+    listening = asyncio.Event()
+
     @broker.task
     async def work(steps: int) -> str:
+        # A reply can overtake kiq()'s return (RabbitMQ confirms a persistent
+        # message after delivering it), and the callback hears reports from now on.
+        await listening.wait()
         for step in range(steps):
             await aq.context().report_progress({"step": step})
         return "done"
@@ -169,6 +174,7 @@ async def test_progress_reports_reach_iterator_and_callback(broker: aq.Broker) -
     async with running_worker(broker):
         handle = await work.kiq(3)
         handle.on_progress(called.append)
+        listening.set()
         reports = [p async for p in handle.progress()]
         assert await handle.result(timeout=5) == "done"
     assert reports == [{"step": 0}, {"step": 1}, {"step": 2}]

@@ -135,3 +135,8 @@ class Sentinel:
 
     async def kill(self) -> None:
         await _kill(self.process)
+
+
+from tests.reliability.rabbit import rabbit_server  # noqa: E402  (a fixture for the RabbitMQ tests)
+
+__all__ = ["rabbit_server"]

@@ -36,10 +36,14 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
+CTL_TIMEOUT = 60.0
 
 # Debian's /usr/sbin/rabbitmq-server is a wrapper that `su`s to the rabbitmq user (so the
 # test would own su, not the VM); the script behind it runs the node as whoever calls it.
 _DEBIAN_SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+# The same goes for /usr/sbin/rabbitmqctl: run as root it `su`s to rabbitmq, whose HOME
+# holds the shared node's cookie, not ours.
+_DEBIAN_CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
@@ -55,6 +59,10 @@ def _die_with_parent() -> None:
 
 def _server_script() -> str | None:
     return str(_DEBIAN_SCRIPT) if _DEBIAN_SCRIPT.exists() else shutil.which("rabbitmq-server")
+
+
+def _ctl_script() -> str | None:
+    return str(_DEBIAN_CTL) if _DEBIAN_CTL.exists() else shutil.which("rabbitmqctl")
 
 
 def _program(pid: int) -> str | None:
@@ -126,10 +134,14 @@ class RabbitServer:
     ``start()`` runs it in the foreground as a child of the test, so ``kill()`` can
     SIGKILL the Erlang VM itself; ``start()`` again brings back the same node (name,
     ports, data directory), so durable queues and persistent messages survive.
+
+    ``extra_config`` is appended to the node's rabbitmq.conf (new-style ``key = value``
+    lines: an SSL listener, say); ``ctl()`` runs rabbitmqctl against the node.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra_config: str = "") -> None:
         self.directory = directory
+        self.extra_config = extra_config
         self.port, self.dist_port = _free_ports(2)
         self.name = f"aqtest{self.port}"
         # `localhost`, not the machine's hostname: it resolves to loopback everywhere.
@@ -194,6 +206,7 @@ class RabbitServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "rabbitmq.conf").write_text(
             "loopback_users.guest = true\nlog.file.level = info\nlog.console = false\n"
+            + (f"{self.extra_config.rstrip()}\n" if self.extra_config.strip() else "")
         )
         (self.directory / "rabbitmq-env.conf").write_text("")
         (self.directory / "enabled_plugins").write_text("[].\n")
@@ -214,6 +227,51 @@ class RabbitServer:
                 start_new_session=True,  # a Ctrl-C meant for pytest does not reach it
                 preexec_fn=_die_with_parent,
             )
+
+    async def ctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl -n NODE ARGS...`` against this node and return its output.
+
+        It runs with the node's environment, so it finds the Erlang cookie the node
+        wrote to its HOME (our directory) and never talks to the shared node.
+
+        Raises:
+            RuntimeError: rabbitmqctl failed or took longer than ``CTL_TIMEOUT``.
+        """
+        script = _ctl_script()
+        if script is None:
+            pytest.fail("rabbitmqctl is not installed: run `make test`, which installs it")
+        environment = self._environment() | {
+            # The CLI's own Erlang node listens too: keep it on loopback like the server.
+            "RABBITMQ_CTL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+        command = [script, "-n", self.node, *args]
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=self.directory,
+            env=environment,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        try:
+            async with asyncio.timeout(CTL_TIMEOUT):
+                output, _ = await process.communicate()
+        except BaseException as error:  # timed out or cancelled: leave no CLI VM behind
+            # The script execs erl, which execs the VM: this PID is the CLI's VM.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            if isinstance(error, TimeoutError):
+                raise RuntimeError(f"{' '.join(command)} took over {CTL_TIMEOUT:.0f}s") from None
+            raise
+        text = output.decode(errors="replace")
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} exited with status {process.returncode}:\n{text}"
+            )
+        return text
 
     async def _name_is_free(self) -> bool:
         """epmd drops a killed node's name when it sees the socket close; a restart

@@ -7,9 +7,7 @@ kill it without disturbing the rest of the suite.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,37 +19,9 @@ from redis.asyncio import Redis
 import aq
 from aq.testing import running_worker
 from tests.reliability.conftest import RedisServer, Sentinel
+from tests.reliability.workers import start_worker, wait_for_starts
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-async def _start_worker(broker_url: str, record_url: str) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if k != "AQ_BROKER_URL"}
-    env |= {"AQ_BROKER_URL": broker_url, "AQ_TEST_RECORD_URL": record_url}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aq",
-        "worker",
-        "tests.apps.reliable:broker",
-        "--concurrency",
-        "1000",
-        "--log-level",
-        "WARNING",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def _wait_for_starts(record: Redis, count: int) -> None:
-    seen = 0
-    async with asyncio.timeout(20):
-        while seen < count:  # BLMPOP: woken by each start, no polling
-            popped = await record.blmpop(1, 1, "started", direction="LEFT", count=count)
-            seen += len(popped[1]) if popped else 0
 
 
 @pytest.mark.timeout(90)
@@ -67,16 +37,16 @@ async def test_a_killed_worker_loses_nothing_and_repeats_at_most_what_was_in_fli
         raise NotImplementedError("runs in the worker process")
 
     record = Redis.from_url(record_url)
-    first = await _start_worker(broker_url, record_url)
+    first = await start_worker(broker_url, record_url)
     second: asyncio.subprocess.Process | None = None
     try:
         async with producer:
             handles = [await work.kiq(i, 3.0) for i in range(500)]
-            await _wait_for_starts(record, 500)  # all 500 are running in the first worker
+            await wait_for_starts(record, 500)  # all 500 are running in the first worker
             first.send_signal(signal.SIGKILL)
             await first.wait()
             assert await record.llen("runs") == 0
-            second = await _start_worker(broker_url, record_url)
+            second = await start_worker(broker_url, record_url)
             results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
         assert sorted(results) == list(range(500))
         runs = Counter(int(x) for x in await record.lrange("runs", 0, -1))

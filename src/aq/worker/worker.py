@@ -180,15 +180,17 @@ class Worker:
         unacked messages (for tests and ``aq.testing``)."""
         transport = self.broker.transport
         while True:
+            # Armed before looking, so activity while the stats are read is not missed.
+            if self._activity is None:
+                self._activity = asyncio.get_running_loop().create_future()
+            activity = self._activity
             if not self._inflight:
                 stats = [await transport.stats(q) for q in self.queues]
                 if all(s.ready == 0 and s.delayed == 0 and s.unacked == 0 for s in stats):
                     return
             if self._stopping:
                 return
-            if self._activity is None:
-                self._activity = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._activity)
+            await asyncio.shield(activity)
 
     def _notify(self) -> None:
         activity, self._activity = self._activity, None

@@ -34,6 +34,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from aq.errors import BrokerError
 from aq.logs import event
 from aq.transport.amqp.errors import translated
+from aq.transport.amqp.inbox import CLOSE_TIMEOUT
 from aq.transport.amqp.topology import QueueNames, work_arguments
 from aq.transport.base import Consumer, Delivery
 
@@ -227,21 +228,24 @@ class AmqpConsumer(Consumer):
         if self._closed:
             return
         self._closed = True
-        for queue, tag in self._consumers:
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-        for delivery in list(self._unsettled):
-            with contextlib.suppress(Exception):
-                if not delivery.stale:
-                    await delivery.message.nack(requeue=True)
-            delivery._settled = True
+        # Bounded: with the broker down a robust channel waits for it forever, and
+        # the server requeues whatever a dead channel held anyway.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                for queue, tag in self._consumers:
+                    await queue.cancel(tag)
+                for delivery in list(self._unsettled):
+                    if not delivery.stale:
+                        await delivery.message.nack(requeue=True)
+                    delivery._settled = True
         self._unsettled.clear()
         self._ready.clear()
         if self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
         if self._channel is not None:
             with contextlib.suppress(Exception):
-                await self._channel.close()
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._channel.close()
         self.transport.consumers.discard(self)
         _wake(self._arrived)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -39,14 +40,43 @@ class Unroutable(BrokerError):
     """A mandatory message came back: no queue is bound where it was sent."""
 
 
+def _tls_problem(exc: BaseException) -> BaseException | None:
+    """The TLS set-up error behind ``exc``, if any: one that no retry will fix."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        if isinstance(seen, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(seen):
+            return seen  # TLS spoken to a port that does not speak it
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @contextlib.contextmanager
 def translated(what: str) -> Iterator[None]:
     """Re-raise AMQP errors met while doing ``what`` as aq errors."""
     try:
         yield
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        # Only the TLS files named in the URL are opened by the client library.
+        raise ConfigurationError(
+            f"{what}: cannot read a TLS file named in the broker URL: {exc}"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"{what}: TLS with RabbitMQ failed: {exc} (check cafile, certfile and keyfile "
+            "in the broker URL, and that the port is RabbitMQ's TLS listener)"
+        ) from exc
     except (amqp_errors.AuthenticationError, amqp_errors.ProbableAuthenticationError) as exc:
         raise ConfigurationError(
             f"{what}: RabbitMQ refused the credentials in the broker URL ({exc})"
+        ) from exc
+    except amqp_errors.InvalidFrameError as exc:
+        if "Connection.Close" not in str(exc):  # the server's answer to opening the connection
+            raise BrokerError(f"{what}: RabbitMQ said {exc}") from exc
+        raise ConfigurationError(
+            f"{what}: RabbitMQ closed the connection while opening it: the virtual host in "
+            "the broker URL does not exist, or this user may not use it"
         ) from exc
     except amqp_errors.ConnectionNotAllowed as exc:
         raise ConfigurationError(
@@ -66,6 +96,11 @@ def translated(what: str) -> Iterator[None]:
     except amqp_errors.PublishError as exc:
         raise Unroutable(f"{what}: RabbitMQ has no queue to route the message to") from exc
     except CONNECTION_ERRORS as exc:
+        if (problem := _tls_problem(exc)) is not None:
+            raise ConfigurationError(
+                f"{what}: TLS with RabbitMQ failed: {problem} (check cafile, certfile and "
+                "keyfile in the broker URL, and that the port is RabbitMQ's TLS listener)"
+            ) from exc
         raise ConnectionLost(f"{what}: lost the connection to RabbitMQ ({exc!r})") from exc
     except amqp_errors.AMQPError as exc:
         raise BrokerError(f"{what}: RabbitMQ said {exc}") from exc
@@ -83,6 +118,7 @@ async def retrying(what: str, operation: Callable[[float], Awaitable[T]], deadli
     """
     give_up = time.monotonic() + deadline
     delay = 0.05
+    cause: BaseException | None = None  # the last error that said more than "timed out"
     while True:
         left = give_up - time.monotonic()
         try:
@@ -90,10 +126,12 @@ async def retrying(what: str, operation: Callable[[float], Awaitable[T]], deadli
                 async with asyncio.timeout(max(left, 0.001)):
                     return await operation(max(left, 0.001))
         except ConnectionLost as exc:
+            if not isinstance(exc.__cause__, TimeoutError) or cause is None:
+                cause = exc.__cause__
             left = give_up - time.monotonic()
             if left <= 0:
                 raise BrokerUnavailable(
-                    f"{what}: RabbitMQ unreachable for {deadline:g} s ({exc.__cause__!r})"
+                    f"{what}: RabbitMQ unreachable for {deadline:g} s ({cause!r})"
                 ) from exc
             log.warning("%s: %s; retrying", what, exc)
             await asyncio.sleep(min(delay, left))

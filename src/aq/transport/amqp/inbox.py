@@ -25,7 +25,10 @@ from aio_pika.abc import (
 from aq.transport.amqp.errors import translated
 from aq.transport.base import Inbox
 
-__all__ = ["AmqpInbox", "open_control_inbox", "open_reply_inbox"]
+__all__ = ["CLOSE_TIMEOUT", "AmqpInbox", "open_control_inbox", "open_reply_inbox"]
+
+#: Seconds closing a queue or channel may take before it is abandoned.
+CLOSE_TIMEOUT = 2.0
 
 
 class AmqpInbox(Inbox):
@@ -57,12 +60,16 @@ class AmqpInbox(Inbox):
         return await self._bodies.get()
 
     async def close(self) -> None:
+        # Bounded: with the broker down, a robust channel would wait for it forever.
         with contextlib.suppress(Exception):
-            if self._tag is not None:
-                await self._queue.cancel(self._tag)
-            if self._delete:
-                await self._queue.delete(if_unused=False, if_empty=False)
-            await self._channel.close()
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                if self._tag is not None:
+                    await self._queue.cancel(self._tag)
+                if self._delete:
+                    await self._queue.delete(if_unused=False, if_empty=False)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._channel.close()
 
 
 async def open_reply_inbox(

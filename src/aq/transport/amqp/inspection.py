@@ -5,17 +5,19 @@ passive declaration of a missing queue by closing the channel; a missing
 queue simply counts as empty. Counts come from ``queue.declare-ok``, which
 reports ready messages and consumers but not unacknowledged ones (the
 transport adds those its own consumers hold). Dead letters are browsed with
-``basic.get`` and handed back by closing the channel, which returns them to
-their places in the queue.
+``basic.get`` and handed back with a requeueing ``basic.nack``, which returns
+them to their places in the queue.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import aiormq.abc
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
@@ -132,15 +134,17 @@ async def dead_letters(transport: AmqpTransport, names: QueueNames, limit: int) 
     """The oldest ``limit`` dead letters, left in place."""
     letters: list[DeadLetter] = []
     async with transport.raw_channel() as channel:
+        last: int | None = None
         for _ in range(max(0, limit)):
             try:
                 message = await channel.basic_get(names.dead, no_ack=False)
             except ChannelNotFoundEntity:
+                return []
+            if not isinstance(message.delivery, spec.Basic.GetOk):
                 break
-            if isinstance(message.delivery, spec.Basic.GetEmpty):
-                break
+            last = message.delivery.delivery_tag
             letters.append(_letter(names, message))
-        # Closing the channel hands every one of them back, in order.
+        await _hand_back(channel, names, last)
     return letters
 
 
@@ -148,21 +152,26 @@ async def requeue_dead(
     transport: AmqpTransport, names: QueueNames, ids: Sequence[str] | None
 ) -> int:
     """Move dead letters (those with ``ids``, or all) back to the work queue."""
-    [dead] = await _declare_ok(transport, [names.dead])
-    if dead is None:
-        return 0
     wanted = None if ids is None else set(ids)
+    started = time.time()
     moved = 0
     async with transport.raw_channel() as channel:
-        # At most as many as there were: letters that fail again and come back
-        # while this runs wait for the next requeue.
-        for _ in range(dead.message_count or 0):
-            message = await channel.basic_get(names.dead, no_ack=False)
-            if isinstance(message.delivery, spec.Basic.GetEmpty):
+        last: int | None = None  # the newest delivery left unacked
+        while wanted is None or moved < len(wanted):
+            try:
+                message = await channel.basic_get(names.dead, no_ack=False)
+            except ChannelNotFoundEntity:
+                return 0
+            delivery = message.delivery
+            if not isinstance(delivery, spec.Basic.GetOk) or delivery.delivery_tag is None:
                 break
+            letter = _letter(names, message)
+            if (wanted is not None and letter.id not in wanted) or letter.dead_at > started:
+                # Not asked for, or failed again while this runs (it waits for the
+                # next requeue): stays unacked, handed back below.
+                last = delivery.delivery_tag
+                continue
             properties = message.header.properties
-            if wanted is not None and (properties.message_id or "") not in wanted:
-                continue  # stays unacked: returned when the channel closes
             headers = {k: v for k, v in (properties.headers or {}).items() if k not in _DEAD_ONLY}
             await transport.publish_raw(
                 "",
@@ -172,13 +181,26 @@ async def requeue_dead(
                 priority=properties.priority or 0,
                 what=f"requeue a dead letter of {names.name}",
             )
-            delivery = message.delivery
-            if isinstance(delivery, spec.Basic.GetOk) and delivery.delivery_tag is not None:
-                await channel.basic_ack(delivery.delivery_tag)
+            await channel.basic_ack(delivery.delivery_tag)
             moved += 1
-            if wanted is not None and moved == len(wanted):
-                break
+        await _hand_back(channel, names, last)
     return moved
+
+
+async def _hand_back(
+    channel: aiormq.abc.AbstractChannel, names: QueueNames, last: int | None
+) -> None:
+    """Return every dead letter this channel still holds, and wait until they are back.
+
+    A nack with requeue reaches the queue before a later request from the same
+    channel, so once the passive declaration answers, the letters are in place
+    for whoever reads the queue next (closing the channel would return them too,
+    but some time after it answered).
+    """
+    if last is None:
+        return
+    await channel.basic_nack(last, multiple=True, requeue=True)
+    await channel.queue_declare(names.dead, passive=True)
 
 
 async def purge_declared(transport: AmqpTransport) -> int:

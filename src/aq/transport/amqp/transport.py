@@ -15,6 +15,7 @@ retried until ``publish_timeout`` and then fails with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import aio_pika
 import aiormq.abc
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.connection import make_url
 from aiormq import spec
 
 from aq.errors import BrokerError, ConfigurationError
@@ -32,7 +34,7 @@ from aq.transport.amqp import inspection
 from aq.transport.amqp.consumer import ETA, AmqpConsumer
 from aq.transport.amqp.declare import Declarer
 from aq.transport.amqp.errors import Unroutable, retrying, translated
-from aq.transport.amqp.inbox import open_control_inbox, open_reply_inbox
+from aq.transport.amqp.inbox import CLOSE_TIMEOUT, open_control_inbox, open_reply_inbox
 from aq.transport.amqp.inspection import DEAD_AT, DEAD_QUEUE, REASON
 from aq.transport.amqp.settings import parse_url
 from aq.transport.amqp.topology import Names, QueueNames, delay_route
@@ -68,9 +70,16 @@ class AmqpTransport(Transport):
             return
 
         async def attempt(left: float) -> AbstractRobustConnection:
-            return await aio_pika.connect_robust(
-                self.client_url, timeout=min(left, _CONNECT_ATTEMPT)
-            )
+            candidate = aio_pika.RobustConnection(make_url(self.client_url))
+            try:
+                await candidate.connect(timeout=min(left, _CONNECT_ATTEMPT))
+            except BaseException:
+                # A robust connection that failed to connect keeps trying in the
+                # background unless it is closed.
+                with contextlib.suppress(Exception):
+                    await candidate.close()
+                raise
+            return candidate
 
         connection = await retrying("connect", attempt, self.settings.publish_timeout)
         try:
@@ -90,7 +99,8 @@ class AmqpTransport(Transport):
             for consumer in list(self.consumers):
                 await consumer.close()
             with contextlib.suppress(Exception):
-                await connection.close()
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await connection.close()
 
     @contextlib.asynccontextmanager
     async def raw_channel(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:

@@ -1,0 +1,185 @@
+"""What only the RabbitMQ transport does: the delay ladder, quorum queues,
+re-declaring deleted queues, refusing what RabbitMQ cannot do. Against the
+shared server `make test` starts, under a fresh prefix per test."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+import aq
+from aq.testing import running_worker
+from aq.transport.amqp.consumer import ETA
+from aq.transport.amqp.topology import LEVELS, MAX_DELAY_MS, Names, delay_route
+from tests.conftest import AMQP_URL
+
+
+@pytest.fixture(params=["classic", "quorum"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
+    b = aq.Broker(f"{AMQP_URL}?prefix=aqt-{uuid.uuid4().hex[:12]}", queue_type=request.param)
+    async with b:
+        try:
+            yield b
+        finally:
+            await b.transport.delete_namespace()  # type: ignore[attr-defined]
+
+
+def test_a_delay_is_routed_through_one_level_per_set_bit() -> None:
+    names = Names("aq")
+    exchange, key = delay_route(names, "aq.default", 0b1010_0001)
+    words = key.split(".")
+    assert exchange == "aq.delay.07"  # entered at the highest set bit
+    assert words[LEVELS:] == ["aq", "default"]
+    bits = "".join(words[:LEVELS])
+    assert int(bits, 2) == 0b1010_0001
+
+
+def test_delays_past_the_ladder_are_cut_to_its_longest() -> None:
+    exchange, key = delay_route(Names("aq"), "aq.q", MAX_DELAY_MS * 3)
+    assert exchange == f"aq.delay.{LEVELS - 1}"
+    assert key.split(".")[:LEVELS] == ["1"] * LEVELS
+
+
+@pytest.mark.parametrize("name", ["", "a*b", "x.dead", "x.delay.07", "reply.x", "control.y", "q#"])
+def test_queue_names_that_would_clash_or_act_as_wildcards_are_refused(name: str) -> None:
+    with pytest.raises(aq.ConfigurationError, match="cannot be used with RabbitMQ"):
+        Names("aq").queue(name)
+
+
+async def test_tasks_with_one_delay_run_in_the_order_they_were_sent(broker: aq.Broker) -> None:
+    order: list[int] = []
+
+    @broker.task
+    async def record(i: int) -> None:
+        order.append(i)
+
+    sent = time.time()
+    handles = [await record.options(delay=0.3).kiq(i) for i in range(30)]
+    async with running_worker(broker, concurrency=1):
+        await asyncio.gather(*(h.result(timeout=10) for h in handles))
+    assert order == list(range(30))
+    assert time.time() - sent >= 0.3
+
+
+async def test_tasks_with_different_delays_run_in_due_order(broker: aq.Broker) -> None:
+    order: list[float] = []
+
+    @broker.task
+    async def record(delay: float) -> None:
+        order.append(delay)
+
+    delays = [0.9, 0.1, 0.5, 0.3, 0.7]
+    handles = [await record.options(delay=d).kiq(d) for d in delays]
+    async with running_worker(broker, concurrency=1):
+        await asyncio.gather(*(h.result(timeout=10) for h in handles))
+    assert order == sorted(delays)
+
+
+async def test_a_message_that_arrives_before_its_eta_is_delayed_again(broker: aq.Broker) -> None:
+    @broker.task(name="stamp")
+    async def stamp() -> float:
+        return time.time()
+
+    transport: Any = broker.transport
+    names = await transport.declarer.delays("default")
+    eta = time.time() + 0.4
+    handle_id = aq.message.new_id()
+    waiter = broker._listener.register(handle_id)
+    body = orjson.dumps(
+        {
+            "v": 1,
+            "id": handle_id,
+            "task": "stamp",
+            "queue": "default",
+            "reply_to": await broker.reply_address(),
+            "correlation_id": handle_id,
+        }
+    )
+    # As if the ladder had been too short: straight into the work queue, due later.
+    await transport.publish_raw(
+        "", names.work, body, headers={ETA: math.ceil(eta * 1000)}, what="test"
+    )
+    async with running_worker(broker):
+        status, ran_at = await asyncio.wait_for(waiter.outcome, 10)
+    assert status == "result"
+    assert ran_at >= eta
+
+
+async def test_a_queue_deleted_behind_the_producers_back_is_declared_again(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    await add.kiq(1, 1)  # declares the queue
+    transport: Any = broker.transport
+    async with transport.raw_channel() as channel:
+        await channel.queue_delete(transport.names.queue("default").work)
+    handle = await add.kiq(2, 2)  # returned as unroutable, declared again, sent again
+    async with running_worker(broker):
+        assert await handle.result(timeout=10) == 4
+
+
+async def test_an_unroutable_message_is_an_error_not_a_silent_drop(broker: aq.Broker) -> None:
+    transport: Any = broker.transport
+    with pytest.raises(aq.BrokerError, match="no queue to route"):
+        await transport.publish_raw("", "aqt-nobody-listens-here", b"{}", what="publish")
+
+
+async def test_priorities_are_refused_on_quorum_queues_and_kept_on_classic(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def noop() -> None:
+        return None
+
+    if broker.transport.settings.queue_type == "quorum":  # type: ignore[attr-defined]
+        with pytest.raises(aq.ConfigurationError, match="quorum queues have no priorities"):
+            await noop.options(priority=5).kiq()
+    else:
+        await noop.options(priority=5).kiq()
+        assert (await broker.transport.stats("default")).ready == 1
+
+
+async def test_retries_dead_letters_and_requeue_work_on_both_queue_types(
+    broker: aq.Broker,
+) -> None:
+    attempts: list[int] = []
+
+    @broker.task(retries=2, retry_backoff=0.01)
+    async def failing() -> None:
+        attempts.append(aq.context().attempt)
+        raise ValueError("still broken")
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed, match="still broken"):
+            await (await failing.kiq()).result(timeout=10)
+    [letter] = await broker.transport.dead_letters("default")
+    assert letter.reason == "failed after 3 attempt(s): ValueError: still broken"
+    assert attempts == [1, 2, 3]
+    assert await broker.transport.requeue_dead("default") == 1
+    stats = await broker.transport.stats("default")
+    assert (stats.ready, stats.dead) == (1, 0)
+
+
+async def test_a_requeued_delivery_counts_its_deliveries(broker: aq.Broker) -> None:
+    await broker.transport.publish("default", b"{}")
+    consumer = await broker.transport.consume(["default"], 1)
+    try:
+        counts = []
+        for _ in range(3):
+            delivery = await consumer.get()
+            counts.append(delivery.delivery_count)
+            await delivery.requeue()
+        await (await consumer.get()).ack()
+    finally:
+        await consumer.close()
+    assert counts == [1, 2, 3]
