@@ -38,8 +38,9 @@ test: $(STAMP) services lint typecheck ## lint, type checks and the whole test s
 	$(BIN)/pytest
 
 bench: $(STAMP) services ## throughput, fan-out and round-trip benchmarks
-	$(BIN)/python benchmarks/memory_broker.py --json benchmarks/results/memory.json
-	$(BIN)/python benchmarks/redis_broker.py --json benchmarks/results/redis.json
+	$(BIN)/python -m benchmarks.memory_broker --json benchmarks/results/memory.json
+	$(BIN)/python -m benchmarks.redis_broker --json benchmarks/results/redis.json
+	$(BIN)/python -m benchmarks.amqp_broker --json benchmarks/results/amqp.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

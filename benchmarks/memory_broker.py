@@ -9,7 +9,7 @@ Workloads (each run in a fresh event loop, medians over --repeat runs):
   fanout, queued first: the same N tasks queued before the worker starts, timed
            from worker start until every one is acked: the worker's share alone.
 
-    python benchmarks/memory_broker.py [--tasks 20000] [--fanout 10000] [--repeat 3]
+    python -m benchmarks.memory_broker [--tasks 20000] [--fanout 10000] [--repeat 3]
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class Declarer:
         self.names = names
         self.settings = settings
         self._channel = channel
-        self._queues: set[str] = set()
+        self._queues: dict[str, QueueNames] = {}
         self._delays: set[str] = set()
         self._shared = False
         self._control = False
@@ -69,15 +69,16 @@ class Declarer:
 
     async def queue(self, name: str) -> QueueNames:
         """Declare queue ``name``'s work and dead-letter queues (if not done yet)."""
+        known = self._queues.get(name)
+        if known is not None:
+            return known
         queue = self.names.queue(name)
-        if name in self._queues:
-            return queue
         async with self._lock:
             if name not in self._queues:
                 self.declared.add(name)
                 async with self._channel() as channel:
                     await self._declare_queue(channel, queue)
-                self._queues.add(name)
+                self._queues[name] = queue
         return queue
 
     async def delays(self, name: str) -> QueueNames:

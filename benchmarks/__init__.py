@@ -1,0 +1,1 @@
+"""aq's benchmarks: run them with `make bench`."""
