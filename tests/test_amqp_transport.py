@@ -183,3 +183,20 @@ async def test_a_requeued_delivery_counts_its_deliveries(broker: aq.Broker) -> N
     finally:
         await consumer.close()
     assert counts == [1, 2, 3]
+
+
+async def test_delay_exchanges_deleted_behind_the_producers_back_are_declared_again(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    await add.options(delay=0.05).kiq(1, 1)  # declares the delay ladder
+    transport: Any = broker.transport
+    async with transport.raw_channel() as channel:
+        for level in range(-1, LEVELS):
+            await channel.exchange_delete(transport.names.delay_exchange(level))
+    handle = await add.options(delay=0.05).kiq(2, 2)  # refused, declared again, sent again
+    async with running_worker(broker):
+        assert await handle.result(timeout=10) == 4

@@ -37,7 +37,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class Unroutable(BrokerError):
-    """A mandatory message came back: no queue is bound where it was sent."""
+    """A mandatory message came back, or its exchange is missing: someone deleted
+    what this process had declared."""
 
 
 def _tls_problem(exc: BaseException) -> BaseException | None:
@@ -95,6 +96,8 @@ def translated(what: str) -> Iterator[None]:
         ) from exc
     except amqp_errors.PublishError as exc:
         raise Unroutable(f"{what}: RabbitMQ has no queue to route the message to") from exc
+    except amqp_errors.ChannelNotFoundEntity as exc:
+        raise Unroutable(f"{what}: RabbitMQ has no such exchange or queue ({exc})") from exc
     except CONNECTION_ERRORS as exc:
         if (problem := _tls_problem(exc)) is not None:
             raise ConfigurationError(
