@@ -8,7 +8,6 @@ the others use the shared server `make test` starts, under a fresh prefix.
 from __future__ import annotations
 
 import asyncio
-import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ import aq
 from aq.testing import running_worker
 from tests.conftest import AMQP_URL, REDIS_URL
 from tests.reliability.rabbit import RabbitServer, TcpProxy
-from tests.reliability.workers import start_worker, wait_for_starts
+from tests.reliability.workers import kill_a_worker_running
 
 pytestmark = pytest.mark.slow
 
@@ -70,32 +69,10 @@ async def test_a_killed_worker_loses_nothing_and_repeats_at_most_what_was_in_fli
     shared_url: str, record: tuple[str, Redis]
 ) -> None:
     record_url, log = record
-    producer = aq.Broker(shared_url)
-
-    @producer.task(name="reliable.work")  # the producer's view of tests/apps/reliable.py
-    async def work(i: int, seconds: float) -> int:
-        raise NotImplementedError("runs in the worker process")
-
-    first = await start_worker(shared_url, record_url)
-    second: asyncio.subprocess.Process | None = None
-    try:
-        async with producer:
-            handles = [await work.kiq(i, 3.0) for i in range(500)]
-            await wait_for_starts(log, 500)  # all 500 are running in the first worker
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
-            assert await log.llen("runs") == 0
-            second = await start_worker(shared_url, record_url)
-            results = await asyncio.gather(*(h.result(timeout=90) for h in handles))
-        assert sorted(results) == list(range(500))
-        runs = Counter(int(x) for x in await log.lrange("runs", 0, -1))
-        assert set(runs) == set(range(500))
-        assert sum(runs.values()) - 500 <= 500  # duplicates at most the in-flight count
-    finally:
-        for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    results, runs = await kill_a_worker_running(shared_url, record_url, log)
+    assert sorted(results) == list(range(500))
+    assert set(runs) == set(range(500))
+    assert sum(runs.values()) - 500 <= 500  # duplicates at most the in-flight count
 
 
 @pytest.mark.timeout(180)

@@ -7,7 +7,6 @@ kill it without disturbing the rest of the suite.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from redis.asyncio import Redis
 import aq
 from aq.testing import running_worker
 from tests.reliability.conftest import RedisServer, Sentinel
-from tests.reliability.workers import start_worker, wait_for_starts
+from tests.reliability.workers import kill_a_worker_running
 
 pytestmark = pytest.mark.slow
 
@@ -28,36 +27,17 @@ pytestmark = pytest.mark.slow
 async def test_a_killed_worker_loses_nothing_and_repeats_at_most_what_was_in_flight(
     redis_server: RedisServer,
 ) -> None:
-    broker_url = f"{redis_server.url}?visibility_timeout=2"
     record_url = redis_server.url.replace("/0", "/1")
-    producer = aq.Broker(broker_url)
-
-    @producer.task(name="reliable.work")  # the producer's view of tests/apps/reliable.py
-    async def work(i: int, seconds: float) -> int:
-        raise NotImplementedError("runs in the worker process")
-
     record = Redis.from_url(record_url)
-    first = await start_worker(broker_url, record_url)
-    second: asyncio.subprocess.Process | None = None
     try:
-        async with producer:
-            handles = [await work.kiq(i, 3.0) for i in range(500)]
-            await wait_for_starts(record, 500)  # all 500 are running in the first worker
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
-            assert await record.llen("runs") == 0
-            second = await start_worker(broker_url, record_url)
-            results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
-        assert sorted(results) == list(range(500))
-        runs = Counter(int(x) for x in await record.lrange("runs", 0, -1))
-        assert set(runs) == set(range(500))
-        assert sum(runs.values()) - 500 <= 500  # duplicates at most the in-flight count
+        results, runs = await kill_a_worker_running(
+            f"{redis_server.url}?visibility_timeout=2", record_url, record
+        )
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                proc.kill()
-                await proc.wait()
         await record.aclose()
+    assert sorted(results) == list(range(500))
+    assert set(runs) == set(range(500))
+    assert sum(runs.values()) - 500 <= 500  # duplicates at most the in-flight count
 
 
 @pytest.mark.timeout(90)

@@ -1,16 +1,21 @@
-"""Worker processes for the crash tests, running tests/apps/reliable.py, and the
-wait for their task starts, which that app announces in a Redis list."""
+"""Worker processes for the crash tests, running tests/apps/reliable.py, the wait
+for their task starts (which that app announces in a Redis list), and the crash
+scenario that every transport must survive."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 from redis.asyncio import Redis
 
-__all__ = ["start_worker", "wait_for_starts"]
+import aq
+
+__all__ = ["kill_a_worker_running", "start_worker", "wait_for_starts"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,3 +48,37 @@ async def wait_for_starts(record: Redis, count: int, seconds: float = 30) -> Non
         while seen < count:  # BLMPOP: woken by each start, no polling
             popped = await record.blmpop(1, 1, "started", direction="LEFT", count=count)
             seen += len(popped[1]) if popped else 0
+
+
+async def kill_a_worker_running(
+    broker_url: str, record_url: str, record: Redis, count: int = 500
+) -> tuple[list[int], Counter[int]]:
+    """Send ``count`` three-second tasks, SIGKILL the worker once all of them run,
+    start another; return the results and how often each task ran.
+
+    Asserts on the way that nothing had finished when the first worker died.
+    """
+    producer = aq.Broker(broker_url)
+
+    @producer.task(name="reliable.work")  # the producer's view of tests/apps/reliable.py
+    async def work(i: int, seconds: float) -> int:
+        raise NotImplementedError("runs in the worker process")
+
+    first = await start_worker(broker_url, record_url)
+    second: asyncio.subprocess.Process | None = None
+    try:
+        async with producer:
+            handles = [await work.kiq(i, 3.0) for i in range(count)]
+            await wait_for_starts(record, count)  # all of them run in the first worker
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            assert await record.llen("runs") == 0
+            second = await start_worker(broker_url, record_url)
+            results = await asyncio.gather(*(h.result(timeout=90) for h in handles))
+        runs = Counter(int(x) for x in await record.lrange("runs", 0, -1))
+        return list(results), runs
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
