@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import orjson
 import pytest
 
@@ -200,3 +201,34 @@ async def test_delay_exchanges_deleted_behind_the_producers_back_are_declared_ag
     handle = await add.options(delay=0.05).kiq(2, 2)  # refused, declared again, sent again
     async with running_worker(broker):
         assert await handle.result(timeout=10) == 4
+
+
+async def test_a_quorum_queue_dead_letters_what_keeps_coming_back_saying_why() -> None:
+    url = f"{AMQP_URL}?prefix=aqt-{uuid.uuid4().hex[:12]}&max_deliveries=2"
+    broker = aq.Broker(url, queue_type="quorum")
+    async with broker:
+        transport: Any = broker.transport
+        try:
+            await transport.publish("default", b"{}")
+            consumer = await transport.consume(["default"], 1)
+            try:
+                for _ in range(3):  # as if three workers died holding it
+                    await (await consumer.get()).requeue()
+            finally:
+                await consumer.close()
+            # RabbitMQ moves it on its own: wait for it on the dead-letter queue.
+            dead = transport.names.queue("default").dead
+            raw = await aio_pika.connect(AMQP_URL)
+            async with raw:
+                channel = await raw.channel()
+                queue = await channel.declare_queue(dead, passive=True)
+                async with queue.iterator() as messages:
+                    async for message in messages:
+                        await message.nack(requeue=True)
+                        break
+                await channel.declare_queue(dead, passive=True)  # the nack has been applied
+            [letter] = await transport.dead_letters("default")
+        finally:
+            await transport.delete_namespace()
+    assert letter.reason.startswith("delivered too many times without being settled")
+    assert letter.body == b"{}"

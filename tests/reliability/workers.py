@@ -1,6 +1,6 @@
 """Worker processes for the crash tests, running tests/apps/reliable.py, the wait
-for their task starts (which that app announces in a Redis list), and the crash
-scenario that every transport must survive."""
+for their task starts (which that app announces in a Redis list), and the
+failure scenarios every transport must survive: a killed worker, a dead broker."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 import aq
 
-__all__ = ["kill_a_worker_running", "start_worker", "wait_for_starts"]
+__all__ = [
+    "kill_a_worker_running",
+    "seconds_kiq_waits_while_down",
+    "start_worker",
+    "wait_for_starts",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +89,21 @@ async def kill_a_worker_running(
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def seconds_kiq_waits_while_down(url: str, kill: Callable[[], Awaitable[None]]) -> float:
+    """Connect on ``url`` (whose publish_timeout is 1 s), ``kill()`` the broker, and
+    time the ``kiq()`` that follows until it raises :class:`aq.BrokerUnavailable`."""
+    broker = aq.Broker(url)
+
+    @broker.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    async with broker:
+        await noop.kiq()  # connected, and the reply address is open
+        await kill()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(aq.BrokerUnavailable, match="unreachable for 1 s"):
+            await noop.kiq()
+        return asyncio.get_running_loop().time() - started

@@ -147,6 +147,8 @@ class AmqpTransport(Transport):
         )
 
         async def send(left: float) -> None:
+            # No timeout of aiormq's own: retrying() bounds the whole attempt,
+            # the wait for a reconnected channel included, with one timer.
             channel = await publisher.get_underlay_channel()
             confirmation = await channel.basic_publish(
                 body,
@@ -154,7 +156,6 @@ class AmqpTransport(Transport):
                 routing_key=routing_key,
                 properties=properties,
                 mandatory=mandatory,
-                timeout=left,
             )
             if isinstance(confirmation, spec.Basic.Nack):
                 raise BrokerError(f"{what}: RabbitMQ refused the message (basic.nack)")
