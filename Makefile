@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+ARQ_VENV := .venv-bench-arq
+ARQ_STAMP := $(ARQ_VENV)/.installed
 
 .PHONY: install demo test lint format typecheck services stop-services bench clean
 
@@ -37,10 +41,22 @@ typecheck: $(STAMP)
 test: $(STAMP) services lint typecheck ## lint, type checks and the whole test suite
 	$(BIN)/pytest
 
-bench: $(STAMP) services ## throughput, fan-out and round-trip benchmarks
-	$(BIN)/python -m benchmarks.memory_broker --json benchmarks/results/memory.json
-	$(BIN)/python -m benchmarks.redis_broker --json benchmarks/results/redis.json
-	$(BIN)/python -m benchmarks.amqp_broker --json benchmarks/results/amqp.json
+# The peers aq is measured against live in virtualenvs of their own, never in .venv.
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements-peers.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[redis,amqp]' -r benchmarks/requirements-peers.txt
+	touch $@
+
+$(ARQ_STAMP): benchmarks/requirements-arq.txt
+	$(PYTHON) -m venv $(ARQ_VENV)
+	$(ARQ_VENV)/bin/pip install --quiet --upgrade pip
+	$(ARQ_VENV)/bin/pip install --quiet -r benchmarks/requirements-arq.txt
+	touch $@
+
+bench: $(BENCH_STAMP) $(ARQ_STAMP) services ## aq and its peers side by side: benchmarks/results/
+	$(BENCH_VENV)/bin/python -m benchmarks.suite
+	$(BENCH_VENV)/bin/python -m benchmarks.memory_broker --json benchmarks/results/memory.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(ARQ_VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -1,0 +1,189 @@
+"""One measured run: the producer process of one system and one workload.
+
+    python -m benchmarks.run_one SYSTEM WORKLOAD --url URL --n N --out FILE
+
+The suite (benchmarks/suite.py) runs this with the system's own virtualenv,
+after flushing the broker, under a hard time limit. It starts the system's
+worker as a separate process (its own process group), measures, stops the
+worker and writes the figures as JSON to FILE. Standard library only, besides
+the adapter (see benchmarks/systems/__init__.py).
+
+Workloads:
+  drain       N no-op tasks enqueued with no worker running (the enqueue rate),
+              then one worker started: tasks/s from its first completion to
+              its N-th, and the worker's peak RSS.
+  round_trip  N sequential enqueue-and-await-result of a no-op against an idle,
+              warmed-up worker: p50 / p95 / p99 in ms.
+  fanout      N tasks of ``await asyncio.sleep(1)`` sent to a running worker:
+              wall time from the first enqueue to the N-th completion, and the
+              worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SEND_BATCH = 100  # sends in flight at once while enqueueing
+WARM_UP_CALLS = 50
+_POLL = 0.002  # seconds between looks for the marker file
+_STOP_GRACE = 5.0
+
+
+class Worker:
+    """The system's worker process, started in its own process group."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.argv = argv
+        self.env = env
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Worker:
+        with self.log.open("wb") as log:  # a file, not a pipe: a chatty worker never blocks
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                cwd=ROOT,
+                env=self.env,
+                start_new_session=True,
+                stdout=log,
+                stderr=log,
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                await asyncio.wait_for(self.proc.wait(), _STOP_GRACE)
+                break
+            except TimeoutError:
+                continue
+
+    def check(self) -> None:
+        """Raise, with the end of its output, if the worker has exited."""
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            tail = self.log.read_bytes()[-3000:].decode(errors="replace")
+            raise RuntimeError(f"the worker exited with status {self.proc.returncode}:\n{tail}")
+
+
+async def _wait_for_mark(path: Path, worker: Worker) -> dict[str, float]:
+    # Blocking file calls are fine here: the driver's loop has nothing else to do.
+    while not path.exists():  # noqa: ASYNC240
+        worker.check()
+        await asyncio.sleep(_POLL)
+    figures: dict[str, float] = json.loads(path.read_text())  # noqa: ASYNC240
+    return figures
+
+
+async def _first_call(client: Any, worker: Worker) -> None:
+    """One no-op round trip, while checking that the starting worker stays up."""
+    call = asyncio.ensure_future(client.call())
+    while not call.done():
+        worker.check()
+        await asyncio.wait([call], timeout=0.05)
+    await call
+
+
+async def _send_all(client: Any, kind: str, n: int) -> None:
+    for start in range(0, n, SEND_BATCH):
+        await asyncio.gather(*(client.send(kind) for _ in range(min(SEND_BATCH, n - start))))
+
+
+def _worker(adapter: Any, workload: str, mark: Path, kind: str = "", n: int = 0) -> Worker:
+    # PYTHONPATH: the worker imports the adapter as benchmarks.systems.<name>.
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        AQBENCH_MARK=str(mark),
+        AQBENCH_KIND=kind,
+        AQBENCH_COUNT=str(n),
+    )
+    return Worker(adapter.worker_argv(workload), env, mark.with_name("worker.log"))
+
+
+async def drain(adapter: Any, url: str, n: int, mark: Path) -> dict[str, float]:
+    async with adapter.Client(url) as client:
+        started = time.monotonic()
+        await _send_all(client, "noop", n)
+        enqueue = time.monotonic() - started
+        async with _worker(adapter, "drain", mark, "noop", n) as worker:
+            done = await _wait_for_mark(mark, worker)
+    return {
+        "enqueue_per_s": n / enqueue,
+        "drain_per_s": (n - 1) / (done["last"] - done["first"]),
+        "drain_rss_mb": done["rss_mb"],
+    }
+
+
+async def round_trip(adapter: Any, url: str, n: int, mark: Path) -> dict[str, float]:
+    async with (
+        adapter.Client(url) as client,
+        _worker(adapter, "round_trip", mark) as worker,
+    ):
+        await _first_call(client, worker)
+        for _ in range(WARM_UP_CALLS):
+            await client.call()
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await client.call()
+            samples.append((time.perf_counter() - t) * 1000)
+    q = statistics.quantiles(samples, n=100)
+    return {"p50_ms": q[49], "p95_ms": q[94], "p99_ms": q[98]}
+
+
+async def fanout(adapter: Any, url: str, n: int, mark: Path) -> dict[str, float]:
+    async with (
+        adapter.Client(url) as client,
+        _worker(adapter, "fanout", mark, "sleep", n) as worker,
+    ):
+        await _first_call(client, worker)
+        started = time.monotonic()
+        await _send_all(client, "sleep", n)
+        done = await _wait_for_mark(mark, worker)
+    return {"fanout_s": done["last"] - started, "fanout_rss_mb": done["rss_mb"]}
+
+
+WORKLOADS = {"drain": drain, "round_trip": round_trip, "fanout": fanout}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("system")
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--out", help="write the figures here as JSON (default: stdout)")
+    args = parser.parse_args()
+    os.environ["AQBENCH_URL"] = args.url
+    sys.path.insert(0, str(ROOT))
+    adapter = importlib.import_module(f"benchmarks.systems.{args.system}")
+    with tempfile.TemporaryDirectory(prefix="aqbench-") as tmp:
+        mark = Path(tmp) / "mark.json"
+        figures = asyncio.run(WORKLOADS[args.workload](adapter, args.url, args.n, mark))
+    text = json.dumps(figures)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The completion marker every benchmarked worker calls from its tasks.
+
+Standard library only: it runs inside every system's worker process, in every
+benchmark virtualenv. The driver (benchmarks/run_one.py) starts the worker with
+
+  AQBENCH_MARK   a file to write when the count is reached
+  AQBENCH_KIND   which task kind counts ("noop" or "sleep")
+  AQBENCH_COUNT  how many completions of that kind to wait for
+
+and the worker's tasks call ``done(kind)`` as their last statement. When the
+count is reached, the file gets the monotonic clock (system-wide on Linux, so
+comparable with the driver's) of the first and the last completion, and the
+worker process's peak RSS so far. Counting in the worker, rather than awaiting
+every result in the producer, times every system the same way whether its
+results are pushed or polled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+
+_PATH = os.environ.get("AQBENCH_MARK", "")
+_KIND = os.environ.get("AQBENCH_KIND", "")
+_TARGET = int(os.environ.get("AQBENCH_COUNT", "0"))
+_count = 0
+_first = 0.0
+
+
+def done(kind: str) -> None:
+    """Count one finished task of ``kind``; write the marker at the target."""
+    global _count, _first
+    if kind != _KIND:
+        return
+    now = time.monotonic()
+    if _count == 0:
+        _first = now
+    _count += 1
+    if _count == _TARGET:
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        figures = {"first": _first, "last": now, "rss_mb": rss_mb, "pid": os.getpid()}
+        partial = f"{_PATH}.partial"
+        with open(partial, "w") as fh:
+            json.dump(figures, fh)
+        os.replace(partial, _PATH)
