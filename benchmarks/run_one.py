@@ -110,7 +110,7 @@ def _worker(adapter: Any, workload: str, mark: Path, kind: str = "", n: int = 0)
     # PYTHONPATH: the worker imports the adapter as benchmarks.systems.<name>.
     env = dict(
         os.environ,
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         AQBENCH_MARK=str(mark),
         AQBENCH_KIND=kind,
         AQBENCH_COUNT=str(n),

@@ -62,6 +62,29 @@ async def test_a_redis_restart_during_publish_and_consume_loses_nothing(
 
 
 @pytest.mark.timeout(60)
+async def test_scripts_the_server_forgot_are_loaded_again_and_nothing_is_lost(
+    redis_server: RedisServer,
+) -> None:
+    broker = aq.Broker(redis_server.url)
+
+    @broker.task(name="echo")
+    async def echo(i: int) -> int:
+        return i
+
+    admin = Redis.from_url(redis_server.url)
+    try:
+        async with broker, running_worker(broker):
+            assert await (await echo.kiq(-1)).result(timeout=10) == -1
+            await admin.script_flush()  # as after a restart without persistence
+            handles = [await echo.kiq(i) for i in range(300)]
+            results = await asyncio.gather(*(h.result(timeout=20) for h in handles))
+            assert await admin.xlen("aq:{default}:p0") == 0  # every entry settled
+    finally:
+        await admin.aclose()
+    assert results == list(range(300))
+
+
+@pytest.mark.timeout(60)
 async def test_a_task_longer_than_the_visibility_timeout_is_not_redelivered(
     redis_server: RedisServer,
 ) -> None:

@@ -156,6 +156,15 @@ class Transport(abc.ABC):
     async def send_reply(self, address: str, body: bytes) -> None:
         """Send ``body`` to the inbox at ``address``; dropped if nobody listens there."""
 
+    async def reply_and_ack(self, delivery: Delivery, address: str, body: bytes) -> None:
+        """Send the final reply for ``delivery``, then acknowledge it.
+
+        Transports that can do both in one step (and batch it) override this;
+        either way the ack never comes before the reply is handed off.
+        """
+        await self.send_reply(address, body)
+        await delivery.ack()
+
     @abc.abstractmethod
     async def broadcast(self, body: bytes) -> None:
         """Send a control message to every subscribed worker."""

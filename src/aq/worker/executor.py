@@ -132,15 +132,14 @@ class Executor:
         if status == "success":
             try:
                 if task.kind == "stream":
-                    await self._reply(message, "end", None, seq=outcome.value)
+                    await self._reply(message, "end", None, seq=outcome.value, settle=delivery)
                 else:
-                    await self._reply(message, "result", outcome.value)
+                    await self._reply(message, "result", outcome.value, settle=delivery)
             except SerializationError as exc:
                 outcome = Outcome("failure", error=exc, duration=outcome.duration)
                 await self._fail(message, delivery, outcome, "result could not be encoded")
                 status = "failure"
             else:
-                await delivery.ack()
                 event(
                     log,
                     logging.INFO,
@@ -299,15 +298,27 @@ class Executor:
     async def _cancelled(
         self, message: TaskMessage, delivery: Delivery, error: BaseException
     ) -> None:
-        await self._reply(message, "error", error_payload(error, with_traceback=False))
-        await delivery.ack()
+        payload = error_payload(error, with_traceback=False)
+        await self._reply(message, "error", payload, settle=delivery)
         event(log, logging.INFO, "task.cancelled", task_id=message.id, name=message.task)
 
     async def _reply(
-        self, message: TaskMessage, kind: ReplyKind, payload: Any, seq: int = 0
+        self,
+        message: TaskMessage,
+        kind: ReplyKind,
+        payload: Any,
+        seq: int = 0,
+        settle: Delivery | None = None,
     ) -> None:
+        """Send a reply (and keep it, if results are kept); then ack ``settle``, if given.
+
+        Raises SerializationError, before anything is sent or settled, when
+        ``payload`` cannot be encoded.
+        """
         keep = self.broker.result_ttl is not None and kind in _FINAL
         if message.reply_to is None and not keep:
+            if settle is not None:
+                await settle.ack()
             return
         body = self.serializer.dumps(
             {
@@ -322,8 +333,13 @@ class Executor:
         if keep:
             assert self.broker.result_ttl is not None
             await self.broker.results.store_result(message.id, body, self.broker.result_ttl)
-        if message.reply_to is not None:
+        if message.reply_to is None:
+            if settle is not None:
+                await settle.ack()
+        elif settle is None:
             await self.transport.send_reply(message.reply_to, body)
+        else:
+            await self.transport.reply_and_ack(settle, message.reply_to, body)
 
 
 _FINAL = frozenset(("result", "error", "end"))

@@ -70,7 +70,22 @@ class RedisDelivery(Delivery):
         self._settled = False
 
     async def ack(self) -> None:
-        await self._consumer.settle(self, "ACK", [self.stream], [GROUP, self.entry_id])
+        if self._consumer.transport.cluster:
+            await self._consumer.settle(self, "ACK", [self.stream], [GROUP, self.entry_id])
+        else:
+            await self._consumer.settle(
+                self, "ACK_MANY", [self.stream], [GROUP, self.entry_id], merged=True
+            )
+
+    async def reply_and_ack(self, reply_stream: str, alive: str, body: bytes, ttl_ms: int) -> None:
+        """Send a reply and settle, in one step (single-node Redis only)."""
+        await self._consumer.settle(
+            self,
+            "REPLY_ACK_MANY",
+            [self.stream, reply_stream, alive],
+            [GROUP, self.entry_id, body, ttl_ms],
+            merged=True,
+        )
 
     async def requeue(self) -> None:
         await self._consumer.settle(
@@ -184,17 +199,31 @@ class RedisConsumer(Consumer):
         await asyncio.shield(self._room)
 
     async def settle(
-        self, delivery: RedisDelivery, script: str, keys: list[str], args: list[Any]
+        self,
+        delivery: RedisDelivery,
+        script: str,
+        keys: list[Any],
+        args: list[Any],
+        *,
+        merged: bool = False,
     ) -> None:
-        """Run a settling script; retried through short outages, once only."""
+        """Run a settling script; retried through short outages, once only.
+
+        ``merged``: one of the ``*_MANY`` scripts, sent as one call with every
+        other settlement of this event-loop turn.
+        """
         if delivery._settled:
             return
         deadline = time.monotonic() + _SETTLE_DEADLINE
         delay = 0.05
+        transport = self.transport
         while True:
             try:
                 with translated(f"settle {delivery.entry_id}"):
-                    await self.transport.run_script(script, keys, args)
+                    if merged:
+                        await transport.batcher.run_merged(transport.script(script), keys, args)
+                    else:
+                        await transport.run_script(script, keys, args)
                 break
             except ConnectionLost:
                 if time.monotonic() > deadline:

@@ -1,6 +1,8 @@
 """The Lua scripts that make multi-step Redis operations atomic.
 
-Each script touches keys of one queue (one hash slot) only. Stream entries
+Each script touches keys of one queue (one hash slot) only, except the
+``*_MANY`` scripts: they settle many deliveries, of any queues, in one call,
+and serve single-node Redis only (see aq/transport/redis/batch.py). Stream entries
 carry two fields: ``b``, the message body, and ``n``, how many times the
 message was delivered before it was last returned to a stream.
 """
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 __all__ = [
     "ACK",
+    "ACK_MANY",
     "DEAD_LETTER",
     "FORGET_IDLE_CONSUMERS",
     "MOVE_DUE",
     "READ",
     "RECLAIM",
     "REPLY",
+    "REPLY_ACK_MANY",
     "REQUEUE",
 ]
 
@@ -42,6 +46,38 @@ return out
 ACK = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
+#: ACK for any number of deliveries. Per delivery, KEYS: stream; ARGV: group, id.
+#: Returns one XDEL count per delivery.
+ACK_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  redis.call('XACK', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+  out[i] = redis.call('XDEL', KEYS[i], ARGV[2 * i])
+end
+return out
+"""
+
+#: REPLY, then ACK, for any number of deliveries, each pair in one step: a task's
+#: reply is never sent without its message settled, nor the other way round.
+#: Per delivery, KEYS: stream, reply stream, liveness key; ARGV: group, id, body,
+#: ttl ms. Returns, per delivery, 1 if the reply was delivered.
+REPLY_ACK_MANY = """
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local k, a = 3 * i, 4 * i
+  local delivered = 0
+  if redis.call('EXISTS', KEYS[k + 3]) == 1 then
+    redis.call('XADD', KEYS[k + 2], '*', 'b', ARGV[a + 3])
+    redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 4])
+    delivered = 1
+  end
+  redis.call('XACK', KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
+  redis.call('XDEL', KEYS[k + 1], ARGV[a + 2])
+  out[i + 1] = delivered
+end
+return out
 """
 
 #: Return to the stream (at the end) and settle the old entry.

@@ -23,7 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from aq.errors import BrokerError
 from aq.message import MAX_PRIORITY, new_id
-from aq.transport.base import Consumer, DeadLetter, Inbox, QueueStats, Transport
+from aq.transport.base import Consumer, DeadLetter, Delivery, Inbox, QueueStats, Transport
 from aq.transport.redis import scripts
 from aq.transport.redis.batch import Batcher
 from aq.transport.redis.connection import (
@@ -79,13 +79,7 @@ class RedisTransport(Transport):
         script = self._scripts[name]
         if self.cluster:  # cluster pipelines refuse EVALSHA: run it on its own
             return await script(keys=keys, args=args)
-        batcher = self.batcher
-
-        def command(pipe: Any) -> None:
-            pipe.scripts.add(script)  # loaded by the pipeline if the server lacks it
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-
-        return await batcher.run(command)
+        return await self.batcher.run_script(script, keys, args)
 
     async def connect(self) -> None:
         if self._client is not None:
@@ -174,6 +168,16 @@ class RedisTransport(Transport):
             return await self.run_script("REPLY", [reply_stream, alive], [body, ttl_ms])
 
         await retrying("send a reply", push, self.settings.publish_timeout)
+
+    async def reply_and_ack(self, delivery: Delivery, address: str, body: bytes) -> None:
+        from aq.transport.redis.consumer import RedisDelivery
+
+        if self.cluster or not isinstance(delivery, RedisDelivery):
+            # A cluster keeps the reply and the queue in different slots: two steps.
+            await super().reply_and_ack(delivery, address, body)
+            return
+        reply_stream, alive = self.keys.inbox(address)
+        await delivery.reply_and_ack(reply_stream, alive, body, int(self.settings.reply_ttl * 1000))
 
     async def store_result(self, task_id: str, body: bytes, ttl: float) -> None:
         key = self.keys.result(task_id)
