@@ -21,13 +21,22 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "p95_ms": ("round trip p95 (ms)", "{:.2f}", False),
     "p99_ms": ("round trip p99 (ms)", "{:.2f}", False),
     "fanout_s": ("fan-out (s)", "{:.2f}", False),
+    "drain_cpu_us": ("worker CPU per task in drain (µs)", "{:,.0f}", False),
     "drain_rss_mb": ("RSS in drain (MB)", "{:.0f}", False),
     "fanout_rss_mb": ("RSS in fan-out (MB)", "{:.0f}", False),
 }
 REGRESSION = 0.10  # a figure worse than the last landed run's by more than this is flagged
 
 
-def _cell(figures: dict[str, Any], key: str, spread: bool = True) -> str:
+# figure -> (how many tasks it covers, the workload it belongs to)
+COUNTS = {
+    "drain_per_s": ("drain_count", "drain"),
+    "p50_ms": ("round_trip_count", "round_trip"),
+    "fanout_s": ("fanout_done", "fanout"),
+}
+
+
+def _cell(figures: dict[str, Any], key: str, spread: bool = True, sizes: Any = None) -> str:
     if key not in figures:
         return "–"
     fmt = METRICS[key][1]
@@ -35,6 +44,14 @@ def _cell(figures: dict[str, Any], key: str, spread: bool = True) -> str:
     text = fmt.format(f["median"])
     if spread and len(f["runs"]) > 1:
         text += f" ({fmt.format(f['min'])}–{fmt.format(f['max'])})"
+    count_key, workload = COUNTS.get(key, ("", ""))
+    if sizes is not None and count_key in figures:
+        covered = figures[count_key]["min"]
+        if covered < sizes[workload]:  # the time budget ran out first
+            if key == "fanout_s":
+                text = f"> {fmt.format(f['median'])} ({covered:,.0f} done)"
+            else:
+                text += f" (over {covered:,.0f})"
     return text
 
 
@@ -49,11 +66,12 @@ def _of_broker(results: dict[str, Any], broker: str) -> dict[str, dict[str, Any]
 
 def _table(results: dict[str, Any], broker: str) -> list[str]:
     systems = _of_broker(results, broker)
+    sizes = results["meta"]["sizes"]
     ceiling = next((_median(v, "drain_per_s") for v in systems.values() if v["ceiling"]), None)
     lines = [
-        "| system | drain (tasks/s) | of ceiling | enqueue (tasks/s) "
+        "| system | drain (tasks/s) | of ceiling | worker CPU per task (µs) | enqueue (tasks/s) "
         "| round trip p50 (ms) | p95 / p99 (ms) | fan-out (s) | peak RSS drain / fan-out (MB) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for entry in systems.values():
         f = entry.get("figures", {})
@@ -63,8 +81,10 @@ def _table(results: dict[str, Any], broker: str) -> list[str]:
         tail = f"{_cell(f, 'p95_ms', False)} / {_cell(f, 'p99_ms', False)}"
         rss = f"{_cell(f, 'drain_rss_mb', False)} / {_cell(f, 'fanout_rss_mb', False)}"
         lines.append(
-            f"| {name} | {_cell(f, 'drain_per_s')} | {share} | {_cell(f, 'enqueue_per_s')} "
-            f"| {_cell(f, 'p50_ms')} | {tail} | {_cell(f, 'fanout_s')} | {rss} |"
+            f"| {name} | {_cell(f, 'drain_per_s', sizes=sizes)} | {share} "
+            f"| {_cell(f, 'drain_cpu_us', False)} "
+            f"| {_cell(f, 'enqueue_per_s')} | {_cell(f, 'p50_ms', sizes=sizes)} | {tail} "
+            f"| {_cell(f, 'fanout_s', sizes=sizes)} | {rss} |"
         )
     lines.append("")
     for entry in systems.values():
@@ -166,6 +186,7 @@ def _against_previous(results: dict[str, Any], previous: dict[str, Any] | None) 
 def markdown(results: dict[str, Any], previous: dict[str, Any] | None) -> str:
     meta = results["meta"]
     sizes = meta["sizes"]
+    budgets = meta["budgets"]
     servers = ", ".join(f"{k} {v}" for k, v in meta["servers"].items())
     lines = [
         "# aq and its peers, one run of `make bench`",
@@ -181,6 +202,13 @@ def markdown(results: dict[str, Any], previous: dict[str, Any] | None) -> str:
         f"- **fan-out**: {sizes['fanout']:,} tasks of `await asyncio.sleep(1)` sent to a "
         "running worker; from the first enqueue to the last completion (ideal: 1 s).",
         "- **of ceiling**: the drain as a share of the bare client library's on the same broker.",
+        "- **worker CPU per task**: the worker process's CPU time (user + system) over the "
+        "drain, per task: what the drain costs, and less sensitive than a rate to what else "
+        "the machine is doing.",
+        f"- **Time budgets** keep the whole run short: a drain is timed over the tasks done in "
+        f"its first {budgets['drain']:g} s, a round trip samples for at most "
+        f"{budgets['round_trip']:g} s, and a fan-out unfinished after {budgets['fanout']:g} s "
+        "shows how many tasks it had done. A figure over fewer tasks says so.",
         "- Every run: producer and worker in separate processes, the broker flushed first.",
         "",
     ]

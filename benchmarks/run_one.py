@@ -17,6 +17,12 @@ Workloads:
   fanout      N tasks of ``await asyncio.sleep(1)`` sent to a running worker:
               wall time from the first enqueue to the N-th completion, and the
               worker's peak RSS.
+
+Each workload has a time budget (``BUDGET``), so that a slow system cannot
+stretch `make bench` past its limit: a drain still going when it runs out is
+timed over the tasks done so far, a round trip stops sampling, and a fan-out
+reports how many of its tasks had finished (``fanout_done``) and the budget as
+its time. The figures say how many tasks they cover (``*_count``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -35,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Seconds: a drain's after its first completion, a round trip's sampling, a fan-out's.
+BUDGET = {"drain": 15.0, "round_trip": 15.0, "fanout": 20.0}
 SEND_BATCH = 100  # sends in flight at once while enqueueing
 WARM_UP_CALLS = 50
 _POLL = 0.002  # seconds between looks for the marker file
@@ -83,13 +92,29 @@ class Worker:
             raise RuntimeError(f"the worker exited with status {self.proc.returncode}:\n{tail}")
 
 
-async def _wait_for_mark(path: Path, worker: Worker) -> dict[str, float]:
-    # Blocking file calls are fine here: the driver's loop has nothing else to do.
-    while not path.exists():  # noqa: ASYNC240
-        worker.check()
-        await asyncio.sleep(_POLL)
-    figures: dict[str, float] = json.loads(path.read_text())  # noqa: ASYNC240
+def _read_mark(path: Path) -> dict[str, float] | None:
+    try:
+        figures: dict[str, float] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
     return figures
+
+
+async def _wait_for_mark(
+    path: Path, worker: Worker, budget: float, since: float | None = None
+) -> dict[str, float]:
+    """The marker once the worker has done every task, or what it says when
+    ``budget`` seconds have passed since ``since`` (default: its first completion)."""
+    while True:
+        worker.check()
+        # Blocking file reads are fine here: the driver's loop has nothing else to do.
+        mark = _read_mark(path)
+        if mark is not None and mark["done"]:
+            return mark
+        start = since if since is not None else mark["first"] if mark is not None else None
+        if start is not None and time.monotonic() - start > budget:
+            return mark or {"count": 0, "done": False, "rss_mb": math.nan}
+        await asyncio.sleep(_POLL)
 
 
 async def _first_call(client: Any, worker: Worker) -> None:
@@ -124,10 +149,12 @@ async def drain(adapter: Any, url: str, n: int, mark: Path) -> dict[str, float]:
         await _send_all(client, "noop", n)
         enqueue = time.monotonic() - started
         async with _worker(adapter, "drain", mark, "noop", n) as worker:
-            done = await _wait_for_mark(mark, worker)
+            done = await _wait_for_mark(mark, worker, BUDGET["drain"])
     return {
         "enqueue_per_s": n / enqueue,
-        "drain_per_s": (n - 1) / (done["last"] - done["first"]),
+        "drain_per_s": (done["count"] - 1) / (done["last"] - done["first"]),
+        "drain_count": done["count"],
+        "drain_cpu_us": done["cpu_s"] / max(1, done["count"] - 1) * 1e6,
         "drain_rss_mb": done["rss_mb"],
     }
 
@@ -140,13 +167,14 @@ async def round_trip(adapter: Any, url: str, n: int, mark: Path) -> dict[str, fl
         await _first_call(client, worker)
         for _ in range(WARM_UP_CALLS):
             await client.call()
-        samples = []
-        for _ in range(n):
+        samples: list[float] = []
+        stop = time.perf_counter() + BUDGET["round_trip"]
+        while len(samples) < n and (len(samples) < 20 or time.perf_counter() < stop):
             t = time.perf_counter()
             await client.call()
             samples.append((time.perf_counter() - t) * 1000)
     q = statistics.quantiles(samples, n=100)
-    return {"p50_ms": q[49], "p95_ms": q[94], "p99_ms": q[98]}
+    return {"p50_ms": q[49], "p95_ms": q[94], "p99_ms": q[98], "round_trip_count": len(samples)}
 
 
 async def fanout(adapter: Any, url: str, n: int, mark: Path) -> dict[str, float]:
@@ -157,8 +185,9 @@ async def fanout(adapter: Any, url: str, n: int, mark: Path) -> dict[str, float]
         await _first_call(client, worker)
         started = time.monotonic()
         await _send_all(client, "sleep", n)
-        done = await _wait_for_mark(mark, worker)
-    return {"fanout_s": done["last"] - started, "fanout_rss_mb": done["rss_mb"]}
+        done = await _wait_for_mark(mark, worker, BUDGET["fanout"], since=started)
+    wall = done["last"] - started if done["done"] else BUDGET["fanout"]
+    return {"fanout_s": wall, "fanout_done": done["count"], "fanout_rss_mb": done["rss_mb"]}
 
 
 WORKLOADS = {"drain": drain, "round_trip": round_trip, "fanout": fanout}

@@ -34,6 +34,7 @@ import aio_pika
 import redis
 
 from benchmarks import report
+from benchmarks.run_one import BUDGET
 from benchmarks.systems import SYSTEMS, URLS, System
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,6 +216,7 @@ def main() -> None:
             "servers": _server_versions(),
             "repeat": args.repeat,
             "sizes": sizes,
+            "budgets": BUDGET,
             "seconds": round(time.monotonic() - started),
         },
         "systems": {},

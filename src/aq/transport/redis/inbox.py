@@ -41,8 +41,11 @@ class _StreamInbox(Inbox):
         self._last = start_id
         self._buffer: deque[bytes] = deque()
 
-    async def _before_read(self) -> None:
-        """Called before each blocking read."""
+    async def _read(self) -> Any:
+        """One blocking read from ``_last`` on."""
+        return await self._transport.client.xread(
+            {self._stream: self._last}, count=1000, block=_BLOCK_MS
+        )
 
     async def _after_outage(self) -> None:
         """Called after a read failed because the connection was lost."""
@@ -51,10 +54,7 @@ class _StreamInbox(Inbox):
         delay = 0.05
         while not self._buffer:
             try:
-                await self._before_read()
-                result: Any = await self._transport.client.xread(
-                    {self._stream: self._last}, count=1000, block=_BLOCK_MS
-                )
+                result = await self._read()
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelling()
                 log.warning("%s lost its connection (%s); reconnecting", self._stream, exc)
@@ -107,9 +107,16 @@ class ReplyInbox(_StreamInbox):
             except BrokerError as exc:
                 log.warning("could not refresh the reply inbox: %s", exc)
 
-    async def _before_read(self) -> None:
-        if self._last != "0-0":  # what was received before is no longer needed
-            await self._transport.client.xtrim(self._stream, minid=self._last, approximate=False)
+    async def _read(self) -> Any:
+        if self._last == "0-0":
+            return await super()._read()
+        # What was received before is no longer needed: trim it in the same round
+        # trip as the next read, which then waits at once.
+        async with self._transport.client.pipeline(transaction=False) as pipe:
+            pipe.xtrim(self._stream, minid=self._last, approximate=False)
+            pipe.xread({self._stream: self._last}, count=1000, block=_BLOCK_MS)
+            _, result = await pipe.execute()
+        return result
 
     async def _after_outage(self) -> None:
         await self._mark_alive()  # it may have expired during the outage
