@@ -70,11 +70,12 @@ async def _delete_queues(names: list[str]) -> None:
 
 
 def flush(broker: str) -> None:
-    """Empty the broker: the benchmark's Redis database, or every queue of its vhost."""
+    """Empty the broker: the benchmark's Redis database, and for RabbitMQ also every
+    queue of its vhost (systems on RabbitMQ may keep results in that database)."""
+    client = redis.Redis.from_url(URLS["redis"])
+    client.flushdb()
+    client.close()
     if broker == "redis":
-        client = redis.Redis.from_url(URLS["redis"])
-        client.flushdb()
-        client.close()
         return
     names = _rabbitmqctl("list_queues", "-p", VHOST, "--no-table-headers", "name").split()
     if names:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+import aq
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,15 +232,17 @@ class AqProcess:
 
 
 @contextlib.asynccontextmanager
-async def aq_worker(*options: str) -> AsyncIterator[AqProcess]:
-    """``python -m aq worker tests.apps.basic:broker *options``, killed on the way out."""
+async def aq_worker(
+    *options: str, app: str = APP, env: dict[str, str] | None = None
+) -> AsyncIterator[AqProcess]:
+    """``python -m aq worker APP *options``, killed on the way out."""
     proc = await asyncio.create_subprocess_exec(
         *PYTHON_M_AQ,
         "worker",
-        APP,
+        app,
         *options,
         cwd=ROOT,
-        env=_env(),
+        env=_env() | (env or {}),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -304,6 +308,7 @@ async def test_worker_help_lists_every_public_option(command: tuple[str, ...]) -
         "--shutdown-timeout",
         "--max-tasks-per-child",
         "--log-level",
+        "--loop",
     ):
         assert _lists_option(result.stdout, option), f"{option} missing from:\n{result.stdout}"
     assert not _lists_option(result.stdout, "--supervised")  # internal to the supervisor
@@ -337,6 +342,7 @@ async def test_a_bad_app_spec_exits_2_naming_the_problem(spec: str, problem: str
         ("--shutdown-timeout", "-1"),
         ("--max-tasks-per-child", "0"),
         ("--log-level", "loud"),
+        ("--loop", "fast"),
     ],
 )
 async def test_an_invalid_option_value_exits_nonzero_naming_the_option(
@@ -359,6 +365,31 @@ async def test_a_worker_logs_started_and_on_sigterm_stopped_then_exits_0() -> No
         await worker.wait_for("worker.stopped", after=sent_after)
         assert await worker.wait_exit() == 0, worker.stderr
         assert "Traceback" not in worker.stderr
+
+
+@pytest.mark.parametrize(("option", "loop"), [((), "uvloop"), (("--loop", "asyncio"), "asyncio")])
+async def test_the_worker_runs_on_uvloop_when_installed_unless_told_otherwise(
+    option: tuple[str, ...], loop: str
+) -> None:
+    async with aq_worker(*option) as worker:
+        (started,) = await worker.wait_for("worker.started")
+        assert started.fields["loop"] == loop
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"], indirect=True)
+async def test_a_worker_on_uvloop_serves_each_network_broker(broker: aq.Broker) -> None:
+    # uvloop's transports are not Python objects: the RabbitMQ transport's write
+    # coalescing (aq/transport/amqp/cork.py) must work under it all the same.
+    @broker.task(name="remote.add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    env = {"AQ_BROKER_URL": broker.url}
+    async with aq_worker("--loop", "uvloop", app="tests.apps.remote:broker", env=env) as worker:
+        (started,) = await worker.wait_for("worker.started")
+        assert started.fields["loop"] == "uvloop"
+        handles = [await add.kiq(i, i) for i in range(50)]
+        assert [await h.result(timeout=TIMEOUT) for h in handles] == [2 * i for i in range(50)]
 
 
 async def test_the_supervisor_restarts_a_killed_child_and_stops_all_on_sigterm() -> None:

@@ -114,6 +114,13 @@ def worker(
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
+    loop: Annotated[
+        str,
+        typer.Option(
+            "--loop",
+            help="The event loop: uvloop, asyncio, or auto (uvloop if it is installed).",
+        ),
+    ] = "auto",
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
 ) -> None:
     """Run a worker that executes the tasks of APP's broker."""
@@ -125,6 +132,12 @@ def worker(
             )
         )
     configure(level)
+    from aq.worker.runner import loop_factory
+
+    try:
+        loop_factory(loop)  # a bad --loop fails here, before anything starts
+    except AQError as exc:
+        _fail(exc)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     try:
         broker = load_broker(app_spec)
@@ -144,6 +157,8 @@ def worker(
             str(shutdown_timeout),
             "--log-level",
             level,
+            "--loop",
+            loop,
         ]
         if queues:
             child += ["--queues", queues]
@@ -175,6 +190,7 @@ def worker(
             shutdown_timeout=shutdown_timeout,
             max_tasks=max_tasks_per_child,
             watch_parent=supervised,
+            loop=loop,
         )
     except AQError as exc:
         _fail(exc)

@@ -129,6 +129,7 @@ class Worker:
             queues=",".join(self.queues),
             concurrency=self.concurrency,
             broker=_safe_url(self.broker.url),
+            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
     async def wait_stopped(self) -> None:

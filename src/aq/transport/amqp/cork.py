@@ -6,7 +6,7 @@ call per frame group, two per task in a busy worker (its reply and its ack).
 That made the socket write the largest single cost in a profile of the worker.
 
 :class:`CorkedTransportFactory` opens aiormq's connection as usual and then
-*corks* the transport: what is written during one turn of the event loop is
+*corks* its stream writer: what is written during one turn of the event loop is
 held, and sent as a single write at the start of the next turn. A busy worker
 finishing hundreds of tasks in a turn sends their replies and acks together;
 an idle one waits one loop iteration, microseconds, before its only frame goes.
@@ -35,14 +35,18 @@ class CorkedTransportFactory(TransportFactory):
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         factory = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
         reader, writer = await factory.create(url, **kwargs)
-        cork(writer.transport)
+        cork(writer)
         return reader, writer
 
 
-def cork(transport: asyncio.WriteTransport) -> None:
-    """Hold what ``transport`` is asked to write until the next loop turn."""
+def cork(writer: asyncio.StreamWriter) -> None:
+    """Hold what ``writer`` is asked to write until the next loop turn.
+
+    The stream writer, not its transport, is wrapped: it is a plain Python
+    object under every event loop, where uvloop's transports are not.
+    """
     loop = asyncio.get_running_loop()
-    write, close = transport.write, transport.close
+    write, close = writer.write, writer.close
     held: list[bytes | bytearray | memoryview] = []
 
     def flush() -> None:
@@ -50,7 +54,7 @@ def cork(transport: asyncio.WriteTransport) -> None:
             return
         data = held[0] if len(held) == 1 else b"".join(held)
         held.clear()
-        if not transport.is_closing():
+        if not writer.transport.is_closing():
             write(data)
 
     def corked_write(data: bytes | bytearray | memoryview) -> None:
@@ -62,5 +66,5 @@ def cork(transport: asyncio.WriteTransport) -> None:
         flush()
         close()
 
-    transport.write = corked_write  # type: ignore[method-assign]
-    transport.close = corked_close  # type: ignore[method-assign]
+    writer.write = corked_write  # type: ignore[method-assign]
+    writer.close = corked_close  # type: ignore[method-assign]
