@@ -6,6 +6,10 @@ acks each message. No results are sent: this is the most a consumer of one
 queue can do over aio-pika on this machine, so every framework's drain reads
 as a fraction of it.
 
+The round trip is the least a pushed result can take: the producer publishes
+(confirmed, persistent) a message naming its own exclusive reply queue, which it
+consumes; the worker publishes the reply there, then acks.
+
     python -m benchmarks.systems.bare_amqp   (the worker)
 """
 
@@ -23,8 +27,11 @@ from benchmarks.systems import _mark
 
 BROKER = "amqp"
 LABEL = "aio-pika (bare)"
-SETTINGS = "prefetch 1000, one ack per message, persistent, confirms, no results"
-WORKLOADS = ("drain",)
+SETTINGS = (
+    "prefetch 1000, one ack per message, persistent, confirms, no results kept; "
+    "round trip: reply to the producer's exclusive queue"
+)
+WORKLOADS = ("drain", "round_trip")
 QUEUE = "bare"
 _BODY = orjson.dumps({"task": "noop", "args": [], "kwargs": {}})
 
@@ -42,7 +49,14 @@ class Client:
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.declare_queue(QUEUE, durable=True)
         self._exchange = channel.default_exchange
+        self._replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        self._waiter: asyncio.Future[None] | None = None
+        await self._replies.consume(self._on_reply, no_ack=True)
         return self
+
+    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -54,7 +68,12 @@ class Client:
         await self._exchange.publish(message, routing_key=QUEUE)
 
     async def call(self) -> None:
-        raise NotImplementedError("the bare client has no results")
+        self._waiter = asyncio.get_running_loop().create_future()
+        message = aio_pika.Message(
+            _BODY, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, reply_to=self._replies.name
+        )
+        await self._exchange.publish(message, routing_key=QUEUE)
+        await asyncio.wait_for(self._waiter, 30)
 
 
 async def work(url: str) -> None:
@@ -66,6 +85,9 @@ async def work(url: str) -> None:
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         orjson.loads(message.body)
         _mark.done("noop")
+        if message.reply_to:
+            reply = aio_pika.Message(b"null")
+            await channel.default_exchange.publish(reply, routing_key=message.reply_to)
         await message.ack()
 
     await queue.consume(on_message)

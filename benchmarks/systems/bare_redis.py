@@ -5,6 +5,10 @@ XREADGROUP up to 1,000 entries at a time and XACKs each batch in one call. No
 results are stored: this is the most a consumer of one stream can do over
 redis-py on this machine, so every framework's drain reads as a fraction of it.
 
+The round trip is the least a pushed result can take: the producer XADDs a
+message naming its reply stream and blocks in XREAD on that stream; the worker,
+blocked in XREADGROUP, XADDs the reply there and acks.
+
     python -m benchmarks.systems.bare_redis   (the worker)
 """
 
@@ -24,9 +28,13 @@ from benchmarks.systems import _mark
 
 BROKER = "redis"
 LABEL = "redis-py (bare)"
-SETTINGS = "XREADGROUP COUNT 1000, one XACK per batch, no results"
-WORKLOADS = ("drain",)
+SETTINGS = (
+    "XREADGROUP COUNT 1000, one XACK per batch, no results kept; "
+    "round trip: reply XADDed to the producer's stream, read with a blocking XREAD"
+)
+WORKLOADS = ("drain", "round_trip")
 STREAM = "bare:stream"
+REPLIES = "bare:replies"
 GROUP = "bare"
 _BODY = orjson.dumps({"task": "noop", "args": [], "kwargs": {}})
 
@@ -46,6 +54,7 @@ def worker_argv(workload: str) -> list[str]:
 class Client:
     def __init__(self, url: str) -> None:
         self._redis = redis.Redis.from_url(url)
+        self._last: Any = "0-0"
 
     async def __aenter__(self) -> Client:
         await _ensure_group(self._redis)
@@ -60,7 +69,13 @@ class Client:
         await self._redis.xadd(STREAM, {"body": _BODY})
 
     async def call(self) -> None:
-        raise NotImplementedError("the bare client has no results")
+        await self._redis.xadd(STREAM, {"body": _BODY, "reply": REPLIES})
+        reply = cast(
+            "list[Any]", await self._redis.xread({REPLIES: self._last}, count=1, block=30_000)
+        )
+        if not reply:
+            raise TimeoutError("no reply within 30 s")
+        self._last = reply[0][1][0][0]
 
 
 async def work(url: str) -> None:
@@ -77,6 +92,8 @@ async def work(url: str) -> None:
                 orjson.loads(fields[b"body"])
                 ids.append(entry_id)
                 _mark.done("noop")
+                if b"reply" in fields:
+                    await client.xadd(fields[b"reply"], {"body": b"null"})
             await client.xack(STREAM, GROUP, *ids)
 
 
