@@ -19,16 +19,22 @@ Workloads:
               worker's peak RSS.
 
 Each workload has a time budget (``BUDGET``), so that a slow system cannot
-stretch `make bench` past its limit: a drain still going when it runs out is
-timed over the tasks done so far, a round trip stops sampling, and a fan-out
-reports how many of its tasks had finished (``fanout_done``) and the budget as
-its time. The figures say how many tasks they cover (``*_count``).
+stretch `make bench` past its limit: a drain's producer stops sending when its
+budget runs out (the drain then has fewer tasks queued), a drain still going
+when its own runs out is timed over the tasks done so far, a round trip stops
+sampling, and a fan-out reports how many of its tasks had finished
+(``fanout_done``) and the budget as its time. The figures say how many tasks
+they cover (``*_count``).
+
+The worker is stopped with SIGKILL: the broker is flushed before the next run,
+and a graceful stop would only add its grace period to every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import math
@@ -42,12 +48,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Seconds: a drain's after its first completion, a round trip's sampling, a fan-out's.
-BUDGET = {"drain": 15.0, "round_trip": 15.0, "fanout": 20.0}
+# Seconds: a drain's after its first completion, a round trip's sampling, a fan-out's
+# from its first send, and the sending of a drain's tasks.
+BUDGET = {"drain": 5.0, "round_trip": 4.0, "fanout": 6.0, "enqueue": 6.0}
 SEND_BATCH = 100  # sends in flight at once while enqueueing
-WARM_UP_CALLS = 50
+WARM_UP_CALLS = 50  # or as many as fit in WARM_UP_SECONDS
+WARM_UP_SECONDS = 1.0
 _POLL = 0.002  # seconds between looks for the marker file
-_STOP_GRACE = 5.0
 
 
 class Worker:
@@ -73,16 +80,9 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.proc is not None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                await asyncio.wait_for(self.proc.wait(), _STOP_GRACE)
-                break
-            except TimeoutError:
-                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        await self.proc.wait()
 
     def check(self) -> None:
         """Raise, with the end of its output, if the worker has exited."""
@@ -126,9 +126,15 @@ async def _first_call(client: Any, worker: Worker) -> None:
     await call
 
 
-async def _send_all(client: Any, kind: str, n: int) -> None:
-    for start in range(0, n, SEND_BATCH):
-        await asyncio.gather(*(client.send(kind) for _ in range(min(SEND_BATCH, n - start))))
+async def _send_all(client: Any, kind: str, n: int, budget: float = math.inf) -> int:
+    """Send ``n`` tasks, ``SEND_BATCH`` at a time, or as many as ``budget`` seconds allow."""
+    stop = time.monotonic() + budget
+    sent = 0
+    while sent < n and time.monotonic() < stop:
+        batch = min(SEND_BATCH, n - sent)
+        await asyncio.gather(*(client.send(kind) for _ in range(batch)))
+        sent += batch
+    return sent
 
 
 def _worker(adapter: Any, workload: str, mark: Path, kind: str = "", n: int = 0) -> Worker:
@@ -146,12 +152,13 @@ def _worker(adapter: Any, workload: str, mark: Path, kind: str = "", n: int = 0)
 async def drain(adapter: Any, url: str, n: int, mark: Path) -> dict[str, float]:
     async with adapter.Client(url) as client:
         started = time.monotonic()
-        await _send_all(client, "noop", n)
+        n = await _send_all(client, "noop", n, BUDGET["enqueue"])
         enqueue = time.monotonic() - started
         async with _worker(adapter, "drain", mark, "noop", n) as worker:
             done = await _wait_for_mark(mark, worker, BUDGET["drain"])
     return {
         "enqueue_per_s": n / enqueue,
+        "enqueue_count": n,
         "drain_per_s": (done["count"] - 1) / (done["last"] - done["first"]),
         "drain_count": done["count"],
         "drain_cpu_us": done["cpu_s"] / max(1, done["count"] - 1) * 1e6,
@@ -165,8 +172,11 @@ async def round_trip(adapter: Any, url: str, n: int, mark: Path) -> dict[str, fl
         _worker(adapter, "round_trip", mark) as worker,
     ):
         await _first_call(client, worker)
+        warm_until = time.perf_counter() + WARM_UP_SECONDS
         for _ in range(WARM_UP_CALLS):
             await client.call()
+            if time.perf_counter() > warm_until:
+                break
         samples: list[float] = []
         stop = time.perf_counter() + BUDGET["round_trip"]
         while len(samples) < n and (len(samples) < 20 or time.perf_counter() < stop):
