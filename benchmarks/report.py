@@ -232,13 +232,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     panels = [
         ("drain_per_s", "drain, tasks/s (log scale)", True),
-        ("p50_ms", "round trip p50, ms", False),
-        ("fanout_s", "fan-out of sleep(1), s", False),
+        ("p50_ms", "round trip p50, ms (log scale)", True),
+        ("fanout_s", "fan-out of sleep(1), s (hatched: unfinished)", False),
         ("fanout_rss_mb", "worker RSS in fan-out, MB", False),
     ]
+    size = results["meta"]["sizes"]["fanout"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
     for ax, (key, title, log) in zip(axes, panels, strict=True):
-        names, medians, low, high, colours = [], [], [], [], []
+        names, medians, low, high, colours, unfinished = [], [], [], [], [], []
         for entry in results["systems"].values():
             figure = entry.get("figures", {}).get(key)
             if figure is None:
@@ -252,7 +253,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
             colours.append(aq_colour if entry["label"] == "aq" else peer_colour)
             if entry["ceiling"]:
                 colours[-1] = "#7f7f7f"
-        ax.bar(range(len(names)), medians, yerr=[low, high], color=colours, capsize=3)
+            done = entry["figures"].get("fanout_done", {}).get("min", size)
+            unfinished.append(key == "fanout_s" and done < size)
+        bars = ax.bar(range(len(names)), medians, yerr=[low, high], color=colours, capsize=3)
+        for bar, cut in zip(bars, unfinished, strict=True):
+            if cut:
+                bar.set_hatch("//")
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set_title(title, fontsize=10)
         if log:

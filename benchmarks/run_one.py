@@ -50,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds: a drain's after its first completion, a round trip's sampling, a fan-out's
 # from its first send, and the sending of a drain's tasks.
-BUDGET = {"drain": 5.0, "round_trip": 4.0, "fanout": 6.0, "enqueue": 6.0}
+BUDGET = {"drain": 4.0, "round_trip": 3.0, "fanout": 6.0, "enqueue": 4.0}
 SEND_BATCH = 100  # sends in flight at once while enqueueing
 WARM_UP_CALLS = 50  # or as many as fit in WARM_UP_SECONDS
 WARM_UP_SECONDS = 1.0

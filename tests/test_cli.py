@@ -378,8 +378,7 @@ async def test_the_worker_runs_on_uvloop_when_installed_unless_told_otherwise(
 
 @pytest.mark.parametrize("broker", ["redis", "amqp"], indirect=True)
 async def test_a_worker_on_uvloop_serves_each_network_broker(broker: aq.Broker) -> None:
-    # uvloop's transports are not Python objects: the RabbitMQ transport's write
-    # coalescing (aq/transport/amqp/cork.py) must work under it all the same.
+    # uvloop's transports are not Python objects: nothing in a transport may rely on them.
     @broker.task(name="remote.add")
     async def add(a: int, b: int) -> int:
         return a + b

@@ -32,7 +32,6 @@ from aq.errors import BrokerError, ConfigurationError
 from aq.message import MAX_PRIORITY, new_id
 from aq.transport.amqp import inspection
 from aq.transport.amqp.consumer import ETA, AmqpConsumer
-from aq.transport.amqp.cork import CorkedTransportFactory
 from aq.transport.amqp.declare import Declarer
 from aq.transport.amqp.errors import Unroutable, retrying, translated
 from aq.transport.amqp.inbox import CLOSE_TIMEOUT, open_control_inbox, open_reply_inbox
@@ -72,8 +71,6 @@ class AmqpTransport(Transport):
 
         async def attempt(left: float) -> AbstractRobustConnection:
             candidate = aio_pika.RobustConnection(make_url(self.client_url))
-            # Passed through to aiormq, on every reconnect too (see cork.py).
-            candidate.kwargs["transport_factory"] = CorkedTransportFactory()
             try:
                 await candidate.connect(timeout=min(left, _CONNECT_ATTEMPT))
             except BaseException:
