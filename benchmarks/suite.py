@@ -128,35 +128,35 @@ def run(system: System, workload: str, n: int) -> dict[str, float] | str:
         return figures
 
 
-def versions(system: System) -> dict[str, str]:
-    python = ROOT / system.venv / "bin" / "python"
-    code = (
-        "import importlib.metadata as m, json, sys;"
-        "print(json.dumps({d: m.version(d) for d in sys.argv[1:]}))"
-    )
+def _ask(system: System, code: str, *args: str) -> Any:
+    """What ``code``, run by the system's own python, prints as JSON."""
     done = subprocess.run(
-        [str(python), "-c", code, *system.packages], capture_output=True, text=True, check=True
-    )
-    found: dict[str, str] = json.loads(done.stdout)
-    return found
-
-
-def _describe(system: System) -> dict[str, Any]:
-    python = ROOT / system.venv / "bin" / "python"
-    code = (
-        "import importlib, json, sys; a = importlib.import_module(sys.argv[1]);"
-        "print(json.dumps({'label': a.LABEL, 'settings': a.SETTINGS,"
-        " 'workloads': list(a.WORKLOADS)}))"
-    )
-    done = subprocess.run(
-        [str(python), "-c", code, f"benchmarks.systems.{system.name}"],
+        [str(ROOT / system.venv / "bin" / "python"), "-c", code, *args],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
-    described: dict[str, Any] = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def versions(system: System) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json, sys;"
+        "print(json.dumps({d: m.version(d) for d in sys.argv[1:]}))"
+    )
+    found: dict[str, str] = _ask(system, code, *system.packages)
+    return found
+
+
+def _describe(system: System) -> dict[str, Any]:
+    code = (
+        "import importlib, json, sys; a = importlib.import_module(sys.argv[1]);"
+        "print(json.dumps({'label': a.LABEL, 'settings': a.SETTINGS,"
+        " 'workloads': list(a.WORKLOADS)}))"
+    )
+    described: dict[str, Any] = _ask(system, code, f"benchmarks.systems.{system.name}")
     return described
 
 
