@@ -4,7 +4,8 @@ One :class:`AmqpConsumer` serves a worker: one robust channel whose prefetch
 (``basic.qos``) is the worker's concurrency, and one consumer on it per queue.
 Deliveries wait in a local buffer until the worker takes them. Settling:
 
-* **ack** is ``basic.ack``, sent only after the outcome was handed off;
+* **ack** is ``basic.ack``, sent only after the outcome was handed off, and
+  batched per loop turn (:class:`aq.transport.amqp.batch.AckWindow`);
 * **dead-letter** publishes the message, with the reason in its headers, to
   the queue's dead-letter queue (confirmed), then acks it;
 * **requeue** (after an internal error) republishes the message with its
@@ -28,11 +29,12 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import aio_pika
+import aiormq.abc
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
 from aq.errors import BrokerError
 from aq.logs import event
+from aq.transport.amqp.batch import AckWindow
 from aq.transport.amqp.errors import translated
 from aq.transport.amqp.inbox import CLOSE_TIMEOUT
 from aq.transport.amqp.topology import QueueNames, work_arguments
@@ -54,7 +56,7 @@ ETA = "x-aq-eta"
 class AmqpDelivery(Delivery):
     """A message delivered to this consumer and not yet settled."""
 
-    __slots__ = ("_consumer", "_settled", "message", "names")
+    __slots__ = ("_consumer", "_settled", "channel", "message", "names")
 
     def __init__(
         self,
@@ -67,15 +69,17 @@ class AmqpDelivery(Delivery):
         self._consumer = consumer
         self.names = names
         self.message = message
+        self.channel: aiormq.abc.AbstractChannel = message.channel
         self._settled = False
 
     @property
     def stale(self) -> bool:
         """The channel it came on has closed, so RabbitMQ has requeued it already."""
-        try:
-            return bool(self.message.channel.is_closed)
-        except aio_pika.exceptions.ChannelInvalidStateError:
-            return True
+        return bool(self.channel.is_closed)
+
+    @property
+    def tag(self) -> int:
+        return self.message.delivery_tag or 0
 
     async def ack(self) -> None:
         await self._consumer.settle(self, self._ack)
@@ -91,11 +95,18 @@ class AmqpDelivery(Delivery):
         await self._consumer.settle(self, move)
 
     async def _ack(self) -> None:
-        await self.message.ack()
+        await self._consumer.acks.ack(self.channel, self.tag)
+
+    async def nack(self) -> None:
+        """``basic.nack`` with requeue."""
+        # Marked settled first, with nothing awaited before the frame is queued, so
+        # that no multiple ack of this turn can reach this delivery.
+        if self._consumer.acks.forget(self.channel, self.tag):
+            await self.channel.basic_nack(self.tag, requeue=True)
 
     async def _requeue(self) -> None:
         if self._consumer.transport.settings.queue_type == "quorum":
-            await self.message.nack(requeue=True)
+            await self.nack()
             return
         headers = dict(self.message.headers or {})
         headers[REQUEUES] = _int(headers.get(REQUEUES)) + 1
@@ -123,6 +134,7 @@ class AmqpConsumer(Consumer):
         self._unsettled: set[AmqpDelivery] = set()
         self._arrived: asyncio.Future[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
+        self.acks = AckWindow()
         self._closed = False
 
     def held(self, name: str) -> int:
@@ -157,6 +169,8 @@ class AmqpConsumer(Consumer):
     def _received(self, names: QueueNames, message: AbstractIncomingMessage) -> None:
         if self._closed:
             return  # not acked: the channel's close returns it to the queue
+        channel = message.channel
+        self.acks.track(channel, message.delivery_tag or 0)
         headers = message.headers or {}
         eta = headers.get(ETA)
         if isinstance(eta, int) and eta > time.time() * 1000 + 1:
@@ -183,7 +197,7 @@ class AmqpConsumer(Consumer):
                 priority=message.priority or 0,
                 what=f"re-delay a message of {names.name}",
             )
-            await message.ack()
+            await self.acks.ack(message.channel, message.delivery_tag or 0)
         except Exception as exc:
             # Still unacked, so RabbitMQ delivers it again later.
             event(log, logging.WARNING, "amqp.redelay_failed", queue=names.name, error=exc)
@@ -234,9 +248,10 @@ class AmqpConsumer(Consumer):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 for queue, tag in self._consumers:
                     await queue.cancel(tag)
+                await self.acks.close()
                 for delivery in list(self._unsettled):
                     if not delivery.stale:
-                        await delivery.message.nack(requeue=True)
+                        await delivery.nack()
                     delivery._settled = True
         self._unsettled.clear()
         self._ready.clear()

@@ -1,6 +1,7 @@
 """The queues a process reads for itself: its reply queue and its control queue.
 
-A producer's replies come to ``P.reply.<id>``: a durable queue with
+A producer's replies come to ``P.reply.<id>`` (several to a message when a
+worker batches them: :mod:`aq.transport.amqp.batch`): a durable queue with
 ``x-expires``, so it outlives a dropped connection or a broker restart
 (replies sent meanwhile wait in it, persistent) and is deleted by RabbitMQ
 once nobody has used it for ``reply_ttl``. A worker's control queue
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -22,10 +24,14 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from aq.logs import event
+from aq.transport.amqp.batch import AckWindow, split_batch
 from aq.transport.amqp.errors import translated
 from aq.transport.base import Inbox
 
 __all__ = ["CLOSE_TIMEOUT", "AmqpInbox", "open_control_inbox", "open_reply_inbox"]
+
+log = logging.getLogger("aq.amqp")
 
 #: Seconds closing a queue or channel may take before it is abandoned.
 CLOSE_TIMEOUT = 2.0
@@ -47,14 +53,24 @@ class AmqpInbox(Inbox):
         self._delete = delete_on_close
         self._bodies: asyncio.Queue[bytes] = asyncio.Queue()
         self._tag: str | None = None
+        self._acks = AckWindow()
 
     async def start(self) -> None:
         with translated(f"consume {self._queue.name}"):
             self._tag = await self._queue.consume(self._on_message)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._bodies.put_nowait(message.body)
-        await message.ack()  # it is ours now: only this process reads this queue
+        bodies = split_batch(message.body, message.headers)
+        if bodies is None:
+            event(log, logging.WARNING, "amqp.bad_batch", queue=self._queue.name)
+            bodies = []
+        for body in bodies:
+            self._bodies.put_nowait(body)
+        # It is ours now (only this process reads this queue); acked in this
+        # turn's frames, not awaited.
+        channel, tag = message.channel, message.delivery_tag or 0
+        self._acks.track(channel, tag)
+        self._acks.ack(channel, tag)
 
     async def get(self) -> bytes:
         return await self._bodies.get()
@@ -65,6 +81,7 @@ class AmqpInbox(Inbox):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 if self._tag is not None:
                     await self._queue.cancel(self._tag)
+                await self._acks.close()
                 if self._delete:
                     await self._queue.delete(if_unused=False, if_empty=False)
         with contextlib.suppress(Exception):

@@ -31,6 +31,7 @@ from aiormq import spec
 from aq.errors import BrokerError, ConfigurationError
 from aq.message import MAX_PRIORITY, new_id
 from aq.transport.amqp import inspection
+from aq.transport.amqp.batch import ReplyBatcher
 from aq.transport.amqp.consumer import ETA, AmqpConsumer
 from aq.transport.amqp.declare import Declarer
 from aq.transport.amqp.errors import Unroutable, retrying, translated
@@ -58,6 +59,7 @@ class AmqpTransport(Transport):
         self.consumers: set[AmqpConsumer] = set()
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
+        self._replies = ReplyBatcher(self._publish_reply)
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -92,6 +94,7 @@ class AmqpTransport(Transport):
         self._publisher = publisher
 
     async def close(self) -> None:
+        await self._replies.close()
         connection, self._connection = self._connection, None
         self._publisher = None
         self.declarer.forget()
@@ -233,9 +236,12 @@ class AmqpTransport(Transport):
     async def send_reply(self, address: str, body: bytes) -> None:
         if not address or len(address) > 128:
             raise BrokerError(f"invalid reply address {address[:140]!r}")
+        await self._replies.send(self.names.reply_queue(address), body)
+
+    async def _publish_reply(self, queue: str, body: bytes, headers: dict[str, Any] | None) -> None:
         # Not mandatory: a reply to a producer whose queue has expired is dropped.
         await self.publish_raw(
-            "", self.names.reply_queue(address), body, mandatory=False, what="send a reply"
+            "", queue, body, headers=headers, mandatory=False, what="send a reply"
         )
 
     async def broadcast(self, body: bytes) -> None:

@@ -1,0 +1,136 @@
+"""Batched replies and acks on RabbitMQ: a multiple ack never reaches a delivery
+still being worked on, batch messages split back into their replies, and a
+worker finishing many tasks at once sends fewer reply messages than replies."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import aiormq.abc
+import pytest
+
+import aq
+from aq.testing import running_worker
+from aq.transport.amqp.batch import BATCH, AckWindow, split_batch
+from tests.conftest import AMQP_URL
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[tuple[aiormq.abc.AbstractChannel, str]]:
+    """A plain channel and a fresh queue holding ten messages, bodies b"1".."10"."""
+    connection = await aio_pika.connect(AMQP_URL)
+    queue = f"aqt-batch-{uuid.uuid4().hex[:12]}"
+    async with connection:
+        setup = await connection.channel()
+        await setup.declare_queue(queue, auto_delete=False)
+        for i in range(1, 11):
+            await setup.default_exchange.publish(aio_pika.Message(str(i).encode()), queue)
+        raw = await connection.channel()
+        try:
+            yield await raw.get_underlay_channel(), queue
+        finally:
+            await setup.queue_delete(queue)
+
+
+async def _deliveries(channel: aiormq.abc.AbstractChannel, queue: str, n: int) -> list[int]:
+    """Consume ``n`` messages without acking them; their delivery tags."""
+    tags: list[int] = []
+    got = asyncio.Event()
+
+    async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+        tags.append(message.delivery_tag or 0)
+        if len(tags) == n:
+            got.set()
+
+    await channel.basic_qos(prefetch_count=n)
+    await channel.basic_consume(queue, on_message, no_ack=False)
+    await got.wait()
+    return tags
+
+
+async def _left_after_close(channel: aiormq.abc.AbstractChannel, queue: str) -> int:
+    """Close the channel (RabbitMQ requeues what it did not ack); messages left."""
+    if not channel.is_closed:
+        await channel.close()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        check = await connection.channel()
+        declared = await check.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+def test_split_batch_takes_a_batch_apart_and_refuses_a_bad_header() -> None:
+    assert split_batch(b"abc", None) == [b"abc"]
+    assert split_batch(b"abcdef", {BATCH: [1, 0, 2, 3]}) == [b"a", b"", b"bc", b"def"]
+    assert split_batch(b"abcdef", {BATCH: [1, 2]}) is None  # lengths do not add up
+    assert split_batch(b"ab", {BATCH: [1, -1, 2]}) is None
+    assert split_batch(b"ab", {BATCH: "2"}) is None
+    assert split_batch(b"ab", {BATCH: [True, 1]}) is None
+
+
+async def test_a_turn_of_acks_covers_only_finished_deliveries(
+    channel: tuple[aiormq.abc.AbstractChannel, str],
+) -> None:
+    ch, queue = channel
+    tags = await _deliveries(ch, queue, 10)
+    window = AckWindow()
+    for tag in tags:
+        window.track(ch, tag)
+    # 1-3 finished, 4 still running, 5 and 7 finished, 6 nacked elsewhere (here:
+    # taken out), 8-10 running: one multiple ack must not reach 4 or 6.
+    assert window.forget(ch, tags[5])
+    acked = [window.ack(ch, tags[i]) for i in (0, 1, 2, 4, 6)]
+    await asyncio.gather(*acked)
+    assert not window.forget(ch, tags[0])  # acked already: not the caller's to settle
+    # A second turn: 4 finishes, so the front advances over 4..5 and stops at 6.
+    await window.ack(ch, tags[3])
+    await window.close()
+    # Left unacked: 6 (taken out, never nacked here) and 8, 9, 10.
+    assert await _left_after_close(ch, queue) == 4
+
+
+async def test_acks_of_a_closed_channel_fail_and_leave_the_messages_queued(
+    channel: tuple[aiormq.abc.AbstractChannel, str],
+) -> None:
+    ch, queue = channel
+    tags = await _deliveries(ch, queue, 10)
+    window = AckWindow()
+    for tag in tags:
+        window.track(ch, tag)
+    await ch.close()
+    with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
+        await window.ack(ch, tags[0])
+    assert await _left_after_close(ch, queue) == 10
+
+
+async def test_a_burst_of_results_arrives_whole_in_fewer_reply_messages() -> None:
+    broker = aq.Broker(f"{AMQP_URL}?prefix=aqt-{uuid.uuid4().hex[:12]}")
+    published: list[int] = []
+
+    @broker.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async with broker:
+        transport = broker.transport
+        publish = transport._publish_reply  # type: ignore[attr-defined]
+
+        async def counting(queue: str, body: bytes, headers: dict[str, object] | None) -> None:
+            lengths = (headers or {}).get(BATCH)
+            published.append(len(lengths) if isinstance(lengths, list) else 1)
+            await publish(queue, body, headers)
+
+        transport._replies._publish = counting  # type: ignore[attr-defined]
+        try:
+            # Queued before the worker starts, so that it finishes many in a turn.
+            handles = [await double.kiq(i) for i in range(300)]
+            async with running_worker(broker, concurrency=200):
+                results = await asyncio.gather(*(h.result(timeout=20) for h in handles))
+        finally:
+            await transport.delete_namespace()  # type: ignore[attr-defined]
+    assert results == [2 * i for i in range(300)]
+    assert sum(published) == 300
+    assert max(published) > 1  # some replies shared a message
