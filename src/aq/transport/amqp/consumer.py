@@ -30,7 +30,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import aiormq.abc
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.abc import DeliveredMessage
 
 from aq.errors import BrokerError
 from aq.logs import event
@@ -56,30 +57,29 @@ ETA = "x-aq-eta"
 class AmqpDelivery(Delivery):
     """A message delivered to this consumer and not yet settled."""
 
-    __slots__ = ("_consumer", "_settled", "channel", "message", "names")
+    __slots__ = ("_consumer", "_settled", "channel", "headers", "names", "priority", "tag")
 
     def __init__(
         self,
         consumer: AmqpConsumer,
         names: QueueNames,
-        message: AbstractIncomingMessage,
+        message: DeliveredMessage,
+        headers: dict[str, Any],
         delivery_count: int,
     ) -> None:
         super().__init__(message.body, names.name, delivery_count)
         self._consumer = consumer
         self.names = names
-        self.message = message
         self.channel: aiormq.abc.AbstractChannel = message.channel
+        self.tag: int = message.delivery_tag or 0
+        self.headers = headers
+        self.priority: int = message.header.properties.priority or 0
         self._settled = False
 
     @property
     def stale(self) -> bool:
         """The channel it came on has closed, so RabbitMQ has requeued it already."""
         return bool(self.channel.is_closed)
-
-    @property
-    def tag(self) -> int:
-        return self.message.delivery_tag or 0
 
     async def ack(self) -> None:
         await self._consumer.settle(self, self._ack)
@@ -89,7 +89,9 @@ class AmqpDelivery(Delivery):
 
     async def dead_letter(self, reason: str) -> None:
         async def move() -> None:
-            await self._consumer.transport.publish_dead(self.names, self.message, reason)
+            await self._consumer.transport.publish_dead(
+                self.names, self.body, self.headers, self.priority, reason
+            )
             await self._ack()
 
         await self._consumer.settle(self, move)
@@ -108,14 +110,14 @@ class AmqpDelivery(Delivery):
         if self._consumer.transport.settings.queue_type == "quorum":
             await self.nack()
             return
-        headers = dict(self.message.headers or {})
+        headers = dict(self.headers)
         headers[REQUEUES] = _int(headers.get(REQUEUES)) + 1
         await self._consumer.transport.publish_raw(
             "",
             self.names.work,
             self.body,
             headers=headers,
-            priority=self.message.priority or 0,
+            priority=self.priority,
             what=f"requeue to {self.queue}",
         )
         await self._ack()
@@ -129,7 +131,7 @@ class AmqpConsumer(Consumer):
         self.queues = queues
         self.prefetch = prefetch
         self._channel: AbstractRobustChannel | None = None
-        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._tags: list[tuple[aiormq.abc.AbstractChannel, str]] = []
         self._ready: deque[AmqpDelivery] = deque()
         self._unsettled: set[AmqpDelivery] = set()
         self._arrived: asyncio.Future[None] | None = None
@@ -150,51 +152,71 @@ class AmqpConsumer(Consumer):
             await channel.set_qos(prefetch_count=self.prefetch)
             for names in self.queues:
                 await transport.declarer.delays(names.name)
-                queue = await channel.declare_queue(
+                await channel.declare_queue(
                     names.work,
                     durable=True,
                     arguments=work_arguments(
                         transport.names, names, settings.queue_type, settings.max_deliveries
                     ),
                 )
-                tag = await queue.consume(self._callback(names))
-                self._consumers.append((queue, tag))
+            await self._consume()
+        # aio-pika restores the channel, its prefetch and its queues after a
+        # reconnect, then calls this: the consumers are aq's own to restore.
+        channel.reopen_callbacks.add(self._reopened)
+
+    async def _consume(self) -> None:
+        """Consume every queue on the channel as it is now (after a reconnect, a new one).
+
+        Straight through aiormq: aio-pika's own consumers would wrap each delivery
+        in an ``IncomingMessage`` and one more task, which aq does not need.
+        """
+        assert self._channel is not None
+        underlay = await self._channel.get_underlay_channel()
+        self._tags = []
+        for names in self.queues:
+            ok = await underlay.basic_consume(names.work, self._callback(names))
+            self._tags.append((underlay, ok.consumer_tag or ""))
+
+    async def _reopened(self, *_: object) -> None:
+        if not self._closed:
+            with translated("consume again after a reconnect"):
+                await self._consume()
 
     def _callback(self, names: QueueNames) -> Any:
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: DeliveredMessage) -> None:
             self._received(names, message)
 
         return on_message
 
-    def _received(self, names: QueueNames, message: AbstractIncomingMessage) -> None:
+    def _received(self, names: QueueNames, message: DeliveredMessage) -> None:
         if self._closed:
             return  # not acked: the channel's close returns it to the queue
-        channel = message.channel
-        self.acks.track(channel, message.delivery_tag or 0)
-        headers = message.headers or {}
+        tag = message.delivery_tag or 0
+        self.acks.track(message.channel, tag)
+        headers: dict[str, Any] = message.header.properties.headers or {}
         eta = headers.get(ETA)
         if isinstance(eta, int) and eta > time.time() * 1000 + 1:
-            self._spawn(self._delay_again(names, message, eta))
+            self._spawn(self._delay_again(names, message, headers, eta))
             return
         if self.transport.settings.queue_type == "quorum":
             count = 1 + _int(headers.get("x-delivery-count"))
         else:
             count = 1 + _int(headers.get(REQUEUES)) + (1 if message.redelivered else 0)
-        delivery = AmqpDelivery(self, names, message, count)
+        delivery = AmqpDelivery(self, names, message, headers, count)
         self._unsettled.add(delivery)
         self._ready.append(delivery)
         _wake(self._arrived)
 
     async def _delay_again(
-        self, names: QueueNames, message: AbstractIncomingMessage, eta: int
+        self, names: QueueNames, message: DeliveredMessage, headers: dict[str, Any], eta: int
     ) -> None:
         """A delayed message arrived early (delays longer than the ladder): send it round."""
         try:
             await self.transport.publish_raw(
                 *self.transport.delay_route(names.work, eta),
                 message.body,
-                headers=dict(message.headers or {}),
-                priority=message.priority or 0,
+                headers=dict(headers),
+                priority=message.header.properties.priority or 0,
                 what=f"re-delay a message of {names.name}",
             )
             await self.acks.ack(message.channel, message.delivery_tag or 0)
@@ -246,8 +268,9 @@ class AmqpConsumer(Consumer):
         # the server requeues whatever a dead channel held anyway.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                for queue, tag in self._consumers:
-                    await queue.cancel(tag)
+                for underlay, tag in self._tags:
+                    if not underlay.is_closed:
+                        await underlay.basic_cancel(tag)
                 await self.acks.close()
                 for delivery in list(self._unsettled):
                     if not delivery.stale:

@@ -199,17 +199,26 @@ class AmqpTransport(Transport):
         return delay_route(self.names, work, eta_ms - math.floor(time.time() * 1000))
 
     async def publish_dead(
-        self, names: QueueNames, message: aio_pika.abc.AbstractIncomingMessage, reason: str
+        self,
+        names: QueueNames,
+        body: bytes,
+        headers: Mapping[str, Any],
+        priority: int,
+        reason: str,
     ) -> None:
-        """Put a copy of ``message`` in its queue's dead-letter queue, with the reason."""
-        headers = dict(message.headers or {})
-        headers |= {REASON: reason, DEAD_AT: int(time.time() * 1000), DEAD_QUEUE: names.name}
+        """Put a copy of a message in its queue's dead-letter queue, with the reason."""
+        headers = {
+            **headers,
+            REASON: reason,
+            DEAD_AT: int(time.time() * 1000),
+            DEAD_QUEUE: names.name,
+        }
         await self.publish_raw(
             self.names.dead_exchange,
             names.work,
-            message.body,
+            body,
             headers=headers,
-            priority=message.priority or 0,
+            priority=priority,
             what=f"dead-letter a message of {names.name}",
         )
 
