@@ -2,7 +2,9 @@
 
 Each script touches keys of one queue (one hash slot) only, except the
 ``*_MANY`` scripts: they settle many deliveries, of any queues, in one call,
-and serve single-node Redis only (see aq/transport/redis/batch.py). Stream entries
+and serve single-node Redis only (see aq/transport/redis/batch.py).
+``PUBLISH_MANY`` adds a turn's messages for one stream in one call (single-node
+too: redis-py's cluster pipelines refuse scripts). Stream entries
 carry two fields: ``b``, the message body, and ``n``, how many times the
 message was delivered before it was last returned to a stream.
 """
@@ -15,6 +17,7 @@ __all__ = [
     "DEAD_LETTER",
     "FORGET_IDLE_CONSUMERS",
     "MOVE_DUE",
+    "PUBLISH_MANY",
     "READ",
     "RECLAIM",
     "REPLY",
@@ -38,6 +41,16 @@ for _, key in ipairs(KEYS) do
       want = want - 1
     end
   end
+end
+return out
+"""
+
+#: Add any number of messages to streams, as new entries (``n`` = 0).
+#: Per message, KEYS: stream; ARGV: body. Returns the entry ids.
+PUBLISH_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('XADD', KEYS[i], '*', 'b', ARGV[i], 'n', '0')
 end
 return out
 """

@@ -132,9 +132,12 @@ class RedisTransport(Transport):
             await retrying(f"publish to {queue}", delay, self.settings.publish_timeout)
             return
         stream = keys.streams[level]
+        script = self._scripts["PUBLISH_MANY"]
 
         async def add() -> Any:
-            return await batcher.run(lambda pipe: pipe.xadd(stream, {"b": body, "n": 0}))
+            if self.cluster:  # redis-py's cluster pipelines refuse scripts
+                return await batcher.run(lambda pipe: pipe.xadd(stream, {"b": body, "n": 0}))
+            return await batcher.run_merged(script, [stream], [body], shard=stream)
 
         await retrying(f"publish to {queue}", add, self.settings.publish_timeout)
 
