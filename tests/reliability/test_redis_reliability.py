@@ -76,7 +76,11 @@ async def test_scripts_the_server_forgot_are_loaded_again_and_nothing_is_lost(
         async with broker, running_worker(broker):
             assert await (await echo.kiq(-1)).result(timeout=10) == -1
             await admin.script_flush()  # as after a restart without persistence
-            handles = [await echo.kiq(i) for i in range(300)]
+            # One at a time (each sent at once) ...
+            handles = [await echo.kiq(i) for i in range(150)]
+            await admin.script_flush()
+            # ... and all together (merged into pipelined script calls).
+            handles += await asyncio.gather(*(echo.kiq(i) for i in range(150, 300)))
             results = await asyncio.gather(*(h.result(timeout=20) for h in handles))
             assert await admin.xlen("aq:{default}:p0") == 0  # every entry settled
     finally:

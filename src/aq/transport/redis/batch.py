@@ -17,7 +17,9 @@ the same script in one turn becomes a single EVALSHA carrying all their keys
 and arguments, for scripts written to take any number of such groups and
 return one result per group. The worker's reply-and-ack goes this way, so a
 turn that finishes 500 tasks sends Redis one command, not a thousand; so do a
-turn's publishes to one stream.
+turn's publishes to one stream. A merged call made while the batcher is idle
+(nothing queued, nothing in flight) is sent at once instead, so a lone
+``kiq()`` or reply does not wait a turn for company that is not coming.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Batcher:
         self._merged: dict[tuple[AsyncScript, Any], list[_Part]] = {}
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
+        self._direct = 0  # merged calls sent at once, outside a pipeline
 
     async def run(self, command: Command) -> Any:
         """Queue ``command`` (a function adding one command to a pipeline); await its result."""
@@ -72,10 +75,24 @@ class Batcher:
         every caller uses, and returns a list with one result per group. Calls
         whose keys must stay in one hash slot name it (or a key in it) as ``shard``.
         """
+        if not (self._scheduled or self._running or self._direct):
+            # Nothing queued or in flight: waiting a turn would only add latency.
+            self._direct += 1
+            try:
+                return (await self._evalsha(script, keys, args))[0]
+            finally:
+                self._direct -= 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._merged.setdefault((script, shard), []).append((keys, args, future))
         self._schedule()
         return await future
+
+    async def _evalsha(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        try:
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = await self._client.script_load(script.script)
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
 
     async def _queue(self, command: Command, script: AsyncScript | None) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
