@@ -36,6 +36,7 @@ from aiormq.abc import DeliveredMessage
 from aq.errors import BrokerError
 from aq.logs import event
 from aq.transport.amqp.batch import AckWindow
+from aq.transport.amqp.direct import DirectConsumers, OnMessage
 from aq.transport.amqp.errors import translated
 from aq.transport.amqp.inbox import CLOSE_TIMEOUT
 from aq.transport.amqp.topology import QueueNames, work_arguments
@@ -131,7 +132,7 @@ class AmqpConsumer(Consumer):
         self.queues = queues
         self.prefetch = prefetch
         self._channel: AbstractRobustChannel | None = None
-        self._tags: list[tuple[aiormq.abc.AbstractChannel, str]] = []
+        self._consumers: DirectConsumers | None = None
         self._ready: deque[AmqpDelivery] = deque()
         self._unsettled: set[AmqpDelivery] = set()
         self._arrived: asyncio.Future[None] | None = None
@@ -159,30 +160,13 @@ class AmqpConsumer(Consumer):
                         transport.names, names, settings.queue_type, settings.max_deliveries
                     ),
                 )
-            await self._consume()
-        # aio-pika restores the channel, its prefetch and its queues after a
-        # reconnect, then calls this: the consumers are aq's own to restore.
-        channel.reopen_callbacks.add(self._reopened)
+            consumers = DirectConsumers(
+                channel, [(names.work, self._callback(names)) for names in self.queues]
+            )
+            await consumers.start()
+            self._consumers = consumers
 
-    async def _consume(self) -> None:
-        """Consume every queue on the channel as it is now (after a reconnect, a new one).
-
-        Straight through aiormq: aio-pika's own consumers would wrap each delivery
-        in an ``IncomingMessage`` and one more task, which aq does not need.
-        """
-        assert self._channel is not None
-        underlay = await self._channel.get_underlay_channel()
-        self._tags = []
-        for names in self.queues:
-            ok = await underlay.basic_consume(names.work, self._callback(names))
-            self._tags.append((underlay, ok.consumer_tag or ""))
-
-    async def _reopened(self, *_: object) -> None:
-        if not self._closed:
-            with translated("consume again after a reconnect"):
-                await self._consume()
-
-    def _callback(self, names: QueueNames) -> Any:
+    def _callback(self, names: QueueNames) -> OnMessage:
         async def on_message(message: DeliveredMessage) -> None:
             self._received(names, message)
 
@@ -268,9 +252,8 @@ class AmqpConsumer(Consumer):
         # the server requeues whatever a dead channel held anyway.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                for underlay, tag in self._tags:
-                    if not underlay.is_closed:
-                        await underlay.basic_cancel(tag)
+                if self._consumers is not None:
+                    await self._consumers.cancel()
                 await self.acks.close()
                 for delivery in list(self._unsettled):
                     if not delivery.stale:

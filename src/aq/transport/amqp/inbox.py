@@ -7,8 +7,9 @@ worker batches them: :mod:`aq.transport.amqp.batch`): a durable queue with
 once nobody has used it for ``reply_ttl``. A worker's control queue
 ``P.control.<id>`` is exclusive and bound to the fanout exchange
 ``P.control``: every worker gets every control message sent while it is
-connected. Both are consumed on a robust channel, so aio-pika declares,
-binds and consumes them again after a reconnect.
+connected. Both are consumed on a robust channel, so aio-pika declares and
+binds them again after a reconnect, and :mod:`aq.transport.amqp.direct`
+consumes them again.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import contextlib
 import logging
 
 from aio_pika.abc import (
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq.abc import DeliveredMessage
 
 from aq.logs import event
 from aq.transport.amqp.batch import AckWindow, split_batch
+from aq.transport.amqp.direct import DirectConsumers
 from aq.transport.amqp.errors import translated
 from aq.transport.base import Inbox
 
@@ -52,15 +54,17 @@ class AmqpInbox(Inbox):
         self._queue = queue
         self._delete = delete_on_close
         self._bodies: asyncio.Queue[bytes] = asyncio.Queue()
-        self._tag: str | None = None
+        self._consumers = DirectConsumers(channel, [(queue.name, self._on_message)])
+        self._started = False
         self._acks = AckWindow()
 
     async def start(self) -> None:
         with translated(f"consume {self._queue.name}"):
-            self._tag = await self._queue.consume(self._on_message)
+            await self._consumers.start()
+            self._started = True
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        bodies = split_batch(message.body, message.headers)
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        bodies = split_batch(message.body, message.header.properties.headers)
         if bodies is None:
             event(log, logging.WARNING, "amqp.bad_batch", queue=self._queue.name)
             bodies = []
@@ -79,8 +83,8 @@ class AmqpInbox(Inbox):
         # Bounded: with the broker down, a robust channel would wait for it forever.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                if self._tag is not None:
-                    await self._queue.cancel(self._tag)
+                if self._started:
+                    await self._consumers.cancel()
                 await self._acks.close()
                 if self._delete:
                     await self._queue.delete(if_unused=False, if_empty=False)
