@@ -16,7 +16,9 @@ message and each ack on its side too. Here:
   still being worked on, and acks the rest singly. ``multiple`` covers every
   outstanding tag up to the one it names, so the window keeps each channel's
   tags in delivery order and never lets a multiple ack reach past a delivery
-  that is not finished.
+  that is not finished; and its frames (nacks too) leave in the order it
+  decided them, since an ack overtaken by a multiple ack names a settled tag,
+  which RabbitMQ punishes by closing the channel.
 """
 
 from __future__ import annotations
@@ -151,6 +153,10 @@ class AckWindow:
         self._channels: dict[aiormq.abc.AbstractChannel, _Channel] = {}
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
+        # aiormq's frame buffer is bounded, so two senders' frames can overtake
+        # each other there: every frame of the window goes out under this
+        # (first come, first served) lock, in the order the window decided them.
+        self._lock = asyncio.Lock()
 
     def track(self, channel: aiormq.abc.AbstractChannel, tag: int) -> None:
         """A delivery arrived: it is outstanding until acked or :meth:`forget`-ten."""
@@ -172,6 +178,13 @@ class AckWindow:
             return False
         state.done.add(tag)
         return True
+
+    async def nack(self, channel: aiormq.abc.AbstractChannel, tag: int) -> None:
+        """``basic.nack`` with requeue, in order with the window's acks; nothing if
+        its ack has been asked for already."""
+        if self.forget(channel, tag):
+            async with self._lock:
+                await channel.basic_nack(tag, requeue=True)
 
     def ack(self, channel: aiormq.abc.AbstractChannel, tag: int) -> asyncio.Future[None]:
         """Ack the delivery in this turn's frames; the future is done once they are sent."""
@@ -226,15 +239,16 @@ class AckWindow:
             frames.append((tag, False))
         return frames
 
-    @staticmethod
     async def _send(
+        self,
         channel: aiormq.abc.AbstractChannel,
         frames: list[tuple[int, bool]],
         waiter: asyncio.Future[None],
     ) -> None:
         try:
-            for i, (tag, multiple) in enumerate(frames):
-                await channel.basic_ack(tag, multiple=multiple, wait=i == len(frames) - 1)
+            async with self._lock:
+                for i, (tag, multiple) in enumerate(frames):
+                    await channel.basic_ack(tag, multiple=multiple, wait=i == len(frames) - 1)
         except BaseException as exc:
             if not waiter.done():
                 waiter.set_exception(exc)

@@ -102,10 +102,7 @@ class AmqpDelivery(Delivery):
 
     async def nack(self) -> None:
         """``basic.nack`` with requeue."""
-        # Marked settled first, with nothing awaited before the frame is queued, so
-        # that no multiple ack of this turn can reach this delivery.
-        if self._consumer.acks.forget(self.channel, self.tag):
-            await self.channel.basic_nack(self.tag, requeue=True)
+        await self._consumer.acks.nack(self.channel, self.tag)
 
     async def _requeue(self) -> None:
         if self._consumer.transport.settings.queue_type == "quorum":
