@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 
 
@@ -80,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
