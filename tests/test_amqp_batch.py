@@ -68,6 +68,17 @@ async def _settles_at(channel: aiormq.abc.AbstractChannel, queue: str, expected:
             await asyncio.sleep(0.05)
 
 
+async def _tracked(
+    channel: aiormq.abc.AbstractChannel, queue: str, n: int
+) -> tuple[AckWindow, list[int]]:
+    """``n`` deliveries of ``queue`` (see :func:`_deliveries`), tracked by a new window."""
+    tags = await _deliveries(channel, queue, n)
+    window = AckWindow()
+    for tag in tags:
+        window.track(channel, tag)
+    return window, tags
+
+
 async def _ready(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
     declared = await channel.declare_queue(queue, passive=True)
     return declared.declaration_result.message_count or 0
@@ -86,10 +97,7 @@ async def test_a_turn_of_acks_covers_only_finished_deliveries(
     channel: tuple[aiormq.abc.AbstractChannel, str],
 ) -> None:
     ch, queue = channel
-    tags = await _deliveries(ch, queue, 10)
-    window = AckWindow()
-    for tag in tags:
-        window.track(ch, tag)
+    window, tags = await _tracked(ch, queue, 10)
     # 1-3 finished, 4 still running, 5 and 7 finished, 6 nacked elsewhere (here:
     # taken out), 8-10 running: one multiple ack must not reach 4 or 6.
     assert window.forget(ch, tags[5])
@@ -107,10 +115,7 @@ async def test_acks_of_a_closed_channel_fail_and_leave_the_messages_queued(
     channel: tuple[aiormq.abc.AbstractChannel, str],
 ) -> None:
     ch, queue = channel
-    tags = await _deliveries(ch, queue, 10)
-    window = AckWindow()
-    for tag in tags:
-        window.track(ch, tag)
+    window, tags = await _tracked(ch, queue, 10)
     await ch.close()
     with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
         await window.ack(ch, tags[0])
@@ -167,10 +172,7 @@ async def test_acks_in_any_order_over_many_turns_settle_everything_once() -> Non
                     )
                 )
             raw = await (await connection.channel()).get_underlay_channel()
-            tags = await _deliveries(raw, queue, n)
-            window = AckWindow()
-            for tag in tags:
-                window.track(raw, tag)
+            window, tags = await _tracked(raw, queue, n)
             order = random.Random(5).sample(tags, len(tags))
 
             async def finish(tag: int, turns: int) -> None:

@@ -55,13 +55,11 @@ class AmqpInbox(Inbox):
         self._delete = delete_on_close
         self._bodies: asyncio.Queue[bytes] = asyncio.Queue()
         self._consumers = DirectConsumers(channel, [(queue.name, self._on_message)])
-        self._started = False
         self._acks = AckWindow()
 
     async def start(self) -> None:
         with translated(f"consume {self._queue.name}"):
             await self._consumers.start()
-            self._started = True
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         bodies = split_batch(message.body, message.header.properties.headers)
@@ -83,8 +81,7 @@ class AmqpInbox(Inbox):
         # Bounded: with the broker down, a robust channel would wait for it forever.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                if self._started:
-                    await self._consumers.cancel()
+                await self._consumers.cancel()  # nothing to cancel if it never started
                 await self._acks.close()
                 if self._delete:
                     await self._queue.delete(if_unused=False, if_empty=False)
