@@ -15,7 +15,7 @@ import pytest
 
 import aq
 from aq.testing import running_worker
-from aq.transport.amqp.batch import BATCH, AckWindow, split_batch
+from aq.transport.amqp.batch import BATCH, AckWindow, ReplyBatcher, split_batch
 from tests.conftest import AMQP_URL
 
 
@@ -150,6 +150,69 @@ async def test_a_burst_of_results_arrives_whole_in_fewer_reply_messages() -> Non
     assert results == [2 * i for i in range(300)]
     assert sum(published) == 300
     assert max(published) > 1  # some replies shared a message
+
+
+class _HeldPublish:
+    """A publish that records each message's bodies and returns only when released."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        self.messages: list[list[bytes]] = []
+        self.started = asyncio.Event()
+        self._release: list[asyncio.Event] = []
+        self._fail_first = fail_first
+
+    async def __call__(self, queue: str, body: bytes, headers: dict[str, object] | None) -> None:
+        bodies = split_batch(body, headers)
+        assert bodies is not None
+        self.messages.append(bodies)
+        release = asyncio.Event()
+        self._release.append(release)
+        self.started.set()
+        await release.wait()
+        if self._fail_first and len(self.messages) == 1:
+            raise aq.BrokerError("refused")
+
+    async def release(self, n: int) -> None:
+        """Let the ``n``-th message's publish return, once it has started."""
+        while len(self._release) < n:
+            self.started.clear()
+            await self.started.wait()
+        self._release[n - 1].set()
+
+
+async def test_replies_finished_while_a_batch_is_sent_go_together_in_the_next() -> None:
+    publish = _HeldPublish()
+    batcher = ReplyBatcher(publish)
+    first = asyncio.create_task(batcher.send("q", b"a"))
+    await publish.started.wait()
+    # Later turns, while "a" waits for its confirm: nothing more is published yet.
+    later = [asyncio.create_task(batcher.send("q", body)) for body in (b"b", b"c")]
+    await asyncio.sleep(0)
+    other = asyncio.create_task(batcher.send("other", b"z"))  # another queue is not held up
+    await publish.release(2)
+    await other
+    assert publish.messages == [[b"a"], [b"z"]]
+    await publish.release(1)
+    await first
+    await publish.release(3)
+    await asyncio.gather(*later)
+    await batcher.close()
+    assert publish.messages == [[b"a"], [b"z"], [b"b", b"c"]]
+
+
+async def test_a_failed_batch_fails_its_own_replies_and_not_those_queued_behind_it() -> None:
+    publish = _HeldPublish(fail_first=True)
+    batcher = ReplyBatcher(publish)
+    first = asyncio.create_task(batcher.send("q", b"a"))
+    await publish.started.wait()
+    second = asyncio.create_task(batcher.send("q", b"b"))
+    await publish.release(1)
+    with pytest.raises(aq.BrokerError):
+        await first
+    await publish.release(2)
+    await second
+    await batcher.close()
+    assert publish.messages == [[b"a"], [b"b"]]
 
 
 async def test_acks_in_any_order_over_many_turns_settle_everything_once() -> None:

@@ -5,12 +5,17 @@ otherwise publish hundreds of replies, wait for as many publisher confirms,
 and send as many ``basic.ack`` frames; RabbitMQ pays for each persistent
 message and each ack on its side too. Here:
 
-* :class:`ReplyBatcher` gathers the replies queued for one reply queue during a
-  turn into a single persistent message. Its body is the replies' bodies one
-  after the other, and its header ``x-aq-batch`` is the list of their lengths
-  (:func:`split_batch` takes it apart). A turn with one reply for a queue sends
-  it as a plain message, so a lone round trip costs what it did. Every caller
-  waits for the one publisher confirm, and shares its error if there is one.
+* :class:`ReplyBatcher` gathers the replies queued for one reply queue into a
+  single persistent message. Its body is the replies' bodies one after the
+  other, and its header ``x-aq-batch`` is the list of their lengths
+  (:func:`split_batch` takes it apart). Each reply queue has at most one batch
+  waiting for its publisher confirm: the replies of the turn that finds none in
+  flight go at the end of that turn, and those that come while one is in
+  flight wait for its confirm and then go together. So an idle worker's lone
+  reply goes at once as a plain message, and a busy worker's batches grow with
+  its load (hundreds to a message in a drain, against three when every turn
+  sent its own). Every caller waits for its batch's confirm, and shares its
+  error if there is one.
 * :class:`AckWindow` sends a turn's acks of one channel as one ``basic.ack``
   with ``multiple`` set, up to the highest delivery tag below which nothing is
   still being worked on, and acks the rest singly. ``multiple`` covers every
@@ -80,35 +85,38 @@ class ReplyBatcher:
         self._publish = publish
         self._pending: dict[str, list[tuple[bytes, asyncio.Future[None]]]] = {}
         self._scheduled = False
-        self._running: set[asyncio.Task[None]] = set()
+        # The reply queues with a batch waiting for its confirm, each with its sender.
+        self._sending: dict[str, asyncio.Task[None]] = {}
 
     async def send(self, queue: str, body: bytes) -> None:
         """Queue ``body`` for reply queue ``queue``; return once RabbitMQ has it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(queue, []).append((body, future))
-        if not self._scheduled:
+        if not self._scheduled and queue not in self._sending:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
         await future
 
     def _flush(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, {}
-        for queue, parts in pending.items():
-            start = 0
-            while start < len(parts):
-                end, size = start, 0
-                while (
-                    end < len(parts)
-                    and end - start < MAX_REPLIES
-                    and (end == start or size + len(parts[end][0]) <= MAX_BYTES)
-                ):
-                    size += len(parts[end][0])
-                    end += 1
-                task = asyncio.create_task(self._send(queue, parts[start:end]))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-                start = end
+        for queue in [q for q in self._pending if q not in self._sending]:
+            self._start(queue)
+
+    def _start(self, queue: str) -> None:
+        task = asyncio.create_task(self._send_queue(queue, self._pending.pop(queue)))
+        self._sending[queue] = task
+
+    async def _send_queue(
+        self, queue: str, parts: list[tuple[bytes, asyncio.Future[None]]]
+    ) -> None:
+        # One batch in flight per queue: what finishes while it waits for its
+        # confirm goes in the next, so batches grow with the load.
+        try:
+            await asyncio.gather(*(self._send(queue, chunk) for chunk in _chunks(parts)))
+        finally:
+            del self._sending[queue]
+        if queue in self._pending:  # not when cancelled: the next send() starts it
+            self._start(queue)
 
     async def _send(self, queue: str, parts: list[tuple[bytes, asyncio.Future[None]]]) -> None:
         try:
@@ -129,9 +137,28 @@ class ReplyBatcher:
                 future.set_result(None)
 
     async def close(self) -> None:
-        """Wait for the batches already being sent."""
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        """Wait for the batches already being sent, and those queued behind them."""
+        while self._sending:
+            await asyncio.gather(*self._sending.values(), return_exceptions=True)
+
+
+def _chunks(
+    parts: list[tuple[bytes, asyncio.Future[None]]],
+) -> list[list[tuple[bytes, asyncio.Future[None]]]]:
+    """``parts`` cut into batches of at most MAX_REPLIES replies and about MAX_BYTES."""
+    chunks, start = [], 0
+    while start < len(parts):
+        end, size = start, 0
+        while (
+            end < len(parts)
+            and end - start < MAX_REPLIES
+            and (end == start or size + len(parts[end][0]) <= MAX_BYTES)
+        ):
+            size += len(parts[end][0])
+            end += 1
+        chunks.append(parts[start:end])
+        start = end
+    return chunks
 
 
 class _Channel:
