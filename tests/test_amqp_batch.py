@@ -215,6 +215,21 @@ async def test_a_failed_batch_fails_its_own_replies_and_not_those_queued_behind_
     assert publish.messages == [[b"a"], [b"b"]]
 
 
+async def test_close_waits_for_replies_queued_behind_a_batch_in_flight() -> None:
+    publish = _HeldPublish()
+    batcher = ReplyBatcher(publish)
+    sends = [asyncio.create_task(batcher.send("q", b"a"))]
+    await publish.started.wait()
+    sends.append(asyncio.create_task(batcher.send("q", b"b")))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(batcher.close())
+    await publish.release(1)
+    await publish.release(2)
+    await closing
+    assert all(send.done() for send in sends)
+    assert publish.messages == [[b"a"], [b"b"]]
+
+
 async def test_acks_in_any_order_over_many_turns_settle_everything_once() -> None:
     # Thousands of acks and some nacks, finishing out of order over many loop
     # turns, so that aiormq's bounded frame buffer fills and flushes overlap: a

@@ -137,8 +137,9 @@ class ReplyBatcher:
                 future.set_result(None)
 
     async def close(self) -> None:
-        """Wait for the batches already being sent, and those queued behind them."""
-        while self._sending:
+        """Send whatever is queued, and wait until every batch has been sent."""
+        while self._sending or self._pending:
+            self._flush()
             await asyncio.gather(*self._sending.values(), return_exceptions=True)
 
 
