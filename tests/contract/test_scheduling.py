@@ -57,6 +57,29 @@ async def test_higher_priority_tasks_run_first(broker: aq.Broker) -> None:
     assert order == ["high", "mid", "low", "low2"]
 
 
+async def test_tasks_sent_together_keep_their_priority_order_and_queues(
+    broker: aq.Broker,
+) -> None:
+    # Sent in one go, so a transport that merges a turn's publishes (Redis)
+    # puts several streams and queues into one call.
+    order: list[str] = []
+
+    @broker.task
+    async def record(label: str) -> None:
+        order.append(label)
+
+    calls = [("low", 0, "default"), ("high", 9, "default"), ("mid", 5, "default")]
+    calls += [("other", 9, "elsewhere"), ("low2", 0, "default"), ("high2", 9, "default")]
+    await asyncio.gather(*(record.options(priority=p, queue=q).kiq(label) for label, p, q in calls))
+    async with running_worker(broker, queues=["default"], concurrency=1) as worker:
+        await worker.wait_idle()
+    # Sent concurrently, tasks of one priority have no order among themselves.
+    assert [set(order[:2]), order[2], set(order[3:])] == [{"high", "high2"}, "mid", {"low", "low2"}]
+    async with running_worker(broker, queues=["elsewhere"]) as worker:
+        await worker.wait_idle()
+    assert order[-1] == "other"
+
+
 async def test_a_worker_consumes_only_its_queues(broker: aq.Broker) -> None:
     @broker.task(queue="emails")
     async def send_email(to: str) -> str:

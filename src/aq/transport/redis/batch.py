@@ -17,7 +17,7 @@ the same script in one turn becomes a single EVALSHA carrying all their keys
 and arguments, for scripts written to take any number of such groups and
 return one result per group. The worker's reply-and-ack goes this way, so a
 turn that finishes 500 tasks sends Redis one command, not a thousand; so do a
-turn's publishes to one stream. A merged call made while the batcher is idle
+turn's publishes. A merged call made while the batcher is idle
 (nothing queued, nothing in flight) is sent at once instead, so a lone
 ``kiq()`` or reply does not wait a turn for company that is not coming.
 """
@@ -50,7 +50,7 @@ class Batcher:
         self._client = client
         self._max_batch = max_batch
         self._pending: list[_Item] = []
-        self._merged: dict[tuple[AsyncScript, Any], list[_Part]] = {}
+        self._merged: dict[AsyncScript, list[_Part]] = {}
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
         self._direct = 0  # merged calls sent at once, outside a pipeline
@@ -64,16 +64,13 @@ class Batcher:
         sha, n = script.sha, len(keys)
         return await self._queue(lambda pipe: pipe.evalsha(sha, n, *keys, *args), script)
 
-    async def run_merged(
-        self, script: AsyncScript, keys: list[Any], args: list[Any], *, shard: Any = None
-    ) -> Any:
+    async def run_merged(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """Queue one group of ``keys`` and ``args`` for a single call of ``script``
-        with every other group queued for it (and the same ``shard``) this turn;
-        await this group's result.
+        with every other group queued for it this turn; await this group's result.
 
         The script reads its KEYS and ARGV as consecutive groups of the sizes
-        every caller uses, and returns a list with one result per group. Calls
-        whose keys must stay in one hash slot name it (or a key in it) as ``shard``.
+        every caller uses, and returns a list with one result per group. Its keys
+        may lie in any hash slots, so merged calls serve single-node Redis only.
         """
         if not (self._scheduled or self._running or self._direct):
             # Nothing queued or in flight: waiting a turn would only add latency.
@@ -83,7 +80,7 @@ class Batcher:
             finally:
                 self._direct -= 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._merged.setdefault((script, shard), []).append((keys, args, future))
+        self._merged.setdefault(script, []).append((keys, args, future))
         self._schedule()
         return await future
 
@@ -109,7 +106,7 @@ class Batcher:
         self._scheduled = False
         pending, self._pending = self._pending, []
         merged, self._merged = self._merged, {}
-        for (script, _), parts in merged.items():
+        for script, parts in merged.items():
             for start in range(0, len(parts), self._max_batch):
                 pending.append(self._merge(script, parts[start : start + self._max_batch]))
         for start in range(0, len(pending), self._max_batch):

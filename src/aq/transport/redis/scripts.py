@@ -3,7 +3,7 @@
 Each script touches keys of one queue (one hash slot) only, except the
 ``*_MANY`` scripts: they settle many deliveries, of any queues, in one call,
 and serve single-node Redis only (see aq/transport/redis/batch.py).
-``PUBLISH_MANY`` adds a turn's messages for one stream in one call (single-node
+``PUBLISH_MANY`` adds a turn's messages, to any streams, in one call (single-node
 too: redis-py's cluster pipelines refuse scripts). Stream entries
 carry two fields: ``b``, the message body, and ``n``, how many times the
 message was delivered before it was last returned to a stream.

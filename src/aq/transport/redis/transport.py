@@ -137,7 +137,7 @@ class RedisTransport(Transport):
         async def add() -> Any:
             if self.cluster:  # redis-py's cluster pipelines refuse scripts
                 return await batcher.run(lambda pipe: pipe.xadd(stream, {"b": body, "n": 0}))
-            return await batcher.run_merged(script, [stream], [body], shard=stream)
+            return await batcher.run_merged(script, [stream], [body])
 
         await retrying(f"publish to {queue}", add, self.settings.publish_timeout)
 
