@@ -93,7 +93,12 @@ class ReplyInbox(_StreamInbox):
         client = self._transport.client
 
         async def mark() -> Any:
-            return await client.set(self._alive, b"1", px=self._ttl_ms)
+            # Replies expire with the liveness key (the reply scripts cap them at
+            # its time left), so both are extended together.
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(self._alive, b"1", px=self._ttl_ms)
+                pipe.pexpire(self._stream, self._ttl_ms)
+                return await pipe.execute()
 
         await retrying("open the reply inbox", mark, self._transport.settings.publish_timeout)
 

@@ -75,15 +75,18 @@ return out
 #: REPLY, then ACK, for any number of deliveries, each pair in one step: a task's
 #: reply is never sent without its message settled, nor the other way round.
 #: Per delivery, KEYS: stream, reply stream, liveness key; ARGV: group, id, body,
-#: ttl ms. Returns, per delivery, 1 if the reply was delivered.
+#: ttl ms. The reply stream expires with the liveness key, as in REPLY.
+#: Returns, per delivery, 1 if the reply was delivered.
 REPLY_ACK_MANY = """
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
   local k, a = 3 * i, 4 * i
   local delivered = 0
-  if redis.call('EXISTS', KEYS[k + 3]) == 1 then
+  local left = redis.call('PTTL', KEYS[k + 3])
+  if left ~= -2 then
+    if left < 0 then left = ARGV[a + 4] end
     redis.call('XADD', KEYS[k + 2], '*', 'b', ARGV[a + 3])
-    redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 4])
+    redis.call('PEXPIRE', KEYS[k + 2], left)
     delivered = 1
   end
   redis.call('XACK', KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
@@ -145,11 +148,16 @@ return out
 #: Append a reply to a producer's inbox stream if the producer is alive. A
 #: stream, not a list: the producer reads without removing and trims only what
 #: it has received, so a connection lost mid-read loses no reply.
-#: KEYS: reply stream, liveness key. ARGV: body, ttl ms. Returns 1 if delivered.
+#: The stream expires with the liveness key (never later), so the replies of a
+#: producer that died go when it is declared dead, within ``reply_ttl``.
+#: KEYS: reply stream, liveness key. ARGV: body, ttl ms (used only if the
+#: liveness key has no expiry). Returns 1 if delivered.
 REPLY = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local left = redis.call('PTTL', KEYS[2])
+if left == -2 then return 0 end
+if left < 0 then left = ARGV[2] end
 redis.call('XADD', KEYS[1], '*', 'b', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], left)
 return 1
 """
 
