@@ -23,11 +23,27 @@ def _format_value(value: Any) -> str:
     return text
 
 
-def event(logger: logging.Logger, level: int, what: str, /, **fields: Any) -> None:
-    """Log ``what`` with ``fields`` as one ``key=value`` line, if ``level`` is enabled."""
+def event(
+    logger: logging.Logger,
+    level: int,
+    what: str,
+    /,
+    *,
+    exc_info: BaseException | None = None,
+    **fields: Any,
+) -> None:
+    """Log ``what`` with ``fields`` as one ``key=value`` line, if ``level`` is enabled;
+    with ``exc_info``, that exception's traceback follows the line."""
     if logger.isEnabledFor(level):
         text = " ".join(f"{k}={_format_value(v)}" for k, v in fields.items())
-        logger.log(level, "%s %s", what, text, extra={"aq_event": what, "aq_fields": fields})
+        logger.log(
+            level,
+            "%s %s",
+            what,
+            text,
+            exc_info=exc_info,
+            extra={"aq_event": what, "aq_fields": fields},
+        )
 
 
 class KeyValueFormatter(logging.Formatter):

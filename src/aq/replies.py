@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from aq import background
 from aq.errors import AQError, MessageDecodeError
 from aq.message import Reply, decode_reply
 from aq.serializer import Serializer
@@ -131,7 +132,8 @@ class ReplyListener:
         if self._inbox is not None:
             return
         self._inbox = await self._transport.open_inbox()
-        self._reader = asyncio.create_task(self._read(self._inbox), name="aq-reply-listener")
+        inbox = self._inbox
+        self._reader = background.start("aq-reply-listener", lambda: self._read(inbox))
 
     def register(self, correlation_id: str) -> ResultWaiter:
         """The waiter for ``correlation_id``, shared by every handle of a reused task id."""

@@ -5,6 +5,7 @@ worker keeps working and says what happened, and nothing outlives its bound.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,3 +66,60 @@ async def test_a_dead_producers_reply_stream_expires_with_its_liveness_key(
     assert 0 < after_reply_and_ack <= 2000
     assert 0 < after_reply <= 2000
     assert after_reply <= left + 50  # never outlives the liveness key
+
+
+def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= level]
+
+
+@pytest.mark.parametrize("deleted", ["streams", "group"])
+async def test_a_queue_deleted_under_a_running_worker_is_restored_with_one_warning(
+    url: str, raw: Redis, caplog: pytest.LogCaptureFixture, deleted: str
+) -> None:
+    broker = aq.Broker(url)
+
+    @broker.task(name="echo")
+    async def echo(i: int) -> int:
+        return i
+
+    caplog.set_level(logging.WARNING, logger="aq")
+    async with broker, running_worker(broker):
+        assert await (await echo.kiq(1)).result(timeout=10) == 1
+        streams = broker.transport.keys.queue("default").streams  # type: ignore[attr-defined]
+        if deleted == "streams":
+            await raw.delete(*streams)
+        else:
+            for stream in streams:
+                await raw.xgroup_destroy(stream, "aq-workers")
+        # Sent after the deletion: runs without a worker restart.
+        assert await (await echo.kiq(2)).result(timeout=10) == 2
+        assert await (await echo.kiq(3)).result(timeout=10) == 3
+    warnings = _records(caplog, logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("redis.group_restored queue=default")
+    assert "was deleted" in warnings[0]
+
+
+async def test_junk_in_the_delayed_set_is_dead_lettered_and_delayed_tasks_still_run(
+    url: str, raw: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = aq.Broker(url)
+
+    @broker.task(name="echo")
+    async def echo(i: int) -> int:
+        return i
+
+    caplog.set_level(logging.WARNING, logger="aq")
+    keys: Any = broker.transport.keys.queue("default")  # type: ignore[attr-defined]
+    async with broker:
+        await raw.zadd(keys.delayed, {b"junk": 1.0, b"x:not-a-nonce:{}": 2.0})
+        handles = [await echo.options(delay=0.2).kiq(i) for i in range(3)]
+        async with running_worker(broker):
+            assert [await h.result(timeout=10) for h in handles] == [0, 1, 2]
+            # The scheduler lives on: later delayed tasks are moved too.
+            assert await (await echo.options(delay=0.1).kiq(7)).result(timeout=10) == 7
+        letters = await broker.transport.dead_letters("default")
+    assert sorted(d.body for d in letters) == [b"junk", b"x:not-a-nonce:{}"]
+    assert all(d.reason.startswith("malformed entry in the delayed set") for d in letters)
+    warnings = _records(caplog, logging.WARNING)
+    assert warnings == ["redis.malformed_delayed queue=default count=2 action=dead-lettered"]

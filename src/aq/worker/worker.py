@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+from aq import background
 from aq.broker import Broker
 from aq.errors import ConfigurationError, MessageDecodeError
 from aq.logs import event
@@ -115,12 +116,13 @@ class Worker:
         transport = self.broker.transport
         self._control = await transport.subscribe_control()
         self._consumer = await transport.consume(self.queues, self.concurrency)
-        self._consume_task = asyncio.create_task(self._consume(self._consumer), name="aq-consume")
-        self._control_task = asyncio.create_task(self._listen(self._control), name="aq-control")
+        consumer, control = self._consumer, self._control
+        self._consume_task = background.start("aq-consume", lambda: self._consume(consumer))
+        self._control_task = background.start("aq-control", lambda: self._listen(control))
         interval = transport.heartbeat_interval
         if interval:
-            self._heartbeat_task = asyncio.create_task(
-                self._heartbeat(interval), name="aq-heartbeat"
+            self._heartbeat_task = background.start(
+                "aq-heartbeat", lambda: self._heartbeat(interval)
             )
         event(
             log,

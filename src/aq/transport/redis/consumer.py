@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from aq import background
 from aq.errors import BrokerError, ConnectionLost
 from aq.logs import event
 from aq.transport.base import Consumer, Delivery
@@ -46,6 +48,7 @@ _SCHEDULER_IDLE = 0.5  # longest wait between looks at the delayed set
 _MOVE_BATCH = 500
 _SETTLE_DEADLINE = 30.0
 _DEAD_CONSUMER_IDLE = 3600.0  # a live consumer is heard from every second or so
+_RESTORE_QUIET = 60.0  # seconds between warnings that a queue's groups were restored
 
 
 class RedisDelivery(Delivery):
@@ -107,10 +110,15 @@ class RedisDelivery(Delivery):
         if self._settled:
             return
         stream, name, entry = self.stream, self._consumer.name, self.entry_id
-        with translated("refresh a claim"):
-            await self._consumer.transport.batcher.run(
-                lambda pipe: pipe.xclaim(stream, GROUP, name, 0, [entry], justid=True)
-            )
+        try:
+            with translated("refresh a claim"):
+                await self._consumer.transport.batcher.run(
+                    lambda pipe: pipe.xclaim(stream, GROUP, name, 0, [entry], justid=True)
+                )
+        except BrokerError as exc:
+            if not _group_gone(exc):
+                raise
+            # Someone deleted the stream or group: there is no claim left to keep.
 
 
 class RedisConsumer(Consumer):
@@ -129,6 +137,7 @@ class RedisConsumer(Consumer):
         self._arrived: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._restored: dict[str, float] = {}  # queue -> when its groups were last restored
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -137,13 +146,13 @@ class RedisConsumer(Consumer):
         for keys in self.queues:
             await self.transport.ensure_groups(keys)
         for keys in self.queues:
-            self._spawn(self._fetch(keys), f"aq-fetch-{keys.name}")
-            self._spawn(self._schedule(keys), f"aq-schedule-{keys.name}")
-        self._spawn(self._reclaim(), "aq-reclaim")
-        self._spawn(self._keep_buffer_alive(), "aq-buffer-heartbeat")
+            self._spawn(f"aq-fetch-{keys.name}", functools.partial(self._fetch, keys))
+            self._spawn(f"aq-schedule-{keys.name}", functools.partial(self._schedule, keys))
+        self._spawn("aq-reclaim", self._reclaim)
+        self._spawn("aq-buffer-heartbeat", self._keep_buffer_alive)
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))
+    def _spawn(self, name: str, loop: background.Loop) -> None:
+        self._tasks.append(background.start(name, loop))
 
     async def close(self) -> None:
         if self._closed:
@@ -240,6 +249,7 @@ class RedisConsumer(Consumer):
         read = self.transport.script("READ")
         streams = list(keys.by_priority)
         delay = 0.05
+        failing = ""  # the error last reported, so a lasting one is logged once
         while True:
             raise_if_cancelling()
             free = self._free()
@@ -266,15 +276,19 @@ class RedisConsumer(Consumer):
                 continue
             except Exception as exc:
                 raise_if_cancelling()
-                if "NOGROUP" in str(exc):  # the server lost its data: recreate and go on
-                    with contextlib.suppress(BrokerError):
-                        await self.transport.ensure_groups(keys)
+                if _group_gone(exc):
+                    await self._restore_groups(keys)
                     continue
-                # Anything else (a read-only replica, out of memory): say so and retry.
-                event(log, logging.ERROR, "redis.fetch_failed", queue=keys.name, error=exc)
+                # Anything else (a read-only replica, out of memory): say so once, retry.
+                if str(exc) != failing:
+                    event(log, logging.ERROR, "redis.fetch_failed", queue=keys.name, error=exc)
+                    failing = str(exc)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
                 continue
+            if failing:
+                event(log, logging.INFO, "redis.fetch_resumed", queue=keys.name)
+                failing = ""
             for stream, entry_id, fields in entries:
                 self._add(keys, stream, entry_id, fields, 1)
             if entries:
@@ -296,13 +310,24 @@ class RedisConsumer(Consumer):
 
     async def _schedule(self, keys: QueueKeys) -> None:
         move = self.transport.script("MOVE_DUE")
-        script_keys = [keys.delayed, *keys.streams]
+        script_keys = [keys.delayed, keys.dead, *keys.streams]
         while True:
             raise_if_cancelling()
             wait = _SCHEDULER_IDLE
             try:
-                moved, next_due = await move(keys=script_keys, args=[time.time(), _MOVE_BATCH])
+                moved, next_due, malformed = await move(
+                    keys=script_keys, args=[time.time(), _MOVE_BATCH, keys.name]
+                )
                 raise_if_cancelling()
+                if malformed:
+                    event(
+                        log,
+                        logging.WARNING,
+                        "redis.malformed_delayed",
+                        queue=keys.name,
+                        count=malformed,
+                        action="dead-lettered",
+                    )
                 if int(moved) >= _MOVE_BATCH:
                     continue
                 if next_due:
@@ -337,8 +362,32 @@ class RedisConsumer(Consumer):
                     except CONNECTION_ERRORS:
                         raise_if_cancelling()
                         break
+                    except Exception as exc:
+                        if not _group_gone(exc):
+                            raise
+                        await self._restore_groups(keys)
+                        break
                     await self._take_reclaimed(keys, stream, claimed)
             await asyncio.sleep(interval)
+
+    async def _restore_groups(self, keys: QueueKeys) -> None:
+        """Create the queue's groups again after someone deleted a stream or group.
+
+        Every loop of the queue meets the deletion; one warning per minute says so.
+        """
+        now = time.monotonic()
+        if now - self._restored.get(keys.name, -_RESTORE_QUIET) >= _RESTORE_QUIET:
+            event(
+                log,
+                logging.WARNING,
+                "redis.group_restored",
+                queue=keys.name,
+                note="a stream or the consumer group of this queue was deleted while this "
+                "worker consumed it; created again",
+            )
+        self._restored[keys.name] = now
+        with contextlib.suppress(BrokerError):
+            await self.transport.ensure_groups(keys)
 
     async def forget_dead_consumers(self, idle: float) -> int:
         """Drop consumers silent for ``idle`` seconds that hold nothing (dead workers)."""
@@ -389,6 +438,12 @@ class RedisConsumer(Consumer):
 def _wake(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
         future.set_result(None)
+
+
+def _group_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the stream or its consumer group no longer exists."""
+    text = str(exc)
+    return "NOGROUP" in text or "UNBLOCKED the stream key no longer exists" in text
 
 
 def _text(value: Any) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
 
+from aq import background
 from aq.errors import BrokerError
 from aq.transport.base import Inbox
 from aq.transport.redis.connection import CONNECTION_ERRORS, raise_if_cancelling, retrying
@@ -87,7 +88,7 @@ class ReplyInbox(_StreamInbox):
 
     async def start(self) -> None:
         await self._mark_alive()
-        self._refresher = asyncio.create_task(self._refresh(), name="aq-inbox-refresh")
+        self._refresher = background.start("aq-inbox-refresh", self._refresh)
 
     async def _mark_alive(self) -> None:
         client = self._transport.client

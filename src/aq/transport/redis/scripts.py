@@ -114,19 +114,29 @@ return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
 #: Move due delayed messages to their priority stream. Members are
-#: "<priority>:<nonce>:<body>". KEYS: delayed zset, then the streams of
-#: priority 0..9. ARGV: now, limit. Returns {moved, next due score or false}.
+#: "<priority digit>:<16-hex-digit nonce>:<body>"; a member of any other shape
+#: (written by something else) goes to the dead-letter stream with a reason
+#: instead, so one bad member never stops the queue's delayed messages.
+#: KEYS: delayed zset, dead stream, then the streams of priority 0..9.
+#: ARGV: now, limit, queue name. Returns {moved, next due score or false, malformed}.
 MOVE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local bad = 0
 for _, member in ipairs(due) do
   local level = tonumber(string.sub(member, 1, 1))
-  local body = string.sub(member, 20)
-  redis.call('XADD', KEYS[level + 2], '*', 'b', body, 'n', '0')
+  if level and string.match(member, '^%d:%x+:') and string.sub(member, 19, 19) == ':' then
+    redis.call('XADD', KEYS[level + 3], '*', 'b', string.sub(member, 20), 'n', '0')
+  else
+    redis.call('XADD', KEYS[2], '*', 'b', member, 'reason',
+               'malformed entry in the delayed set (expected <priority>:<nonce>:<body>)',
+               'at', ARGV[1], 'queue', ARGV[3])
+    bad = bad + 1
+  end
   redis.call('ZREM', KEYS[1], member)
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if nxt[2] then return {#due, nxt[2]} end
-return {#due, false}
+if nxt[2] then return {#due, nxt[2], bad} end
+return {#due, false, bad}
 """
 
 #: Claim entries idle longer than the visibility timeout (their worker died).
