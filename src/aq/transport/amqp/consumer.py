@@ -33,8 +33,10 @@ import aiormq.abc
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 
-from aq.errors import BrokerError
+from aq import background
+from aq.errors import BrokerError, ConnectionLost
 from aq.logs import event
+from aq.transport.amqp import inspection
 from aq.transport.amqp.batch import AckWindow
 from aq.transport.amqp.direct import DirectConsumers, OnMessage
 from aq.transport.amqp.errors import translated
@@ -53,6 +55,8 @@ log = logging.getLogger("aq.amqp")
 REQUEUES = "x-aq-requeues"
 #: Header with a delayed message's due time, in UNIX milliseconds.
 ETA = "x-aq-eta"
+#: Seconds between the watchdog's looks at queues that delivered nothing.
+WATCH_INTERVAL = 5.0
 
 
 class AmqpDelivery(Delivery):
@@ -134,6 +138,8 @@ class AmqpConsumer(Consumer):
         self._unsettled: set[AmqpDelivery] = set()
         self._arrived: asyncio.Future[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
+        self._arrivals = dict.fromkeys((names.name for names in queues), 0)
+        self._watchdog: asyncio.Task[None] | None = None
         self.acks = AckWindow()
         self._closed = False
 
@@ -158,10 +164,22 @@ class AmqpConsumer(Consumer):
                     ),
                 )
             consumers = DirectConsumers(
-                channel, [(names.work, self._callback(names)) for names in self.queues]
+                channel,
+                [(names.work, self._callback(names)) for names in self.queues],
+                restore=self._declare_again,
             )
             await consumers.start()
             self._consumers = consumers
+        self._watchdog = background.start("aq-amqp-watchdog", self._watch)
+
+    async def _declare_again(self, work: str) -> None:
+        """Declare a work queue (and its dead-letter and delay queues) that RabbitMQ
+        cancelled our consumer of, as it does when someone deletes the queue."""
+        declarer = self.transport.declarer
+        declarer.forget()
+        for names in self.queues:
+            if names.work == work:
+                await declarer.delays(names.name)
 
     def _callback(self, names: QueueNames) -> OnMessage:
         async def on_message(message: DeliveredMessage) -> None:
@@ -172,6 +190,7 @@ class AmqpConsumer(Consumer):
     def _received(self, names: QueueNames, message: DeliveredMessage) -> None:
         if self._closed:
             return  # not acked: the channel's close returns it to the queue
+        self._arrivals[names.name] += 1
         tag = message.delivery_tag or 0
         self.acks.track(message.channel, tag)
         headers: dict[str, Any] = message.header.properties.headers or {}
@@ -187,6 +206,51 @@ class AmqpConsumer(Consumer):
         self._unsettled.add(delivery)
         self._ready.append(delivery)
         _wake(self._arrived)
+
+    async def _watch(self) -> None:
+        """Notice a consumer that RabbitMQ stopped feeding without a word; consume again.
+
+        RabbitMQ 3.10 neither cancels nor moves a consumer of a quorum queue that
+        is deleted and at once declared again (by a producer, say): the consumer
+        stays registered on this side, and nothing arrives. So every
+        ``WATCH_INTERVAL`` seconds, each queue that delivered nothing since the
+        last look while this consumer had room is asked how many messages it
+        holds ready and how many consumers it has; ready messages at two looks
+        running mean this consumer is not
+        being fed, and so does a queue that counts no consumer at all while this
+        one believes it consumes it; either way it is cancelled and started again.
+        """
+        seen = dict(self._arrivals)
+        strikes = dict.fromkeys(seen, 0)
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            for names in self.queues:
+                name = names.name
+                idle = self._arrivals[name] == seen[name] and len(self._unsettled) < self.prefetch
+                seen[name] = self._arrivals[name]
+                if not idle:
+                    strikes[name] = 0
+                    continue
+                try:
+                    found = await inspection.ready(self.transport, names.work)
+                except ConnectionLost:
+                    continue  # the reconnection brings the consumers back
+                # Missing, messages waiting for a consumer with room, or no consumer
+                # at all while this one believes it consumes: not being fed.
+                stalled = found is None or found[0] > 0 or found[1] == 0
+                strikes[name] = strikes[name] + 1 if stalled else 0
+                if strikes[name] >= 2 and self._consumers is not None:
+                    event(
+                        log,
+                        logging.WARNING,
+                        "amqp.consumer_stalled",
+                        queue=name,
+                        ready=found[0] if found is not None else "missing",
+                        consumers=found[1] if found is not None else 0,
+                        note="RabbitMQ is not feeding this consumer; consuming again",
+                    )
+                    strikes[name] = 0
+                    self._consumers.restart(names.work)
 
     async def _delay_again(
         self, names: QueueNames, message: DeliveredMessage, headers: dict[str, Any], eta: int
@@ -247,6 +311,9 @@ class AmqpConsumer(Consumer):
         self._closed = True
         # Bounded: with the broker down a robust channel waits for it forever, and
         # the server requeues whatever a dead channel held anyway.
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 if self._consumers is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import (
     AbstractQueue,
@@ -48,13 +49,16 @@ class AmqpInbox(Inbox):
         channel: AbstractRobustChannel,
         queue: AbstractQueue,
         delete_on_close: bool,
+        declare: Callable[[], Awaitable[object]],
     ) -> None:
         self.address = address
         self._channel = channel
         self._queue = queue
         self._delete = delete_on_close
         self._bodies: asyncio.Queue[bytes] = asyncio.Queue()
-        self._consumers = DirectConsumers(channel, [(queue.name, self._on_message)])
+        self._consumers = DirectConsumers(
+            channel, [(queue.name, self._on_message)], restore=lambda _: declare()
+        )
         self._acks = AckWindow()
 
     async def start(self) -> None:
@@ -97,10 +101,14 @@ async def open_reply_inbox(
     with translated("open the reply queue"):
         channel: AbstractRobustChannel = await connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=1000)
-        queue = await channel.declare_queue(
-            queue_name, durable=True, arguments={"x-expires": int(ttl * 1000)}
-        )
-    inbox = AmqpInbox(address, channel, queue, delete_on_close=True)
+
+        async def declare() -> AbstractQueue:
+            return await channel.declare_queue(
+                queue_name, durable=True, arguments={"x-expires": int(ttl * 1000)}
+            )
+
+        queue = await declare()
+    inbox = AmqpInbox(address, channel, queue, delete_on_close=True, declare=declare)
     await inbox.start()
     return inbox
 
@@ -111,9 +119,14 @@ async def open_control_inbox(
     """Declare an exclusive queue bound to the control exchange and consume it."""
     with translated("subscribe to control messages"):
         channel: AbstractRobustChannel = await connection.channel(publisher_confirms=False)
-        exchange = await channel.declare_exchange(exchange_name, "fanout", durable=True)
-        queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
-        await queue.bind(exchange)
-    inbox = AmqpInbox(queue_name, channel, queue, delete_on_close=False)
+
+        async def declare() -> AbstractQueue:
+            exchange = await channel.declare_exchange(exchange_name, "fanout", durable=True)
+            queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
+            await queue.bind(exchange)
+            return queue
+
+        queue = await declare()
+    inbox = AmqpInbox(queue_name, channel, queue, delete_on_close=False, declare=declare)
     await inbox.start()
     return inbox

@@ -89,6 +89,12 @@ async def _declare_ok(
     return results
 
 
+async def ready(transport: AmqpTransport, work: str) -> tuple[int, int] | None:
+    """(ready messages, consumers) of the queue ``work``, or ``None`` if it is missing."""
+    [ok] = await _declare_ok(transport, [work])
+    return None if ok is None else (ok.message_count or 0, ok.consumer_count or 0)
+
+
 async def stats(transport: AmqpTransport, names: QueueNames) -> Counts:
     """Ready, delayed and dead counts, and consumers, of one queue.
 
