@@ -8,6 +8,10 @@ Workloads (each run in a fresh event loop, medians over --repeat runs):
            from the first kiq to the last result (ideal: just over 1 s).
   fanout, queued first: the same N tasks queued before the worker starts, timed
            from worker start until every one is acked: the worker's share alone.
+  typed    N queued tasks with four annotated arguments (int, str, list[float],
+           datetime), drained as above, beside the same tasks unannotated: what
+           checking arguments against the annotations costs the worker; and the
+           check alone, timed on its own per call.
 
     python -m benchmarks.memory_broker [--tasks 20000] [--fanout 10000] [--repeat 3]
 """
@@ -16,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import functools
 import gc
 import json
 import resource
 import statistics
 import time
+import timeit
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -57,6 +64,50 @@ async def enqueue_and_drain(n: int) -> dict[str, float]:
     return {"enqueue_per_s": n / (enqueued - started), "drain_per_s": n / (drained - first)}
 
 
+_ARGS: tuple[int, str, list[float], str] = (
+    7,
+    "report",
+    [float(i) for i in range(10)],
+    "2026-12-02T09:30:00+00:00",
+)
+
+
+async def typed(i: int, name: str, values: list[float], when: dt.datetime) -> None:
+    return None
+
+
+async def untyped(i, name, values, when):  # type: ignore[no-untyped-def]
+    return None
+
+
+async def drain_with_arguments(n: int) -> dict[str, float]:
+    """Drain rate of tasks whose four arguments are checked, and of the same unannotated."""
+    rates = {}
+    for key, fn in (("drain_typed_per_s", typed), ("drain_untyped_per_s", untyped)):
+        broker = aq.Broker(f"memory://bench-{uuid.uuid4().hex}")
+        task: Any = broker.task(name="args")(fn)
+        async with broker:
+            handles = [await task.kiq(*_ARGS) for _ in range(n)]
+            async with aq.Worker(broker, concurrency=1000):
+                first = time.perf_counter()
+                for handle in handles:
+                    await handle.result()
+                rates[key] = n / (time.perf_counter() - first)
+    return rates
+
+
+def argument_check_us() -> dict[str, float]:
+    """Microseconds one call's argument check takes, typed and unannotated."""
+    from aq.coerce import ArgumentConverter
+
+    costs = {}
+    args = list(_ARGS)
+    for key, fn in (("check_typed_us", typed), ("check_untyped_us", untyped)):
+        call = functools.partial(ArgumentConverter(fn), args, {})
+        costs[key] = min(timeit.repeat(call, number=20_000, repeat=5)) / 20_000 * 1e6
+    return costs
+
+
 async def fanout_queued(n: int) -> dict[str, float]:
     broker, _, sleep1 = _broker()
     async with broker:
@@ -81,10 +132,14 @@ async def fanout(n: int) -> dict[str, float]:
 
 
 def _repeat(fn: Callable[[], Awaitable[dict[str, float]]], times: int) -> dict[str, Any]:
+    return _repeat_sync(lambda: asyncio.run(fn()), times)  # type: ignore[arg-type]
+
+
+def _repeat_sync(fn: Callable[[], dict[str, float]], times: int) -> dict[str, Any]:
     runs: list[dict[str, float]] = []
     for _ in range(times):
         gc.collect()
-        runs.append(asyncio.run(fn()))  # type: ignore[arg-type]
+        runs.append(fn())
     keys = runs[0].keys()
     return {
         k: {
@@ -115,6 +170,8 @@ def main() -> None:
     results.update(_repeat(lambda: enqueue_and_drain(args.tasks), args.repeat))
     results.update(_repeat(lambda: fanout(args.fanout), args.repeat))
     results.update(_repeat(lambda: fanout_queued(args.fanout), args.repeat))
+    results.update(_repeat(lambda: drain_with_arguments(args.tasks), args.repeat))
+    results.update(_repeat_sync(argument_check_us, args.repeat))
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     gc_note = "default GC" if args.default_gc else "GC tuned as by `aq worker`"
@@ -127,6 +184,10 @@ def main() -> None:
         ("drain_per_s", f"drain {args.tasks} no-op tasks with results", "{:,.0f} tasks/s"),
         ("fanout_wall_s", f"{args.fanout} x asyncio.sleep(1), end to end", "{:.3f} s"),
         ("fanout_queued_wall_s", f"{args.fanout} x asyncio.sleep(1), queued first", "{:.3f} s"),
+        ("drain_typed_per_s", f"drain {args.tasks} tasks, 4 checked arguments", "{:,.0f} tasks/s"),
+        ("drain_untyped_per_s", f"drain {args.tasks} tasks, same unannotated", "{:,.0f} tasks/s"),
+        ("check_typed_us", "argument check per call, 4 annotated", "{:.2f} us"),
+        ("check_untyped_us", "argument check per call, unannotated", "{:.2f} us"),
     ]:
         r = results[key]
         print(

@@ -417,6 +417,15 @@ def test_argument_converter_returns_inputs_untouched_when_not_needed() -> None:
 def _typed(when: dt.datetime, key: uuid.UUID, color: Color, user: User, event: Event) -> None: ...
 
 
+_TYPED_ARGS = {
+    "when": WHEN_ISO,
+    "key": str(ID),
+    "color": "red",
+    "user": {"id": 1, "joined": WHEN_ISO},
+    "event": {"name": "launch", "at": WHEN_ISO},
+}
+
+
 @pytest.mark.parametrize(
     ("param", "value"),
     [
@@ -430,8 +439,8 @@ def _typed(when: dt.datetime, key: uuid.UUID, color: Color, user: User, event: E
 def test_argument_converter_raises_serialization_error_on_a_bad_value(
     param: str, value: Any
 ) -> None:
-    with pytest.raises(aq.SerializationError, match="cannot convert arguments"):
-        ArgumentConverter(_typed)([], {param: value})
+    with pytest.raises(aq.SerializationError, match=rf"argument '{param}(\.\w+)?' of _typed\(\)"):
+        ArgumentConverter(_typed)([], {**_TYPED_ARGS, param: value})
 
 
 def test_argument_converter_raises_serialization_error_on_a_bad_positional_value() -> None:
