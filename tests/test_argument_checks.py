@@ -20,14 +20,11 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, NewType, NotRequired, Optional, TypedDict
 
-import orjson
 import pydantic
 import pytest
 
 import aq
 from aq.coerce import ArgumentConverter
-from aq.message import new_id
-from aq.testing import running_worker
 
 WHEN = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 WHEN_ISO = "2024-01-02T03:04:05+00:00"
@@ -659,30 +656,3 @@ def test_an_unresolvable_annotation_is_logged_as_a_warning(
     assert "work(): argument 'thing' is not checked: name 'NoSuchType' is not defined" in (
         caplog.text
     )
-
-
-# --- through a worker --------------------------------------------------------------------------
-
-
-async def test_a_mistyped_message_is_dead_lettered_unrun_while_a_correct_one_runs() -> None:
-    broker = aq.Broker(f"memory://test-{uuid.uuid4().hex}")
-    ran: list[int] = []
-
-    @broker.task(name="work", retries=3)
-    async def work(i: int) -> None:
-        ran.append(i)
-
-    async with broker:
-        for args in (["minus twenty-nine"], [29]):
-            message = aq.TaskMessage(new_id(), "work", "default", args=args, max_attempts=4)
-            await broker.transport.publish("default", broker.encode(message))
-        async with running_worker(broker) as worker:
-            await worker.wait_idle()
-        [dead] = await broker.transport.dead_letters("default")
-
-    assert ran == [29]
-    assert dead.reason == (
-        "failed after 1 attempt(s): SerializationError: "
-        "argument 'i' of work(): expected int, got str ('minus twenty-nine')"
-    )
-    assert orjson.loads(dead.body)["args"] == ["minus twenty-nine"]

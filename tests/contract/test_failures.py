@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 import aq
+from aq.message import new_id
 from aq.testing import running_worker
 
 
@@ -293,3 +294,35 @@ async def test_a_failing_after_hook_neither_reruns_nor_loses_the_task(broker: aq
     assert runs == [1]
     stats = await broker.transport.stats("default")
     assert (stats.ready, stats.unacked, stats.dead) == (0, 0, 0)
+
+
+_DEEP = b"[" * 1000 + b"]" * 1000  # a 1,000-deep list, written as JSON by hand
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (b'["minus twenty-nine"]', "'i' of work(): expected int, got str ('minus twenty-nine')"),
+        (b'[1, "1.5"]', "'x' of work(): expected float, got str ('1.5')"),
+        (b"[1, " + _DEEP + b"]", "'x' of work(): expected float, got list ([[[[...]]]])"),
+    ],
+)
+async def test_a_mistyped_message_is_dead_lettered_unrun_while_a_correct_one_runs(
+    broker: aq.Broker, args: bytes, reason: str
+) -> None:
+    ran: list[int] = []
+
+    @broker.task(name="work", retries=3)
+    async def work(i: int, x: float = 0.0) -> None:
+        ran.append(i)
+
+    for sent in (args, b"[29]"):
+        message = aq.TaskMessage(new_id(), "work", "default", args=["ARGS"], max_attempts=4)
+        body = broker.encode(message).replace(b'["ARGS"]', sent)
+        await broker.transport.publish("default", body)
+    async with running_worker(broker) as worker:
+        await worker.wait_idle()
+    [dead] = await broker.transport.dead_letters("default")
+    assert ran == [29]
+    assert dead.reason == f"failed after 1 attempt(s): SerializationError: argument {reason}"
+    assert args in dead.body
