@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import aq
 from aq.testing import running_worker
+from aq.transport.redis.connection import make_client
 
 
 def test_the_broker_url_comes_from_the_environment_when_set(
@@ -34,11 +37,39 @@ def test_a_missing_url_says_how_to_give_one() -> None:
         ("amqp:///vhost", "names no host"),
         ("redis://localhost/0?visibility_timeout=soon", "invalid visibility_timeout='soon'"),
         ("redis://localhost/0?max_deliveries=0", "max_deliveries in the broker URL must be"),
+        ("amqp://localhost/?heartbeat=2.5", "invalid heartbeat='2.5'.*whole seconds"),
+        ("amqp://localhost/?heartbeat=70000", "invalid heartbeat='70000'"),
+        ("redis://localhost/0?socket_timeout=1", "socket_timeout='1' .* too short"),
+        ("redis://localhost/0?socket_timeout=soon", "invalid socket_timeout='soon'"),
     ],
 )
 def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:
     with pytest.raises(aq.ConfigurationError, match=hint):
         aq.Broker(url)
+
+
+def test_rabbitmq_heartbeats_every_5_s_unless_the_url_says_otherwise() -> None:
+    def heartbeats(url: str) -> list[str]:
+        transport: Any = aq.Broker(url).transport
+        return parse_qs(urlsplit(transport.client_url).query).get("heartbeat", [])
+
+    assert heartbeats("amqp://localhost/") == ["5"]
+    assert heartbeats("amqp://localhost/?heartbeat=30&prefix=x") == ["30"]
+    assert heartbeats("amqp://localhost/?heartbeat=0") == ["0"]  # off, if one insists
+
+
+async def test_redis_connections_time_out_after_5_s_unless_the_url_says_otherwise() -> None:
+    for url, seconds in [
+        ("redis://localhost/0", 5.0),
+        ("redis://localhost/0?socket_timeout=12", 12),
+    ]:
+        transport: Any = aq.Broker(url).transport
+        client, _ = make_client(transport.client_url, transport.settings)
+        try:
+            assert client.connection_pool.connection_kwargs["socket_timeout"] == seconds
+            assert client.connection_pool.connection_kwargs["socket_keepalive"] is True
+        finally:
+            await client.aclose()
 
 
 def test_queue_type_applies_to_rabbitmq_only() -> None:

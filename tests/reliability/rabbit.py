@@ -1,5 +1,5 @@
 """A private RabbitMQ node a reliability test may SIGKILL and restart, and a TCP
-proxy in front of it that can cut every connection.
+proxy in front of it that can cut or freeze every connection.
 
 This module owns the whole life of that node: its ports, its node name, and every
 file it writes (data, logs, config, Erlang cookie), all under one directory the test
@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -368,6 +368,14 @@ def _abort(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+def _stop_reading(writer: asyncio.StreamWriter) -> None:
+    """Read no more from this socket: what the peer sends stays in our kernel's buffer,
+    and neither its data nor a FIN or RST reaches us."""
+    transport = writer.transport
+    if isinstance(transport, asyncio.ReadTransport):  # a socket's transport is both
+        transport.pause_reading()
+
+
 class _Link:
     """One client connection through the proxy, and its connection to the target."""
 
@@ -375,7 +383,9 @@ class _Link:
         self.client = client
         self.upstream: asyncio.StreamWriter | None = None
         self.task = task
+        self.copying: asyncio.Future[Any] | None = None  # both directions, once connected
         self.cut = False
+        self.frozen = False
 
     def abort(self) -> None:
         self.cut = True
@@ -383,16 +393,29 @@ class _Link:
         if self.upstream is not None:
             _abort(self.upstream)
 
+    def freeze(self) -> None:
+        """Stop reading both sockets and stop copying, leaving both open: what either
+        end sends is acknowledged by our kernel and goes no further, and a FIN or RST
+        from either end is never seen, let alone passed on."""
+        self.frozen = True
+        for writer in (self.client, self.upstream):
+            if writer is not None:
+                _stop_reading(writer)
+        if self.copying is not None:
+            self.copying.cancel()
+
 
 class TcpProxy:
     """Forwards connections from 127.0.0.1:``port`` to 127.0.0.1:``target_port``;
-    ``cut()`` resets every connection open through it, as a network failure would."""
+    ``cut()`` resets every connection open through it, as a network failure would,
+    and ``freeze()`` silences them, as a partition would."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0  # known after start()
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
+        self._frozen: set[_Link] = set()  # open, passing nothing, until cut() or close()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -406,10 +429,22 @@ class TcpProxy:
         return urlunsplit(parts._replace(netloc=f"{netloc}127.0.0.1:{self.port}"))
 
     async def cut(self) -> None:
-        """Abort both sides of every open connection; new connections still work."""
+        """Abort both sides of every open connection, frozen ones included; new
+        connections still work."""
+        links = list(self._links)
+        frozen, self._frozen = self._frozen, set()
+        for link in [*links, *frozen]:
+            link.abort()
+        await asyncio.gather(*(link.task for link in links), return_exceptions=True)
+
+    async def freeze(self) -> None:
+        """Pass no more bytes, either way, on every open connection, and close neither
+        side of any (no FIN, no RST): a silent partition, which only a timeout at
+        either end can notice. New connections still work."""
         links = list(self._links)
         for link in links:
-            link.abort()
+            link.freeze()
+            self._frozen.add(link)
         await asyncio.gather(*(link.task for link in links), return_exceptions=True)
 
     async def close(self) -> None:
@@ -440,15 +475,24 @@ class TcpProxy:
             if link.cut:  # cut() ran while we were connecting
                 _abort(upstream)
                 return
-            await asyncio.gather(
+            if link.frozen:  # freeze() ran while we were connecting
+                _stop_reading(upstream)
+                return
+            link.copying = asyncio.gather(
                 self._pipe(client_reader, upstream, link),
                 self._pipe(upstream_reader, client, link),
             )
+            try:
+                await link.copying
+            except asyncio.CancelledError:
+                if not link.frozen or task.cancelling():
+                    raise  # not freeze() but a cancellation of this task
         finally:
             self._links.discard(link)
-            client.close()
-            if link.upstream is not None:
-                link.upstream.close()
+            if not link.frozen:  # a frozen link stays open until cut() or close()
+                client.close()
+                if link.upstream is not None:
+                    link.upstream.close()
 
     @staticmethod
     async def _pipe(

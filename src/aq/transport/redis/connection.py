@@ -8,6 +8,13 @@ URL reaches redis-py), so one ``AQ_BROKER_URL`` says everything:
 Every redis-py exception is translated here into aq's tree: connection
 problems become :class:`aq.ConnectionLost` (or :class:`aq.BrokerUnavailable`
 once a deadline passes), anything else :class:`aq.BrokerError`.
+
+A connection that silently stops passing packets (a partition, a dead NAT
+entry: no FIN, no RST) is noticed by the socket timeout: every command, the
+workers' and inboxes' 1-second blocking reads included, fails once Redis has
+not answered for ``socket_timeout`` seconds, and the caller retries on a new
+connection. TCP keepalive drops idle pooled connections to a dead peer, so
+their next user need not wait for the timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -48,6 +56,14 @@ CONNECTION_ERRORS = (
     OSError,
 )
 
+#: Blocking reads wait 1 s at the server; a socket timeout must leave their answer
+#: time to arrive, or every idle read would count as a dead connection.
+_MIN_SOCKET_TIMEOUT = 2.0
+_CONNECT_TIMEOUT = 5.0
+# Probe a connection idle for 10 s every 5 s and give up after 3 unanswered probes:
+# an idle pooled connection to a vanished peer is dropped within 25 s.
+_KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
@@ -60,9 +76,13 @@ class RedisSettings:
         publish_timeout: seconds ``kiq()`` keeps retrying during an outage
             before it raises :class:`aq.BrokerUnavailable`.
         reply_ttl: seconds a producer's reply keys outlive the producer.
-        max_deliveries: a message delivered this many times without being
-            settled (its workers keep dying) is dead-lettered.
+        max_deliveries: a task that has crashed its worker this many times, the
+            last while running alone, is dead-lettered (see aq.worker.crashes);
+            at least 2.
         max_connections: connections per process; callers beyond it wait.
+        socket_timeout: seconds Redis may leave a command unanswered before its
+            connection counts as dead (so a silent partition is noticed within
+            this); at least 2, since blocking reads wait 1 s for an answer.
     """
 
     prefix: str = "aq"
@@ -71,6 +91,13 @@ class RedisSettings:
     reply_ttl: float = 300.0
     max_deliveries: int = 10
     max_connections: int = 64
+    socket_timeout: float = 5.0
+
+
+_MAX_DELIVERIES_TOO_LOW = (
+    "max_deliveries={value} in the broker URL: it must be at least 2, since a crash is "
+    "blamed on a task only once it has crashed a worker while running alone"
+)
 
 
 def parse_url(url: str) -> tuple[str, RedisSettings]:
@@ -97,6 +124,13 @@ def parse_url(url: str) -> tuple[str, RedisSettings]:
             raise ConfigurationError(f"invalid {key}={value!r} in the broker URL") from None
         if (key != "prefix" and parsed <= 0) or (key == "prefix" and not parsed):
             raise ConfigurationError(f"{key} in the broker URL must be positive / non-empty")
+        if key == "socket_timeout" and parsed < _MIN_SOCKET_TIMEOUT:
+            raise ConfigurationError(
+                f"socket_timeout={value!r} in the broker URL is too short: workers wait "
+                f"1 s for new messages in each read, so use at least {_MIN_SOCKET_TIMEOUT:g}"
+            )
+        if key == "max_deliveries" and parsed < 2:
+            raise ConfigurationError(_MAX_DELIVERIES_TOO_LOW.format(value=value))
         values[key] = parsed
     clean = urlunsplit(parts._replace(query=urlencode(kept)))
     return clean, RedisSettings(**values)
@@ -156,6 +190,28 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+def _socket_options(settings: RedisSettings) -> dict[str, Any]:
+    """Timeouts and keepalive for every connection, whatever the kind of URL.
+
+    Set here rather than left to redis-py, whose defaults changed in 8.0 (before
+    it, no socket timeout: a read on a silently dead connection waited for ever).
+    No ``health_check_interval``: a PING on a dead connection waits for the same
+    socket timeout as the command it precedes, so it would notice nothing sooner
+    and cost a round trip on every connection left idle.
+    """
+    keepalive = {
+        option: value
+        for name, value in _KEEPALIVE.items()
+        if (option := getattr(socket, name, None)) is not None  # Linux names; some lack them
+    }
+    return {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": _CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "socket_keepalive_options": keepalive,
+    }
+
+
 def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
     """A client for ``url`` (from :func:`parse_url`), direct or through Sentinel, and
     the clients of the sentinels themselves (to close along with it).
@@ -167,13 +223,10 @@ def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
     """
     if url.startswith("redis+cluster://"):
         return _cluster_client(url, settings), []
+    options = _socket_options(settings)
     if not url.startswith("redis+sentinel://"):
         pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.max_connections,
-            timeout=None,
-            socket_connect_timeout=5,
-            socket_keepalive=True,
+            url, max_connections=settings.max_connections, timeout=None, **options
         )
         return Redis.from_pool(pool), []  # the client owns the pool and closes it
     parts = urlsplit(url)
@@ -187,11 +240,10 @@ def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
     db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
     sentinel: Any = Sentinel(  # type: ignore[no-untyped-call]
         nodes,
-        sentinel_kwargs={"password": password, "socket_connect_timeout": 5},
+        sentinel_kwargs={"password": password, **options},
         password=password,
         db=db,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
+        **options,
     )
     # Sentinel pools do not block when full: allow far more connections than the
     # blocking pool, which the batcher's pipelines rarely need.
@@ -219,7 +271,6 @@ def _cluster_client(url: str, settings: RedisSettings) -> Redis:
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         password=password,
         max_connections=settings.max_connections * 16,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
+        **_socket_options(settings),
     )
     return client  # type: ignore[no-any-return]
