@@ -210,17 +210,20 @@ async def test_a_quorum_queue_dead_letters_what_keeps_coming_back_saying_why() -
         transport: Any = broker.transport
         try:
             await transport.publish("default", b"{}")
-            consumer = await transport.consume(["default"], 1)
-            try:
-                for _ in range(3):  # as if three workers died holding it
-                    await (await consumer.get()).requeue()
-            finally:
-                await consumer.close()
-            # RabbitMQ moves it on its own: wait for it on the dead-letter queue.
-            dead = transport.names.queue("default").dead
+            names = transport.names.queue("default")
             raw = await aio_pika.connect(AMQP_URL)
             async with raw:
                 channel = await raw.channel()
+                work = await channel.declare_queue(names.work, passive=True)
+                returned = 0
+                async with work.iterator() as messages:
+                    async for message in messages:  # as if three workers died holding it
+                        await message.nack(requeue=True)
+                        returned += 1
+                        if returned == 3:
+                            break
+                # RabbitMQ moves it on its own: wait for it on the dead-letter queue.
+                dead = names.dead
                 queue = await channel.declare_queue(dead, passive=True)
                 async with queue.iterator() as messages:
                     async for message in messages:

@@ -24,6 +24,7 @@ from aq.errors import (
     TaskFailed,
     TaskTimeout,
     UnknownTask,
+    WorkerCrashed,
 )
 from aq.handle import StreamHandle, TaskHandle
 from aq.message import TaskMessage
@@ -61,5 +62,6 @@ __all__ = [
     "TaskTimeout",
     "UnknownTask",
     "Worker",
+    "WorkerCrashed",
     "context",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import importlib
-import logging
 import os
 import sys
 from typing import Annotated, Any, NoReturn
@@ -15,7 +14,7 @@ import typer
 from aq import admin
 from aq.broker import Broker
 from aq.errors import AQError, ConfigurationError
-from aq.logs import configure, event
+from aq.logs import configure
 from aq.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT
 
 __all__ = ["app", "load_broker", "main"]
@@ -27,8 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-log = logging.getLogger("aq.cli")
 
 
 def load_broker(spec: str) -> Broker:
@@ -121,7 +118,17 @@ def worker(
             help="The event loop: uvloop, asyncio, or auto (uvloop if it is installed).",
         ),
     ] = "auto",
+    supervise: Annotated[
+        bool,
+        typer.Option(
+            "--supervise/--no-supervise",
+            help="Run the worker processes under a supervisor that restarts them (the "
+            "default); --no-supervise runs one worker in this process, for a process "
+            "manager that restarts it.",
+        ),
+    ] = True,
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
+    isolation: Annotated[bool, typer.Option("--isolation", hidden=True)] = False,
 ) -> None:
     """Run a worker that executes the tasks of APP's broker."""
     level = log_level.upper()
@@ -138,60 +145,26 @@ def worker(
         loop_factory(loop)  # a bad --loop fails here, before anything starts
     except AQError as exc:
         _fail(exc)
-    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     try:
         broker = load_broker(app_spec)
     except AQError as exc:
         _fail(exc)
         return
-    if not supervised and (processes > 1 or max_tasks_per_child is not None):
-        from aq.worker.supervisor import Supervisor
+    if not supervise and (processes > 1 or max_tasks_per_child is not None):
+        option = "--processes" if processes > 1 else "--max-tasks-per-child"
+        _fail(ConfigurationError(f"{option} needs the supervisor: drop --no-supervise"))
+    from aq.worker import launch
 
-        child = [
-            "worker",
-            app_spec,
-            "--supervised",
-            "--concurrency",
-            str(concurrency),
-            "--shutdown-timeout",
-            str(shutdown_timeout),
-            "--log-level",
-            level,
-            "--loop",
-            loop,
-        ]
-        if queues:
-            child += ["--queues", queues]
-        if max_tasks_per_child is not None:
-            child += ["--max-tasks-per-child", str(max_tasks_per_child)]
-        if broker.transport.in_process:
-            event(
-                log,
-                logging.WARNING,
-                "worker.memory_broker",
-                note="memory:// is in-process: each worker process has its own queues",
-            )
-        asyncio.run(Supervisor(child, processes, shutdown_timeout).run())
-        return
-    from aq.worker import runner
-
-    if broker.transport.in_process and not supervised:
-        event(
-            log,
-            logging.WARNING,
-            "worker.memory_broker",
-            note="memory:// is in-process: this worker only runs tasks sent from its own process",
-        )
+    options = launch.Options(
+        app_spec, concurrency, queues, shutdown_timeout, max_tasks_per_child, level, loop
+    )
     try:
-        runner.run(
-            broker,
-            queues=queue_list,
-            concurrency=concurrency,
-            shutdown_timeout=shutdown_timeout,
-            max_tasks=max_tasks_per_child,
-            watch_parent=supervised,
-            loop=loop,
-        )
+        if supervised:  # a child of the supervisor
+            launch.run_child(broker, options, isolation=isolation)
+        elif supervise:
+            launch.run_supervisor(broker, options, processes)
+        else:
+            launch.run_unsupervised(broker, options)
     except AQError as exc:
         _fail(exc)
 

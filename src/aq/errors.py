@@ -17,7 +17,8 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
     └── TaskFailed              the task ran and did not succeed
         ├── TaskTimeout         it ran past its time limit
         ├── TaskCancelled       it was cancelled by handle.cancel()
-        └── TaskExpired         its ``expires`` time passed before it ran
+        ├── TaskExpired         its ``expires`` time passed before it ran
+        └── WorkerCrashed       it crashed its worker process too often
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "TaskFailed",
     "TaskTimeout",
     "UnknownTask",
+    "WorkerCrashed",
 ]
 
 
@@ -137,3 +139,8 @@ class TaskCancelled(TaskFailed):
 
 class TaskExpired(TaskFailed):
     """The task's ``expires`` time passed before a worker started it."""
+
+
+class WorkerCrashed(TaskFailed):
+    """The task's worker process died while running it, again and again, the last
+    times while it ran alone: it was dead-lettered as the cause."""

@@ -21,6 +21,7 @@ from aq.errors import (
     TaskExpired,
     TaskFailed,
     TaskTimeout,
+    WorkerCrashed,
 )
 from aq.replies import ProgressCallback, ResultWaiter
 
@@ -36,6 +37,7 @@ _REMOTE_ERRORS: dict[str, type[TaskFailed]] = {
     "aq.errors.TaskTimeout": TaskTimeout,
     "aq.errors.TaskCancelled": TaskCancelled,
     "aq.errors.TaskExpired": TaskExpired,
+    "aq.errors.WorkerCrashed": WorkerCrashed,
 }
 
 

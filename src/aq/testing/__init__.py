@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aq.broker import Broker
+from aq.worker.crashes import CrashMode
 from aq.worker.worker import Worker
 
 __all__ = ["drain", "running_worker"]
@@ -25,10 +26,16 @@ async def running_worker(
     queues: Sequence[str] | None = None,
     concurrency: int = 100,
     shutdown_timeout: float = 5.0,
+    crashes: CrashMode = "inline",
 ) -> AsyncIterator[Worker]:
-    """Run a worker on ``broker`` in this event loop for the ``async with`` block."""
+    """Run a worker on ``broker`` in this event loop for the ``async with`` block
+    (``crashes`` as for :class:`aq.Worker`)."""
     worker = Worker(
-        broker, queues=queues, concurrency=concurrency, shutdown_timeout=shutdown_timeout
+        broker,
+        queues=queues,
+        concurrency=concurrency,
+        shutdown_timeout=shutdown_timeout,
+        crashes=crashes,
     )
     await worker.start()
     try:

@@ -21,7 +21,12 @@ __all__ = ["Consumer", "DeadLetter", "Delivery", "Inbox", "QueueStats", "Transpo
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """How many messages a queue holds, by state."""
+    """How many messages a queue holds, by state.
+
+    ``isolated`` counts the messages waiting in the queue's isolation queue: those
+    whose workers died while they ran, waiting to run alone (see
+    :meth:`Delivery.isolate`).
+    """
 
     queue: str
     ready: int
@@ -29,6 +34,7 @@ class QueueStats:
     unacked: int
     dead: int
     consumers: int
+    isolated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,10 @@ class Delivery(abc.ABC):
     def __init__(self, body: bytes, queue: str, delivery_count: int) -> None:
         self.body = body
         self.queue = queue
-        #: 1 on first delivery, more when redelivered after a crash or requeue.
+        #: 1 on first delivery; one more for each earlier delivery that was not
+        #: settled (its worker died, its connection dropped) or was requeued after
+        #: an internal error. Returning a message on a graceful shutdown does not
+        #: count, and a message moved to the isolation queue starts again at 1.
         self.delivery_count = delivery_count
 
     @abc.abstractmethod
@@ -65,6 +74,13 @@ class Delivery(abc.ABC):
     @abc.abstractmethod
     async def dead_letter(self, reason: str) -> None:
         """Move the message to its queue's dead-letter store with ``reason``."""
+
+    @abc.abstractmethod
+    async def isolate(self) -> None:
+        """Move the message to its queue's isolation queue, as a new message (its
+        delivery count starts again), in one step: its workers died while it ran,
+        so it runs next alone, where a crash can be blamed on it. Consume isolation
+        queues with ``consume(..., isolated=True)``."""
 
     async def keep_alive(self) -> None:  # noqa: B027 - optional hook
         """Refresh this delivery's claim; transports with visibility timeouts override it."""
@@ -107,6 +123,9 @@ class Transport(abc.ABC):
     heartbeat_interval: float | None = None
     #: Whether :meth:`store_result` and :meth:`fetch_result` work (``result_ttl``).
     stores_results: bool = True
+    #: How many times a message may crash the workers that run it before it is
+    #: dead-lettered (the worker's crash policy reads it; at least 2).
+    max_deliveries: int = 10
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -145,8 +164,15 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def consume(self, queues: Sequence[str], prefetch: int) -> Consumer:
-        """Start consuming ``queues``, holding at most ``prefetch`` unsettled deliveries."""
+    async def consume(
+        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
+    ) -> Consumer:
+        """Start consuming ``queues``, holding at most ``prefetch`` unsettled deliveries.
+
+        With ``isolated``, consume their isolation queues instead (see
+        :meth:`Delivery.isolate`); those deliveries dead-letter into, and count
+        in the stats of, the queue they came from.
+        """
 
     @abc.abstractmethod
     async def open_inbox(self) -> Inbox:

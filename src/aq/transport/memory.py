@@ -39,6 +39,9 @@ class _Entry:
 @dataclass(slots=True)
 class _Queue:
     name: str
+    #: The queue whose dead letters and stats this one's are (itself, or for an
+    #: isolation queue the queue it isolates for).
+    home: _Queue | None = None
     ready: list[tuple[int, int, _Entry]] = field(default_factory=list)
     delayed: list[tuple[float, int, _Entry]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
@@ -73,6 +76,7 @@ class _Queue:
 class _Hub:
     def __init__(self) -> None:
         self.queues: dict[str, _Queue] = {}
+        self.isolation: dict[str, _Queue] = {}
         self.inboxes: dict[str, asyncio.Queue[bytes]] = {}
         self.control: set[asyncio.Queue[bytes]] = set()
         self.results: dict[str, tuple[float, bytes]] = {}
@@ -84,15 +88,22 @@ class _Hub:
             q = self.queues[name] = _Queue(name)
         return q
 
+    def isolation_queue(self, name: str) -> _Queue:
+        q = self.isolation.get(name)
+        if q is None:
+            q = self.isolation[name] = _Queue(name, home=self.queue(name))
+        return q
+
 
 _hubs: dict[str, _Hub] = {}
 
 
 class _MemoryDelivery(Delivery):
-    __slots__ = ("_consumer", "_entry", "_q", "_settled")
+    __slots__ = ("_consumer", "_entry", "_hub", "_q", "_settled")
 
     def __init__(self, consumer: _MemoryConsumer, q: _Queue, entry: _Entry) -> None:
         super().__init__(entry.body, q.name, entry.delivery_count)
+        self._hub = consumer.hub
         self._consumer = consumer
         self._q = q
         self._entry = entry
@@ -118,11 +129,22 @@ class _MemoryDelivery(Delivery):
             letter = DeadLetter(
                 self._q.name, self._entry.body, reason, time.time(), str(next(_sequence))
             )
-            self._q.dead.append(letter)
+            (self._q.home or self._q).dead.append(letter)
+
+    async def isolate(self) -> None:
+        if self._settle():
+            self._hub.isolation_queue(self._q.name).push(_Entry(self._entry.body, 0))
+
+    def release(self) -> None:
+        """Return the message on shutdown; this delivery does not count."""
+        if self._settle():
+            self._entry.delivery_count -= 1
+            self._q.push_front(self._entry)
 
 
 class _MemoryConsumer(Consumer):
-    def __init__(self, queues: list[_Queue], prefetch: int) -> None:
+    def __init__(self, hub: _Hub, queues: list[_Queue], prefetch: int) -> None:
+        self.hub = hub
         self.queues = queues
         self.prefetch = prefetch
         self.unsettled: set[_MemoryDelivery] = set()
@@ -191,7 +213,7 @@ class _MemoryConsumer(Consumer):
             return
         self._closed = True
         for delivery in list(self.unsettled):
-            await delivery.requeue()
+            delivery.release()
         for q in self.queues:
             q.consumers -= 1
         for pending in (self._room, self._waiter):
@@ -263,11 +285,14 @@ class MemoryTransport(Transport):
         else:
             q.push(entry)
 
-    async def consume(self, queues: Sequence[str], prefetch: int) -> Consumer:
+    async def consume(
+        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
+    ) -> Consumer:
         if not queues:
             raise BrokerError("consume() needs at least one queue")
         hub = self.hub
-        return _MemoryConsumer([hub.queue(name) for name in queues], max(1, prefetch))
+        pick = hub.isolation_queue if isolated else hub.queue
+        return _MemoryConsumer(hub, [pick(name) for name in queues], max(1, prefetch))
 
     async def open_inbox(self) -> Inbox:
         hub = self.hub
@@ -293,16 +318,22 @@ class MemoryTransport(Transport):
 
     async def stats(self, queue: str) -> QueueStats:
         q = self.hub.queue(queue)
-        return QueueStats(queue, len(q.ready), len(q.delayed), q.unacked, len(q.dead), q.consumers)
+        isolation = self.hub.isolation.get(queue)
+        isolated = len(isolation.ready) + isolation.unacked if isolation is not None else 0
+        return QueueStats(
+            queue, len(q.ready), len(q.delayed), q.unacked, len(q.dead), q.consumers, isolated
+        )
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         return self.hub.queue(queue).dead[:limit]
 
     async def purge(self, queue: str) -> int:
-        q = self.hub.queue(queue)
-        count = len(q.ready) + len(q.delayed)
-        q.ready.clear()
-        q.delayed.clear()
+        count = 0
+        for q in (self.hub.queue(queue), self.hub.isolation.get(queue)):
+            if q is not None:
+                count += len(q.ready) + len(q.delayed)
+                q.ready.clear()
+                q.delayed.clear()
         return count
 
     async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:

@@ -30,12 +30,14 @@ from aq.errors import (
     TaskFailed,
     TaskTimeout,
     UnknownTask,
+    WorkerCrashed,
 )
 from aq.logs import event
 from aq.message import PROTOCOL_VERSION, ReplyKind, TaskMessage, decode_task
 from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
+from aq.worker.crashes import CrashPolicy
 from aq.worker.limits import TaskLimits
 
 __all__ = ["Executor"]
@@ -69,6 +71,7 @@ class Executor:
         running: id -> delivery of every task function executing now; the worker
             cancels the asyncio task handling an entry when a cancel request arrives.
         cancelled: ids whose cancellation was requested (running or not yet seen).
+        crashes: what becomes of a message whose workers died while it ran.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Executor:
         limits: TaskLimits,
         running: MutableMapping[str, Delivery],
         cancelled: Callable[[str], bool],
+        crashes: CrashPolicy,
     ) -> None:
         self.broker = broker
         self.transport = broker.transport
@@ -84,6 +88,7 @@ class Executor:
         self.limits = limits
         self.running = running
         self.is_cancelled = cancelled
+        self.crashes = crashes
 
     async def handle(self, delivery: Delivery) -> None:
         """Process ``delivery`` and settle it (ack, retry or dead-letter)."""
@@ -92,6 +97,8 @@ class Executor:
         except MessageDecodeError as exc:
             event(log, logging.ERROR, "task.undecodable", queue=delivery.queue, error=exc)
             await delivery.dead_letter(f"undecodable message: {exc}")
+            return
+        if delivery.delivery_count > 1 and not await self._survives_crashes(message, delivery):
             return
         task = self.broker.tasks.get(message.task)
         if task is None:
@@ -122,6 +129,38 @@ class Executor:
             attempt=message.attempt,
         )
         await self._execute(task, message, delivery)
+
+    async def _survives_crashes(self, message: TaskMessage, delivery: Delivery) -> bool:
+        """Apply the crash policy to a redelivered message; whether it may run here."""
+        verdict, reason = self.crashes.judge(delivery.delivery_count)
+        if verdict == "run":
+            return True
+        deaths = delivery.delivery_count - 1
+        if verdict == "isolate":
+            await delivery.isolate()
+            event(
+                log,
+                logging.WARNING,
+                "task.isolated",
+                task_id=message.id,
+                name=message.task,
+                deaths=deaths,
+                note="its workers died while it ran; it runs next alone",
+            )
+            return False
+        error = WorkerCrashed(message.id, "aq.errors.WorkerCrashed", reason)
+        await self._reply(message, "error", error_payload(error, with_traceback=False))
+        await delivery.dead_letter(reason)
+        event(
+            log,
+            logging.ERROR,
+            "task.crashed",
+            task_id=message.id,
+            name=message.task,
+            deaths=deaths,
+            reason=reason,
+        )
+        return False
 
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
         outcome = await self._attempt(task, message, delivery)

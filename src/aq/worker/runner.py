@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 
 from aq.broker import Broker
 from aq.errors import ConfigurationError
+from aq.worker.crashes import CrashMode
+from aq.worker.supervisor import Supervisor, report_ready
 from aq.worker.worker import Worker
 
 __all__ = ["LOOPS", "loop_factory", "run", "serve"]
@@ -58,12 +60,16 @@ async def serve(
     shutdown_timeout: float,
     max_tasks: int | None = None,
     watch_parent: bool = False,
+    crashes: CrashMode = "inline",
+    isolation_args: Sequence[str] | None = None,
 ) -> None:
     """Run a worker until a signal (or ``max_tasks``) stops it.
 
     With ``watch_parent``, standard input is a pipe from the supervising
     process, and its end-of-file (the supervisor died, even by SIGKILL) stops
-    the worker too, so no orphan keeps running.
+    the worker too, so no orphan keeps running. With ``isolation_args``, this
+    process also keeps an isolation worker running as its child (``aq worker
+    --no-supervise``), and stops it with itself.
     """
     worker = Worker(
         broker,
@@ -71,11 +77,15 @@ async def serve(
         concurrency=concurrency,
         shutdown_timeout=shutdown_timeout,
         max_tasks=max_tasks,
+        crashes=crashes,
     )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
+    keeper = Supervisor([], 0, shutdown_timeout, isolation_args) if isolation_args else None
 
     def on_signal() -> None:
+        if keeper is not None:
+            keeper.on_signal()
         if not stopping:
             stopping.append(loop.create_task(worker.stop()))
         else:  # a second signal: no more grace
@@ -85,13 +95,18 @@ async def serve(
         loop.add_signal_handler(sig, on_signal)
     if watch_parent:
         await _stop_on_eof(worker, on_signal)
+    keeping = loop.create_task(keeper.run(handle_signals=False)) if keeper else None
     try:
         await worker.start()
+        report_ready()
         await worker.wait_stopped()
         await asyncio.gather(*stopping, return_exceptions=True)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if keeper is not None and keeping is not None:
+            keeper.stop()
+            await asyncio.gather(keeping, return_exceptions=True)
         await broker.shutdown()
 
 
@@ -120,6 +135,8 @@ def run(
     max_tasks: int | None = None,
     watch_parent: bool = False,
     loop: str = "auto",
+    crashes: CrashMode = "inline",
+    isolation_args: Sequence[str] | None = None,
 ) -> None:
     """Run a worker in a fresh event loop (see ``loop_factory``) until it is stopped."""
     factory = loop_factory(loop)
@@ -133,6 +150,8 @@ def run(
                 shutdown_timeout=shutdown_timeout,
                 max_tasks=max_tasks,
                 watch_parent=watch_parent,
+                crashes=crashes,
+                isolation_args=isolation_args,
             )
         )
 

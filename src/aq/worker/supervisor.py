@@ -1,11 +1,20 @@
-"""``aq worker --processes N``: one supervising process over N worker processes.
+"""``aq worker``'s supervisor: one process keeping its worker processes alive.
 
 The supervisor starts each worker as a child process running ``aq worker``
-with ``--processes 1``, restarts any child that exits (at once after a clean
-exit such as ``--max-tasks-per-child``, with growing backoff after a crash),
+(``--supervised``), plus, for network brokers, one isolation worker
+(``--isolation``) that runs the tasks whose workers died while they ran, one
+at a time (see :mod:`aq.worker.crashes`). It restarts any child that exits,
 and on SIGTERM or SIGINT asks every child to stop gracefully, killing those
 still alive after their grace period. Each child reads a pipe from the
 supervisor, so if the supervisor dies the children stop rather than linger.
+
+**Restarts.** Each child reports, on a pipe of its own, once it consumes. A
+child that dies after that is restarted at once: a task that kills its process
+must not stall the queue, and the crash policy keeps such a task from killing
+the next process for long. A child that dies before it ever consumed (a broker
+that refuses it, an app that no longer imports) is restarted after a delay that
+starts at 0.5 s and doubles up to 30 s, so it does not spin; a clean exit
+(``--max-tasks-per-child``) restarts at once too.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,47 +30,80 @@ from collections.abc import Sequence
 
 from aq.logs import event
 
-__all__ = ["Supervisor"]
+__all__ = ["READY_FD", "Supervisor", "report_ready"]
 
 log = logging.getLogger("aq.supervisor")
 
+#: The environment variable naming the pipe a child writes to once it consumes.
+READY_FD = "AQ_READY_FD"
+
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
-_HEALTHY_AFTER = 60.0
+ISOLATION_SLOT = "isolation"
+
+
+def report_ready() -> None:
+    """Tell the supervisor, if any, that this worker consumes (called by the child)."""
+    fd = os.environ.pop(READY_FD, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.write(int(fd), b"r")
+        os.close(int(fd))
 
 
 class Supervisor:
-    """Keeps ``processes`` worker processes alive; see the module docstring.
+    """Keeps worker processes alive; see the module docstring.
 
     Args:
         child_args: the arguments after ``python -m aq`` that start one worker.
-        processes: how many workers to keep running.
+        processes: how many workers to keep running (0 with ``--no-supervise``,
+            where the worker runs in the supervising process itself).
         shutdown_timeout: a child's grace period; it is killed 5 s after that.
+        isolation_args: the arguments that start the isolation worker, or
+            ``None`` to run none.
     """
 
-    def __init__(self, child_args: Sequence[str], processes: int, shutdown_timeout: float) -> None:
-        self.child_args = list(child_args)
+    def __init__(
+        self,
+        child_args: Sequence[str],
+        processes: int,
+        shutdown_timeout: float,
+        isolation_args: Sequence[str] | None = None,
+    ) -> None:
+        self.slots: dict[int | str, list[str]] = {
+            slot: list(child_args) for slot in range(processes)
+        }
+        if isolation_args is not None:
+            self.slots[ISOLATION_SLOT] = list(isolation_args)
         self.processes = processes
         self.shutdown_timeout = shutdown_timeout
-        self.children: dict[int, asyncio.subprocess.Process] = {}
+        self.children: dict[int | str, asyncio.subprocess.Process] = {}
         self.restarts = 0
         self._stopping = asyncio.Event()
 
-    async def run(self) -> None:
-        """Supervise until SIGTERM or SIGINT, then stop every child."""
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Supervise until SIGTERM or SIGINT (or :meth:`stop`), then stop every child."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal)
-        event(log, logging.INFO, "supervisor.started", processes=self.processes)
-        slots = [asyncio.create_task(self._keep_alive(slot)) for slot in range(self.processes)]
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self.on_signal)
+        event(
+            log,
+            logging.INFO,
+            "supervisor.started",
+            processes=self.processes,
+            isolation=ISOLATION_SLOT in self.slots,
+        )
+        keepers = [asyncio.create_task(self._keep_alive(slot)) for slot in self.slots]
         try:
             await self._stopping.wait()
             await self._stop_children()
-            await asyncio.gather(*slots, return_exceptions=True)
+            await asyncio.gather(*keepers, return_exceptions=True)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
-            for task in slots:
+            for task in keepers:
                 task.cancel()
         event(log, logging.INFO, "supervisor.stopped", restarts=self.restarts)
 
@@ -68,7 +111,8 @@ class Supervisor:
         """Ask the supervisor to stop (as SIGTERM does)."""
         self._stopping.set()
 
-    def _on_signal(self) -> None:
+    def on_signal(self) -> None:
+        """SIGTERM or SIGINT: stop; a second one hurries the children along."""
         if not self._stopping.is_set():
             self._stopping.set()
             return
@@ -82,45 +126,62 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
 
-    async def _keep_alive(self, slot: int) -> None:
+    async def _keep_alive(self, slot: int | str) -> None:
         backoff = _BACKOFF_START
         while not self._stopping.is_set():
             started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "aq",
-                *self.child_args,
-                stdin=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-            self.children[slot] = proc
-            event(log, logging.INFO, "supervisor.child_started", slot=slot, pid=proc.pid)
-            if self._stopping.is_set():  # started while shutdown began: stop it too
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+            proc, ready = await self._start(slot)
             code = await proc.wait()
+            was_ready = await ready
             if self._stopping.is_set():
                 return
             self.restarts += 1
-            uptime = time.monotonic() - started
-            level = logging.INFO if code == 0 else logging.ERROR
             event(
                 log,
-                level,
+                logging.INFO if code == 0 else logging.ERROR,
                 "supervisor.child_exited",
                 slot=slot,
                 pid=proc.pid,
                 code=code,
-                uptime=uptime,
+                uptime=time.monotonic() - started,
+                consumed=was_ready,
             )
-            if code == 0 or uptime > _HEALTHY_AFTER:
+            if code == 0 or was_ready:
                 backoff = _BACKOFF_START
                 continue
-            # A crashing child is restarted with growing delays, not in a hot loop.
+            # It never got going: wait before trying again, growing each time.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff)
             backoff = min(_BACKOFF_MAX, backoff * 2)
+
+    async def _start(
+        self, slot: int | str
+    ) -> tuple[asyncio.subprocess.Process, asyncio.Task[bool]]:
+        """Start the child of ``slot``; also return a task that says whether it got ready."""
+        read_end, write_end = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "aq",
+                *self.slots[slot],
+                stdin=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(write_end,),
+                env={**os.environ, READY_FD: str(write_end)},
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        ready = asyncio.create_task(_read_ready(read_end))
+        self.children[slot] = proc
+        event(log, logging.INFO, "supervisor.child_started", slot=slot, pid=proc.pid)
+        if self._stopping.is_set():  # started while shutdown began: stop it too
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        return proc, ready
 
     async def _stop_children(self) -> None:
         alive = [p for p in self.children.values() if p.returncode is None]
@@ -136,3 +197,15 @@ class Supervisor:
                     proc.kill()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _read_ready(fd: int) -> bool:
+    """Whether the child at the other end of pipe ``fd`` reported ready before it closed."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        return bool(await reader.read(1))
+    finally:
+        transport.close()

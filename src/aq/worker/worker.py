@@ -25,6 +25,7 @@ from aq.errors import ConfigurationError, MessageDecodeError
 from aq.logs import event
 from aq.message import PROTOCOL_VERSION
 from aq.transport.base import Consumer, Delivery, Inbox
+from aq.worker.crashes import CrashMode, CrashPolicy
 from aq.worker.executor import Executor
 from aq.worker.limits import TaskLimits
 
@@ -50,6 +51,13 @@ class Worker:
             before they are cancelled and returned to the queue.
         max_tasks: stop by itself after starting this many tasks (used by
             ``--max-tasks-per-child``).
+        crashes: what becomes of a message whose workers died while running it
+            (see :mod:`aq.worker.crashes`): ``"inline"`` (the default) runs it
+            again here until ``max_deliveries``; ``"isolate"`` moves it to its
+            queue's isolation queue, for an isolation worker to run alone (what
+            ``aq worker`` does, since it runs one); ``"isolated"`` makes this the
+            isolation worker: it consumes the isolation queues of ``queues``, one
+            message at a time (``concurrency`` is 1).
 
     Use ``async with Worker(broker):`` or :meth:`start` and :meth:`stop`.
     """
@@ -62,6 +70,7 @@ class Worker:
         concurrency: int = DEFAULT_CONCURRENCY,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         max_tasks: int | None = None,
+        crashes: CrashMode = "inline",
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be a positive int, not {concurrency!r}")
@@ -69,9 +78,14 @@ class Worker:
             raise ConfigurationError("shutdown_timeout must not be negative")
         if max_tasks is not None and max_tasks < 1:
             raise ConfigurationError("max_tasks must be a positive int")
+        if crashes not in ("inline", "isolate", "isolated"):
+            raise ConfigurationError(
+                f"crashes must be 'inline', 'isolate' or 'isolated', not {crashes!r}"
+            )
         self.broker = broker
         self.queues = broker.queue_names(queues)
-        self.concurrency = concurrency
+        self.crashes = CrashPolicy(crashes, broker.transport.max_deliveries)
+        self.concurrency = 1 if crashes == "isolated" else concurrency
         self.shutdown_timeout = shutdown_timeout
         self.max_tasks = max_tasks
         self.started_count = 0
@@ -80,7 +94,9 @@ class Worker:
         self.interrupted_count = 0
         self._running: dict[str, Delivery] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
-        self._executor = Executor(broker, TaskLimits(), self._running, self._is_revoked)
+        self._executor = Executor(
+            broker, TaskLimits(), self._running, self._is_revoked, self.crashes
+        )
         self._inflight: dict[Delivery, asyncio.Task[None]] = {}
         self._room: asyncio.Future[None] | None = None
         self._consumer: Consumer | None = None
@@ -115,7 +131,8 @@ class Worker:
         await self.broker.startup()
         transport = self.broker.transport
         self._control = await transport.subscribe_control()
-        self._consumer = await transport.consume(self.queues, self.concurrency)
+        isolated = self.crashes.mode == "isolated"
+        self._consumer = await transport.consume(self.queues, self.concurrency, isolated=isolated)
         consumer, control = self._consumer, self._control
         self._consume_task = background.start("aq-consume", lambda: self._consume(consumer))
         self._control_task = background.start("aq-control", lambda: self._listen(control))
@@ -130,6 +147,7 @@ class Worker:
             "worker.started",
             queues=",".join(self.queues),
             concurrency=self.concurrency,
+            crashes=self.crashes.mode,
             broker=_safe_url(self.broker.url),
             loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
@@ -180,7 +198,8 @@ class Worker:
 
     async def wait_idle(self) -> None:
         """Wait until no task runs and the worker's queues hold no ready, delayed or
-        unacked messages (for tests and ``aq.testing``)."""
+        unacked messages, or for an isolation worker no isolated ones (for tests and
+        ``aq.testing``)."""
         transport = self.broker.transport
         while True:
             # Armed before looking, so activity while the stats are read is not missed.
@@ -189,7 +208,11 @@ class Worker:
             activity = self._activity
             if not self._inflight:
                 stats = [await transport.stats(q) for q in self.queues]
-                if all(s.ready == 0 and s.delayed == 0 and s.unacked == 0 for s in stats):
+                if self.crashes.mode == "isolated":  # its queues are the isolation queues
+                    idle = all(s.isolated == 0 for s in stats)
+                else:
+                    idle = all(s.ready == 0 and s.delayed == 0 and s.unacked == 0 for s in stats)
+                if idle:
                     return
             if self._stopping:
                 return

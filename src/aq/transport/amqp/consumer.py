@@ -1,23 +1,31 @@
-"""Consuming RabbitMQ queues: prefetch, hand out, settle, requeue on close.
+"""Consuming RabbitMQ queues: prefetch, hand out, count, settle, return on close.
 
 One :class:`AmqpConsumer` serves a worker: one robust channel whose prefetch
-(``basic.qos``) is the worker's concurrency, and one consumer on it per queue.
-Deliveries wait in a local buffer until the worker takes them. Settling:
+(``basic.qos``) is the worker's concurrency, and one consumer on it per queue
+(the work queues, or with ``isolated`` their isolation queues). Deliveries
+wait in a local buffer until the worker takes them. Settling:
 
 * **ack** is ``basic.ack``, sent only after the outcome was handed off, and
   batched per loop turn (:class:`aq.transport.amqp.batch.AckWindow`);
 * **dead-letter** publishes the message, with the reason in its headers, to
   the queue's dead-letter queue (confirmed), then acks it;
-* **requeue** (after an internal error) republishes the message with its
-  requeue count raised (confirmed), then acks it, so the count survives on
-  classic queues, which only flag a redelivery; quorum queues count deliveries
-  themselves, so there it is a ``basic.nack`` with requeue.
+* **isolate** publishes it to the queue's isolation queue as a new message
+  (confirmed), then acks it;
+* **requeue** (after an internal error) republishes it with its count raised
+  (confirmed), then acks it.
+
+**Counting deliveries.** A message's ``x-aq-requeues`` header counts its
+earlier deliveries that were not settled, and a quorum queue adds its own
+``x-delivery-count``. A classic queue only flags a redelivery, so a message
+that arrives flagged is not handed out: it is republished with its count
+raised (confirmed) and acked, and its copy is delivered with the exact count.
+Returning a message on shutdown republishes it with its count unchanged, so a
+graceful restart counts as no delivery.
 
 When the connection drops, RabbitMQ requeues everything the channel held. A
 delivery from a channel that has since closed can no longer be settled; it is
 not lost, since the server already gave it back: settling it is a no-op and
-buffered ones are dropped instead of being run a second time here. Closing the
-consumer cancels it and nacks, with requeue, whatever it still holds.
+buffered ones are dropped instead of being run a second time here.
 """
 
 from __future__ import annotations
@@ -51,8 +59,10 @@ __all__ = ["AmqpConsumer", "AmqpDelivery"]
 
 log = logging.getLogger("aq.amqp")
 
-#: Header counting explicit requeues of a message (classic queues).
+#: Header counting a message's earlier deliveries that were not settled.
 REQUEUES = "x-aq-requeues"
+#: Headers a copy of a message must not carry: RabbitMQ's own delivery count.
+_SERVER_COUNTS = frozenset(("x-delivery-count",))
 #: Header with a delayed message's due time, in UNIX milliseconds.
 ETA = "x-aq-eta"
 #: Seconds between the watchdog's looks at queues that delivered nothing.
@@ -62,7 +72,16 @@ WATCH_INTERVAL = 5.0
 class AmqpDelivery(Delivery):
     """A message delivered to this consumer and not yet settled."""
 
-    __slots__ = ("_consumer", "_settled", "channel", "headers", "names", "priority", "tag")
+    __slots__ = (
+        "_consumer",
+        "_settled",
+        "channel",
+        "headers",
+        "names",
+        "priority",
+        "source",
+        "tag",
+    )
 
     def __init__(
         self,
@@ -75,6 +94,8 @@ class AmqpDelivery(Delivery):
         super().__init__(message.body, names.name, delivery_count)
         self._consumer = consumer
         self.names = names
+        #: The RabbitMQ queue it came from: the work queue or the isolation queue.
+        self.source = consumer.source(names)
         self.channel: aiormq.abc.AbstractChannel = message.channel
         self.tag: int = message.delivery_tag or 0
         self.headers = headers
@@ -104,34 +125,48 @@ class AmqpDelivery(Delivery):
     async def _ack(self) -> None:
         await self._consumer.acks.ack(self.channel, self.tag)
 
-    async def nack(self) -> None:
-        """``basic.nack`` with requeue."""
-        await self._consumer.acks.nack(self.channel, self.tag)
+    async def isolate(self) -> None:
+        async def move() -> None:
+            await self._republish(self.names.isolated, 0, "isolate")
+            await self._ack()
+
+        await self._consumer.settle(self, move)
+
+    async def release(self) -> None:
+        """Return the message on shutdown; this delivery does not count."""
+
+        async def back() -> None:
+            await self._republish(self.source, self.delivery_count - 1, "return")
+            await self._ack()
+
+        await self._consumer.settle(self, back)
 
     async def _requeue(self) -> None:
-        if self._consumer.transport.settings.queue_type == "quorum":
-            await self.nack()
-            return
-        headers = dict(self.headers)
-        headers[REQUEUES] = _int(headers.get(REQUEUES)) + 1
-        await self._consumer.transport.publish_raw(
-            "",
-            self.names.work,
-            self.body,
-            headers=headers,
-            priority=self.priority,
-            what=f"requeue to {self.queue}",
-        )
+        await self._republish(self.source, self.delivery_count, "requeue")
         await self._ack()
+
+    async def _republish(self, queue: str, earlier: int, what: str) -> None:
+        """Publish a copy to ``queue`` that counts ``earlier`` unsettled deliveries."""
+        await republish(
+            self._consumer.transport, queue, self.body, self.headers, self.priority, earlier, what
+        )
 
 
 class AmqpConsumer(Consumer):
     """See the module docstring."""
 
-    def __init__(self, transport: AmqpTransport, queues: list[QueueNames], prefetch: int) -> None:
+    def __init__(
+        self,
+        transport: AmqpTransport,
+        queues: list[QueueNames],
+        prefetch: int,
+        isolated: bool = False,
+    ) -> None:
         self.transport = transport
         self.queues = queues
         self.prefetch = prefetch
+        #: Whether it consumes the isolation queues rather than the work queues.
+        self.isolated = isolated
         self._channel: AbstractRobustChannel | None = None
         self._consumers: DirectConsumers | None = None
         self._ready: deque[AmqpDelivery] = deque()
@@ -142,6 +177,10 @@ class AmqpConsumer(Consumer):
         self._watchdog: asyncio.Task[None] | None = None
         self.acks = AckWindow()
         self._closed = False
+
+    def source(self, names: QueueNames) -> str:
+        """The RabbitMQ queue this consumer reads for aq queue ``names``."""
+        return names.isolated if self.isolated else names.work
 
     def held(self, name: str) -> int:
         """Deliveries of queue ``name`` this consumer holds unsettled."""
@@ -156,8 +195,8 @@ class AmqpConsumer(Consumer):
             await channel.set_qos(prefetch_count=self.prefetch)
             for names in self.queues:
                 await transport.declarer.delays(names.name)
-                await channel.declare_queue(
-                    names.work,
+                await channel.declare_queue(  # on the robust channel: restored after reconnects
+                    self.source(names),
                     durable=True,
                     arguments=work_arguments(
                         transport.names, names, settings.queue_type, settings.max_deliveries
@@ -165,20 +204,20 @@ class AmqpConsumer(Consumer):
                 )
             consumers = DirectConsumers(
                 channel,
-                [(names.work, self._callback(names)) for names in self.queues],
+                [(self.source(names), self._callback(names)) for names in self.queues],
                 restore=self._declare_again,
             )
             await consumers.start()
             self._consumers = consumers
         self._watchdog = background.start("aq-amqp-watchdog", self._watch)
 
-    async def _declare_again(self, work: str) -> None:
-        """Declare a work queue (and its dead-letter and delay queues) that RabbitMQ
-        cancelled our consumer of, as it does when someone deletes the queue."""
+    async def _declare_again(self, source: str) -> None:
+        """Declare a queue (and its dead-letter, isolation and delay queues) that
+        RabbitMQ cancelled our consumer of, as it does when someone deletes it."""
         declarer = self.transport.declarer
         declarer.forget()
         for names in self.queues:
-            if names.work == work:
+            if self.source(names) == source:
                 await declarer.delays(names.name)
 
     def _callback(self, names: QueueNames) -> OnMessage:
@@ -188,24 +227,60 @@ class AmqpConsumer(Consumer):
         return on_message
 
     def _received(self, names: QueueNames, message: DeliveredMessage) -> None:
-        if self._closed:
-            return  # not acked: the channel's close returns it to the queue
-        self._arrivals[names.name] += 1
         tag = message.delivery_tag or 0
         self.acks.track(message.channel, tag)
+        if self._closed:
+            # Sent before RabbitMQ saw the cancel: returned uncounted, like the rest.
+            self._spawn(self._release_late(names, message))
+            return
+        self._arrivals[names.name] += 1
         headers: dict[str, Any] = message.header.properties.headers or {}
         eta = headers.get(ETA)
-        if isinstance(eta, int) and eta > time.time() * 1000 + 1:
+        if isinstance(eta, int) and eta > time.time() * 1000 + 1 and not self.isolated:
             self._spawn(self._delay_again(names, message, headers, eta))
             return
-        if self.transport.settings.queue_type == "quorum":
-            count = 1 + _int(headers.get("x-delivery-count"))
-        else:
-            count = 1 + _int(headers.get(REQUEUES)) + (1 if message.redelivered else 0)
-        delivery = AmqpDelivery(self, names, message, headers, count)
+        earlier = self._earlier(message, headers)
+        if message.redelivered and self.transport.settings.queue_type != "quorum":
+            # A flag, not a count: count it in a copy first.
+            self._spawn(self._count_redelivery(names, message, headers, earlier))
+            return
+        delivery = AmqpDelivery(self, names, message, headers, 1 + earlier)
         self._unsettled.add(delivery)
         self._ready.append(delivery)
         _wake(self._arrived)
+
+    def _earlier(self, message: DeliveredMessage, headers: dict[str, Any]) -> int:
+        """How many earlier deliveries of ``message`` were not settled."""
+        earlier = _int(headers.get(REQUEUES))
+        if self.transport.settings.queue_type == "quorum":
+            return earlier + _int(headers.get("x-delivery-count"))
+        return earlier + (1 if message.redelivered else 0)
+
+    async def _release_late(self, names: QueueNames, message: DeliveredMessage) -> None:
+        headers: dict[str, Any] = message.header.properties.headers or {}
+        earlier = self._earlier(message, headers)
+        with contextlib.suppress(Exception):  # else the channel's close returns it
+            await AmqpDelivery(self, names, message, headers, 1 + earlier).release()
+
+    async def _count_redelivery(
+        self, names: QueueNames, message: DeliveredMessage, headers: dict[str, Any], earlier: int
+    ) -> None:
+        """Republish a redelivered message of a classic queue counting the delivery
+        that was not settled, then ack it: its copy arrives with the exact count."""
+        try:
+            await republish(
+                self.transport,
+                self.source(names),
+                message.body,
+                headers,
+                message.header.properties.priority or 0,
+                earlier,
+                "count a redelivery",
+            )
+            await self.acks.ack(message.channel, message.delivery_tag or 0)
+        except Exception as exc:
+            # Still unacked, so RabbitMQ delivers it again later.
+            event(log, logging.WARNING, "amqp.recount_failed", queue=names.name, error=exc)
 
     async def _watch(self) -> None:
         """Notice a consumer that RabbitMQ stopped feeding without a word; consume again.
@@ -318,11 +393,11 @@ class AmqpConsumer(Consumer):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 if self._consumers is not None:
                     await self._consumers.cancel()
+                # Returned as copies that count nothing for this delivery; all at
+                # once, so a thousand confirms take one round trip.
+                returning = [d for d in self._unsettled if not d.stale]
+                await asyncio.gather(*(d.release() for d in returning))
                 await self.acks.close()
-                for delivery in list(self._unsettled):
-                    if not delivery.stale:
-                        await delivery.nack()
-                    delivery._settled = True
         self._unsettled.clear()
         self._ready.clear()
         if self._chores:
@@ -333,6 +408,27 @@ class AmqpConsumer(Consumer):
                     await self._channel.close()
         self.transport.consumers.discard(self)
         _wake(self._arrived)
+
+
+async def republish(
+    transport: AmqpTransport,
+    queue: str,
+    body: bytes,
+    headers: dict[str, Any],
+    priority: int,
+    earlier: int,
+    what: str,
+) -> None:
+    """Publish a copy of a message to ``queue`` (confirmed) whose ``x-aq-requeues``
+    says it had ``earlier`` deliveries that were not settled."""
+    copy = {k: v for k, v in headers.items() if k not in _SERVER_COUNTS}
+    if earlier:
+        copy[REQUEUES] = earlier
+    else:
+        copy.pop(REQUEUES, None)
+    await transport.publish_raw(
+        "", queue, body, headers=copy or None, priority=priority, what=f"{what} to {queue}"
+    )
 
 
 def _int(value: object) -> int:

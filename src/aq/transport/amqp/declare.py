@@ -1,8 +1,8 @@
 """Declaring aq's RabbitMQ objects, once per process and queue.
 
 Producers and workers both declare what they use (declaring is idempotent in
-AMQP), so neither depends on the other having started first. A queue's work
-and dead-letter queues are declared on its first publish or consume; its 32
+AMQP), so neither depends on the other having started first. A queue's work,
+isolation and dead-letter queues are declared on its first publish or consume; its 32
 delay levels on its first delayed publish (and always by a worker, so retries
 never wait for them). Declarations are sent without waiting for each reply
 and checked by one synchronous call at the end, so the whole delay ladder
@@ -106,11 +106,9 @@ class Declarer:
             queue.dead, durable=True, arguments=dead_arguments(settings.queue_type)
         )
         await channel.queue_bind(queue.dead, names.dead_exchange, routing_key=queue.work)
-        await channel.queue_declare(
-            queue.work,
-            durable=True,
-            arguments=work_arguments(names, queue, settings.queue_type, settings.max_deliveries),
-        )
+        arguments = work_arguments(names, queue, settings.queue_type, settings.max_deliveries)
+        for name in (queue.work, queue.isolated):
+            await channel.queue_declare(name, durable=True, arguments=arguments)
 
     async def _declare_delay_exchanges(self, channel: aiormq.abc.AbstractChannel) -> None:
         names = self.names

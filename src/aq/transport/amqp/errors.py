@@ -109,6 +109,13 @@ def translated(what: str) -> Iterator[None]:
         raise BrokerError(f"{what}: RabbitMQ said {exc}") from exc
 
 
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation meant for the current task."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def retrying(what: str, operation: Callable[[float], Awaitable[T]], deadline: float) -> T:
     """Run ``operation(seconds_left)``, retrying connection errors for ``deadline`` seconds.
 
@@ -127,7 +134,13 @@ async def retrying(what: str, operation: Callable[[float], Awaitable[T]], deadli
         try:
             with translated(what):
                 async with asyncio.timeout(max(left, 0.001)):
-                    return await operation(max(left, 0.001))
+                    try:
+                        return await operation(max(left, 0.001))
+                    except asyncio.CancelledError as exc:
+                        _raise_if_cancelled()
+                        # aiormq fails what waits on a connection it found dead (its
+                        # heartbeat went silent) with CancelledError: a lost connection.
+                        raise ConnectionError("the connection was found dead") from exc
         except ConnectionLost as exc:
             if not isinstance(exc.__cause__, TimeoutError) or cause is None:
                 cause = exc.__cause__

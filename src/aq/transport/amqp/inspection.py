@@ -66,6 +66,7 @@ class Counts:
     delayed: int
     dead: int
     consumers: int
+    isolated: int
 
 
 async def _declare_ok(
@@ -103,12 +104,13 @@ async def stats(transport: AmqpTransport, names: QueueNames) -> Counts:
     at worst, never missed.
     """
     delays = await _declare_ok(transport, names.delays[::-1], stop_at_missing=True)
-    work, dead = await _declare_ok(transport, [names.work, names.dead])
+    work, isolated, dead = await _declare_ok(transport, [names.work, names.isolated, names.dead])
     return Counts(
         ready=work.message_count or 0 if work else 0,
         delayed=sum(ok.message_count or 0 for ok in delays if ok),
         dead=dead.message_count or 0 if dead else 0,
         consumers=work.consumer_count or 0 if work else 0,
+        isolated=isolated.message_count or 0 if isolated else 0,
     )
 
 
@@ -128,7 +130,7 @@ async def _purge(transport: AmqpTransport, queues: Sequence[str]) -> int:
 
 async def purge(transport: AmqpTransport, names: QueueNames) -> int:
     """Delete the ready and delayed messages of a queue; return how many."""
-    return await _purge(transport, [names.work, *names.delays])
+    return await _purge(transport, [names.work, names.isolated, *names.delays])
 
 
 async def purge_dead(transport: AmqpTransport, names: QueueNames) -> int:
@@ -214,7 +216,7 @@ async def purge_declared(transport: AmqpTransport) -> int:
     count = 0
     for name in sorted(transport.declarer.declared):
         names = transport.names.queue(name)
-        count += await _purge(transport, [names.work, *names.delays, names.dead])
+        count += await _purge(transport, [names.work, names.isolated, *names.delays, names.dead])
     return count
 
 
@@ -225,7 +227,7 @@ async def delete_declared(transport: AmqpTransport) -> int:
     deleted = 0
     async with transport.raw_channel() as channel:
         for queue in queues:
-            for name in (queue.work, queue.dead, *queue.delays):
+            for name in (queue.work, queue.isolated, queue.dead, *queue.delays):
                 await channel.queue_delete(name)
                 deleted += 1
         for level in range(-1, LEVELS):

@@ -48,7 +48,8 @@ class AmqpSettings:
             virtual host between apps.
         queue_type: ``classic`` (the default; supports priorities) or
             ``quorum`` (replicated, for clusters; no priorities in RabbitMQ 3.x).
-        publish_timeout: seconds ``kiq()`` keeps retrying during an outage
+        publish_timeout: seconds ``kiq()`` keeps retrying during an outage (30 by
+            default: longer than a silent partition takes to notice and reconnect)
             before it raises :class:`aq.BrokerUnavailable`.
         reply_ttl: seconds a producer's reply queue outlives the producer.
         max_deliveries: on quorum queues, a message delivered this many times
@@ -57,7 +58,7 @@ class AmqpSettings:
 
     prefix: str = "aq"
     queue_type: str = "classic"
-    publish_timeout: float = 10.0
+    publish_timeout: float = 30.0
     reply_ttl: float = 300.0
     max_deliveries: int = 10
 

@@ -6,6 +6,9 @@ For a queue ``Q`` under prefix ``P`` (default ``aq``):
   the server itself dead-letters (a quorum queue's delivery limit) go to the
   exchange ``P.dead`` with the routing key ``P.Q``.
 * ``P.Q.dead``: its dead-letter queue, bound to the direct exchange ``P.dead``.
+* ``P.Q.isolated``: its isolation queue, declared like the work queue (and
+  dead-lettering into ``P.Q.dead`` too): messages whose workers died while
+  they ran wait here for an isolation worker to run them alone.
 * ``P.Q.delay.00`` .. ``P.Q.delay.31``: the delay levels (below).
 
 and for the whole prefix: ``P.control`` (a fanout exchange for control
@@ -40,7 +43,7 @@ __all__ = ["LEVELS", "MAX_DELAY_MS", "Names", "QueueNames", "delay_route"]
 LEVELS = 32
 MAX_DELAY_MS = 2**LEVELS - 1
 _MAX_NAME = 255 - 2 * LEVELS  # the routing key of a delayed message must fit in 255 bytes
-_RESERVED = re.compile(r"(\.dead|\.delay\.\d\d)$|^(reply|control)\.")
+_RESERVED = re.compile(r"(\.dead|\.isolated|\.delay\.\d\d)$|^(reply|control)\.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class QueueNames:
     work: str
     dead: str
     delays: tuple[str, ...]
+    isolated: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,7 @@ class Names:
             work=work,
             dead=f"{work}.dead",
             delays=tuple(f"{work}.delay.{level:02d}" for level in range(LEVELS)),
+            isolated=f"{work}.isolated",
         )
 
     @property
@@ -103,8 +108,8 @@ def check_queue_name(name: str) -> None:
     if not name or any(c in name for c in "*#") or _RESERVED.search(name):
         raise ConfigurationError(
             f"queue name {name!r} cannot be used with RabbitMQ: it must be non-empty, "
-            "contain no '*' or '#', not end in '.dead' or '.delay.NN', and not start "
-            "with 'reply.' or 'control.'"
+            "contain no '*' or '#', not end in '.dead', '.isolated' or '.delay.NN', and "
+            "not start with 'reply.' or 'control.'"
         )
 
 

@@ -54,6 +54,7 @@ class AmqpTransport(Transport):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url)
         self.client_url, self.settings = parse_url(url, options)
+        self.max_deliveries = self.settings.max_deliveries
         self.names = Names(self.settings.prefix)
         self.declarer = Declarer(self.names, self.settings, self.raw_channel)
         self.consumers: set[AmqpConsumer] = set()
@@ -222,11 +223,13 @@ class AmqpTransport(Transport):
             what=f"dead-letter a message of {names.name}",
         )
 
-    async def consume(self, queues: Sequence[str], prefetch: int) -> Consumer:
+    async def consume(
+        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
+    ) -> Consumer:
         if not queues:
             raise BrokerError("consume() needs at least one queue")
         names = [self.names.queue(q) for q in queues]
-        consumer = AmqpConsumer(self, names, max(1, prefetch))
+        consumer = AmqpConsumer(self, names, max(1, prefetch), isolated)
         self.consumers.add(consumer)
         try:
             await consumer.start()
@@ -279,8 +282,17 @@ class AmqpTransport(Transport):
 
     async def stats(self, queue: str) -> QueueStats:
         stats = await inspection.stats(self, self.names.queue(queue))
-        held = sum(consumer.held(queue) for consumer in self.consumers)
-        return QueueStats(queue, stats.ready, stats.delayed, held, stats.dead, stats.consumers)
+        held = sum(c.held(queue) for c in self.consumers if not c.isolated)
+        held_isolated = sum(c.held(queue) for c in self.consumers if c.isolated)
+        return QueueStats(
+            queue,
+            stats.ready,
+            stats.delayed,
+            held,
+            stats.dead,
+            stats.consumers,
+            stats.isolated + held_isolated,
+        )
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         return await inspection.dead_letters(self, self.names.queue(queue), limit)

@@ -8,8 +8,11 @@ One :class:`RedisConsumer` serves a worker. For each queue it runs:
 * a **scheduler** that moves due delayed messages from the sorted set into
   their streams with an atomic script, so exactly one worker moves each;
 * a **reclaimer** that takes over entries whose worker stopped refreshing them
-  for a visibility timeout (XAUTOCLAIM), and dead-letters entries that keep
-  coming back (their workers keep dying).
+  for a visibility timeout (XAUTOCLAIM); each comes out with its delivery count
+  raised, for the worker's crash policy to judge (aq.worker.crashes).
+
+A consumer of isolation streams (``consume(..., isolated=True)``) runs the
+same loops over each queue's isolation stream, without a scheduler.
 
 Claims of running tasks are refreshed by the worker's heartbeat through
 :meth:`RedisDelivery.keep_alive` (XCLAIM JUSTID), and claims of entries still
@@ -98,6 +101,20 @@ class RedisDelivery(Delivery):
             [GROUP, self.entry_id, self.body, self.delivery_count],
         )
 
+    async def release(self) -> None:
+        """Return the message on shutdown; this delivery does not count."""
+        await self._consumer.settle(
+            self,
+            "REQUEUE",
+            [self.stream],
+            [GROUP, self.entry_id, self.body, self.delivery_count - 1],
+        )
+
+    async def isolate(self) -> None:
+        await self._consumer.settle(
+            self, "ISOLATE", [self.stream, self.keys.isolated], [GROUP, self.entry_id, self.body]
+        )
+
     async def dead_letter(self, reason: str) -> None:
         await self._consumer.settle(
             self,
@@ -147,7 +164,8 @@ class RedisConsumer(Consumer):
             await self.transport.ensure_groups(keys)
         for keys in self.queues:
             self._spawn(f"aq-fetch-{keys.name}", functools.partial(self._fetch, keys))
-            self._spawn(f"aq-schedule-{keys.name}", functools.partial(self._schedule, keys))
+            if not keys.is_isolation:  # nothing is ever delayed into an isolation stream
+                self._spawn(f"aq-schedule-{keys.name}", functools.partial(self._schedule, keys))
         self._spawn("aq-reclaim", self._reclaim)
         self._spawn("aq-buffer-heartbeat", self._keep_buffer_alive)
 
@@ -163,7 +181,7 @@ class RedisConsumer(Consumer):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for delivery in list(self._unsettled):
             try:
-                await delivery.requeue()
+                await delivery.release()
             except BrokerError as exc:  # left pending: reclaimed after the visibility timeout
                 log.warning("could not requeue %s on close: %s", delivery.entry_id, exc)
         if not self._unsettled:
@@ -250,6 +268,7 @@ class RedisConsumer(Consumer):
         streams = list(keys.by_priority)
         delay = 0.05
         failing = ""  # the error last reported, so a lasting one is logged once
+        reconnected = False
         while True:
             raise_if_cancelling()
             free = self._free()
@@ -257,6 +276,9 @@ class RedisConsumer(Consumer):
                 await self._wait_for_room()
                 continue
             try:
+                if reconnected:
+                    await self._take_lost_reads(keys)
+                    reconnected = False
                 self._reserved += free
                 try:
                     entries = await read(keys=streams, args=[GROUP, self.name, free])
@@ -271,6 +293,7 @@ class RedisConsumer(Consumer):
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelling()
                 event(log, logging.WARNING, "redis.reconnecting", queue=keys.name, error=exc)
+                reconnected = True
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
                 continue
@@ -293,6 +316,25 @@ class RedisConsumer(Consumer):
                 self._add(keys, stream, entry_id, fields, 1)
             if entries:
                 _wake(self._arrived)
+
+    async def _take_lost_reads(self, keys: QueueKeys) -> None:
+        """Take the entries Redis gave this consumer by a read whose answer was lost
+        with its connection: they are pending under this consumer's name, and would
+        otherwise wait a visibility timeout to be reclaimed. They were never run, so
+        the lost delivery does not count."""
+        held = {(d.stream, d.entry_id) for d in self._unsettled}
+        found = False
+        for stream in keys.by_priority:
+            result: Any = await self.client.xreadgroup(
+                GROUP, self.name, {stream: "0"}, count=self.prefetch
+            )
+            for _, items in result or ():
+                for entry_id, fields in items:
+                    if fields and (stream, _text(entry_id)) not in held:
+                        self._add(keys, stream, entry_id, fields, 1)
+                        found = True
+        if found:
+            _wake(self._arrived)
 
     async def _block(self, keys: QueueKeys, streams: list[str]) -> list[Any]:
         # At most one entry per stream, so a burst overshoots prefetch by at most
@@ -367,7 +409,7 @@ class RedisConsumer(Consumer):
                             raise
                         await self._restore_groups(keys)
                         break
-                    await self._take_reclaimed(keys, stream, claimed)
+                    self._take_reclaimed(keys, stream, claimed)
             await asyncio.sleep(interval)
 
     async def _restore_groups(self, keys: QueueKeys) -> None:
@@ -402,28 +444,20 @@ class RedisConsumer(Consumer):
                     )
         return removed
 
-    async def _take_reclaimed(self, keys: QueueKeys, stream: str, claimed: list[Any]) -> None:
+    def _take_reclaimed(self, keys: QueueKeys, stream: str, claimed: list[Any]) -> None:
+        if not claimed:
+            return
         for entry_id, fields, times in claimed:
-            self._add(keys, stream, entry_id, fields, int(times))
-            delivery = self._ready.pop()
-            event(
-                log,
-                logging.WARNING,
-                "redis.reclaimed",
-                queue=keys.name,
-                entry=delivery.entry_id,
-                deliveries=delivery.delivery_count,
-            )
-            if delivery.delivery_count > self.settings.max_deliveries:
-                with contextlib.suppress(BrokerError):
-                    await delivery.dead_letter(
-                        f"delivered {delivery.delivery_count} times without being settled "
-                        "(its workers keep dying)"
-                    )
-                continue
-            self._ready.append(delivery)
-        if claimed:
-            _wake(self._arrived)
+            self._add(keys, stream, entry_id, fields, int(times))  # the crash policy judges it
+        event(
+            log,
+            logging.WARNING,
+            "redis.reclaimed",
+            queue=keys.name,
+            count=len(claimed),
+            note="taken over from a worker that stopped refreshing them",
+        )
+        _wake(self._arrived)
 
     async def _keep_buffer_alive(self) -> None:
         interval = self.transport.heartbeat_interval or 20.0

@@ -29,11 +29,22 @@ class QueueKeys:
     delayed: str
     #: Stream of dead letters.
     dead: str
+    #: Stream of messages whose workers died while they ran, to be run alone.
+    isolated: str = ""
+    #: Whether this is the view of the isolation stream (see :meth:`isolation`).
+    is_isolation: bool = False
 
     @property
     def by_priority(self) -> tuple[str, ...]:
         """The streams from the highest priority to the lowest, the order they are read."""
         return self.streams[::-1]
+
+    def isolation(self) -> QueueKeys:
+        """The keys an isolation worker consumes: the isolation stream as the only
+        stream, dead letters into this queue's dead-letter stream."""
+        return QueueKeys(
+            self.name, (self.isolated,), self.delayed, self.dead, self.isolated, is_isolation=True
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,7 @@ class Keys:
             streams=tuple(f"{base}:p{level}" for level in range(MAX_PRIORITY + 1)),
             delayed=f"{base}:delayed",
             dead=f"{base}:dead",
+            isolated=f"{base}:isolated",
         )
 
     def inbox(self, inbox_id: str) -> tuple[str, str]:

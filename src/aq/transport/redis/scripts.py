@@ -16,6 +16,7 @@ __all__ = [
     "ACK_MANY",
     "DEAD_LETTER",
     "FORGET_IDLE_CONSUMERS",
+    "ISOLATE",
     "MOVE_DUE",
     "PUBLISH_MANY",
     "READ",
@@ -109,6 +110,14 @@ return redis.call('XDEL', KEYS[1], ARGV[2])
 DEAD_LETTER = """
 redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'reason', ARGV[4], 'at', ARGV[5],
            'queue', ARGV[6])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
+#: Move to the queue's isolation stream as a new message (``n`` = 0), and settle.
+#: KEYS: stream, isolation stream. ARGV: group, id, body.
+ISOLATE = """
+redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'n', '0')
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """

@@ -52,6 +52,7 @@ class RedisTransport(Transport):
         self.client_url, self.settings = parse_url(url)
         self.keys = Keys(self.settings.prefix)
         self.heartbeat_interval = self.settings.visibility_timeout / 3
+        self.max_deliveries = self.settings.max_deliveries
         self._client: Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._batcher: Batcher | None = None
@@ -141,12 +142,17 @@ class RedisTransport(Transport):
 
         await retrying(f"publish to {queue}", add, self.settings.publish_timeout)
 
-    async def consume(self, queues: Sequence[str], prefetch: int) -> Consumer:
+    async def consume(
+        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
+    ) -> Consumer:
         from aq.transport.redis.consumer import RedisConsumer
 
         if not queues:
             raise BrokerError("consume() needs at least one queue")
-        consumer = RedisConsumer(self, [self.queue_keys(q) for q in queues], max(1, prefetch))
+        keys = [self.queue_keys(q) for q in queues]
+        if isolated:
+            keys = [k.isolation() for k in keys]
+        consumer = RedisConsumer(self, keys, max(1, prefetch))
         await consumer.start()
         return consumer
 
@@ -235,17 +241,20 @@ class RedisTransport(Transport):
                     pipe.xpending(stream, GROUP)
                 pipe.zcard(keys.delayed)
                 pipe.xlen(keys.dead)
+                pipe.xlen(keys.isolated)
                 for stream in keys.streams:
                     pipe.xinfo_groups(stream)
                 results = await pipe.execute(raise_on_error=False)
         n = len(keys.streams)
         lengths = results[:n]
         pending = [_pending_count(r) for r in results[n : 2 * n]]
-        delayed, dead = results[2 * n], results[2 * n + 1]
-        consumers = max((_consumer_count(r) for r in results[2 * n + 2 :]), default=0)
+        delayed, dead, isolated = results[2 * n : 2 * n + 3]
+        consumers = max((_consumer_count(r) for r in results[2 * n + 3 :]), default=0)
         total = sum(x for x in lengths if isinstance(x, int))
         unacked = sum(pending)
-        return QueueStats(queue, total - unacked, int(delayed), unacked, int(dead), consumers)
+        return QueueStats(
+            queue, total - unacked, int(delayed), unacked, int(dead), consumers, int(isolated)
+        )
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         keys = self.queue_keys(queue)
@@ -269,11 +278,11 @@ class RedisTransport(Transport):
         before = await self.stats(queue)
         with translated(f"purge {queue}"):
             async with self.client.pipeline(transaction=False) as pipe:
-                for stream in keys.streams:
+                for stream in (*keys.streams, keys.isolated):
                     pipe.xtrim(stream, maxlen=0, approximate=False)
                 pipe.delete(keys.delayed)
                 await pipe.execute()
-        return before.ready + before.delayed
+        return before.ready + before.delayed + before.isolated
 
     async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         letters = await self.dead_letters(queue, limit=1_000_000)
