@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import re
 import signal
@@ -35,7 +36,7 @@ TIMEOUT = 10.0
 
 _HAVE_PROC = Path("/proc/self/stat").exists()
 _LINE = re.compile(
-    r"^\S+ \S+ (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<logger>\S+) (?P<name>\S+)"
+    r"^(?P<time>\S+ \S+) (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<logger>\S+) (?P<name>\S+)"
     r"(?: (?P<rest>.*))?$"
 )
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -63,6 +64,7 @@ class LogEvent:
     logger: str
     name: str
     fields: dict[str, str]
+    time: datetime.datetime
 
 
 def _parse(index: int, line: str) -> LogEvent | None:
@@ -70,7 +72,8 @@ def _parse(index: int, line: str) -> LogEvent | None:
     if m is None:
         return None
     fields = {k: _unquote(v) for k, v in _FIELD.findall(m["rest"] or "")}
-    return LogEvent(index, m["level"], m["logger"], m["name"], fields)
+    when = datetime.datetime.strptime(m["time"], "%Y-%m-%d %H:%M:%S,%f")
+    return LogEvent(index, m["level"], m["logger"], m["name"], fields, when)
 
 
 def _alive(pid: int) -> bool:
@@ -309,9 +312,11 @@ async def test_worker_help_lists_every_public_option(command: tuple[str, ...]) -
         "--max-tasks-per-child",
         "--log-level",
         "--loop",
+        "--no-supervise",
     ):
         assert _lists_option(result.stdout, option), f"{option} missing from:\n{result.stdout}"
-    assert not _lists_option(result.stdout, "--supervised")  # internal to the supervisor
+    for internal in ("--supervised", "--isolation"):  # how the supervisor starts its children
+        assert not _lists_option(result.stdout, internal)
 
 
 @pytest.mark.parametrize(
@@ -454,3 +459,76 @@ async def test_max_tasks_per_child_runs_the_worker_under_a_supervisor() -> None:
         sent_after = supervisor.signal(signal.SIGTERM)
         await supervisor.wait_for("supervisor.stopped", after=sent_after)
         assert await supervisor.wait_exit() == 0, supervisor.stderr
+
+
+@pytest.mark.parametrize("option", ["--processes", "--max-tasks-per-child"])
+async def test_options_that_need_the_supervisor_are_refused_without_it(option: str) -> None:
+    result = await run_aq("worker", APP, "--no-supervise", option, "2")
+    assert result.code == 2, result.stderr
+    assert f"{option} needs the supervisor: drop --no-supervise" in result.stderr
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+async def test_one_worker_runs_under_a_supervisor_with_an_isolation_worker_by_default(
+    broker: aq.Broker,
+) -> None:
+    env = {"AQ_BROKER_URL": broker.url}
+    async with aq_worker(app="tests.apps.remote:broker", env=env) as supervisor:
+        (started,) = await supervisor.wait_for("supervisor.started")
+        assert (started.fields["processes"], started.fields["isolation"]) == ("1", "True")
+        children = await supervisor.wait_for("supervisor.child_started", 2)
+        assert sorted(e.fields["slot"] for e in children) == ["0", "isolation"]
+        workers = await supervisor.wait_for("worker.started", 2)
+        assert sorted(e.fields["crashes"] for e in workers) == ["isolate", "isolated"]
+        assert [e.fields["concurrency"] for e in workers if e.fields["crashes"] == "isolated"] == [
+            "1"
+        ]
+        sent_after = supervisor.signal(signal.SIGTERM)
+        await supervisor.wait_for("supervisor.stopped", after=sent_after)
+        assert await supervisor.wait_exit() == 0, supervisor.stderr
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+async def test_no_supervise_runs_the_worker_here_and_keeps_its_isolation_worker(
+    broker: aq.Broker,
+) -> None:
+    env = {"AQ_BROKER_URL": broker.url}
+    args = ("--no-supervise", "--shutdown-timeout", "2")
+    async with aq_worker(*args, app="tests.apps.remote:broker", env=env) as worker:
+        (started,) = await worker.wait_for("supervisor.started")
+        assert (started.fields["processes"], started.fields["isolation"]) == ("0", "True")
+        (child,) = await worker.wait_for("supervisor.child_started", slot="isolation")
+        isolation_pid = int(child.fields["pid"])
+        assert isolation_pid != worker.pid
+        workers = await worker.wait_for("worker.started", 2)
+        assert sorted(e.fields["crashes"] for e in workers) == ["isolate", "isolated"]
+        sent_after = worker.signal(signal.SIGTERM)
+        await worker.wait_for("worker.stopped", 2, after=sent_after)
+        assert await worker.wait_exit() == 0, worker.stderr
+        await _wait_gone(isolation_pid)
+
+
+async def test_a_child_that_dies_after_it_consumed_is_restarted_at_once() -> None:
+    async with aq_worker("--shutdown-timeout", "2") as supervisor:
+        (child,) = await supervisor.wait_for("supervisor.child_started")
+        await supervisor.wait_for("worker.started")
+        killed_after = len(supervisor.lines) - 1
+        os.kill(int(child.fields["pid"]), signal.SIGKILL)  # as a task calling os._exit would
+        (exited,) = await supervisor.wait_for("supervisor.child_exited", after=killed_after)
+        seen_exit = asyncio.get_running_loop().time()
+        await supervisor.wait_for("supervisor.child_started", after=exited.index)
+        restarted_within = asyncio.get_running_loop().time() - seen_exit
+    assert exited.fields["consumed"] == "True"
+    assert restarted_within < 0.4  # no back-off: a start-up failure's waits from 0.5 s
+
+
+async def test_a_child_that_dies_before_it_consumed_is_restarted_with_growing_delays() -> None:
+    env = {"AQ_BROKER_URL": "redis://127.0.0.1:1/0?publish_timeout=0.1"}  # nothing listens
+    async with aq_worker(app="tests.apps.remote:broker", env=env) as supervisor:
+        starts = await supervisor.wait_for("supervisor.child_started", 3, slot=0, timeout=20)
+        exits = supervisor.find("supervisor.child_exited", slot=0)
+    assert [e.fields["consumed"] for e in exits[:2]] == ["False", "False"]
+    assert [e.fields["code"] for e in exits[:2]] == ["2", "2"]
+    waits = [(b.time - a.time).total_seconds() for a, b in zip(exits, starts[1:], strict=False)]
+    assert waits[0] >= 0.5  # the log's clock has millisecond steps
+    assert waits[1] >= 1.0
