@@ -37,6 +37,9 @@ def test_a_missing_url_says_how_to_give_one() -> None:
         ("amqp:///vhost", "names no host"),
         ("redis://localhost/0?visibility_timeout=soon", "invalid visibility_timeout='soon'"),
         ("redis://localhost/0?max_deliveries=0", "max_deliveries in the broker URL must be"),
+        ("redis://localhost/0?max_deliveries=1", "max_deliveries=1 .* at least 2"),
+        ("amqp://localhost/?max_deliveries=1", "max_deliveries=1 .* at least 2"),
+        ("amqp://localhost/?consumer_timeout=0", "consumer_timeout in the broker URL must be"),
         ("amqp://localhost/?heartbeat=2.5", "invalid heartbeat='2.5'.*whole seconds"),
         ("amqp://localhost/?heartbeat=70000", "invalid heartbeat='70000'"),
         ("redis://localhost/0?socket_timeout=1", "socket_timeout='1' .* too short"),
@@ -183,3 +186,9 @@ async def test_a_non_serialisable_header_fails_at_kiq_naming_it(broker: aq.Broke
 
     with pytest.raises(aq.SerializationError, match="header trace of task"):
         await job.options(headers={"trace": object()}).kiq()
+
+
+def test_the_rabbitmq_consumer_timeout_is_rabbitmqs_default_unless_the_url_declares_it() -> None:
+    assert aq.Broker("amqp://localhost/").transport.max_hold == 1800
+    assert aq.Broker("amqp://localhost/?consumer_timeout=7200").transport.max_hold == 7200
+    assert aq.Broker("redis://localhost/0").transport.max_hold is None

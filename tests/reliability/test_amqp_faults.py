@@ -78,8 +78,9 @@ def _echo_brokers(url: str) -> tuple[aq.Broker, aq.Broker, Any]:
 
 
 def _ours(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    """The transport's own log lines at ``level``."""
     return [
-        r.getMessage() for r in caplog.records if r.name.startswith("aq.") and r.levelno == level
+        r.getMessage() for r in caplog.records if r.name == "aq.amqp" and r.levelno == level
     ]
 
 

@@ -126,6 +126,10 @@ class Transport(abc.ABC):
     #: How many times a message may crash the workers that run it before it is
     #: dead-lettered (the worker's crash policy reads it; at least 2).
     max_deliveries: int = 10
+    #: Seconds a delivery may stay unsettled before the broker takes it back
+    #: and redelivers it (RabbitMQ's ``consumer_timeout``); ``None`` when there
+    #: is no such limit. A worker refuses tasks whose timeout is longer.
+    max_hold: float | None = None
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -127,7 +127,13 @@ class Worker:
         return len(self._inflight)
 
     async def start(self) -> None:
-        """Connect and begin consuming."""
+        """Connect and begin consuming.
+
+        Raises:
+            aq.ConfigurationError: a task of this worker's queues has a timeout
+                longer than the broker lets a delivery stay unsettled.
+        """
+        check_hold_limit(self.broker, self.queues)
         await self.broker.startup()
         transport = self.broker.transport
         self._control = await transport.subscribe_control()
@@ -312,6 +318,38 @@ class Worker:
     def _is_revoked(self, task_id: str) -> bool:
         expiry = self._revoked.get(task_id)
         return expiry is not None and expiry > time.monotonic()
+
+
+def check_hold_limit(broker: Broker, queues: Sequence[str]) -> None:
+    """Refuse tasks whose timeout outlasts the broker's hold on a delivery; warn of
+    those without a timeout. A task still running when the broker takes its
+    delivery back (RabbitMQ's ``consumer_timeout``) is run again, and again."""
+    limit = broker.transport.max_hold
+    if limit is None:
+        return
+    tasks = [t for t in broker.tasks.values() if t.config.queue in queues]
+    for task in tasks:
+        timeout = task.config.timeout
+        if timeout is not None and timeout > limit:
+            raise ConfigurationError(
+                f"task {task.name} has timeout={timeout:g} s, longer than the {limit:g} s "
+                "RabbitMQ lets a delivery stay unacknowledged (consumer_timeout): it would "
+                "close the channel and run the task again while it still runs, in a loop. "
+                "Lower the task's timeout, or raise consumer_timeout in rabbitmq.conf "
+                "(in milliseconds) and declare it in the broker URL (?consumer_timeout=, "
+                "in seconds)"
+            )
+    unbounded = sorted(t.name for t in tasks if t.config.timeout is None)
+    if unbounded:
+        event(
+            log,
+            logging.WARNING,
+            "worker.no_timeout",
+            tasks=",".join(unbounded),
+            limit=limit,
+            note="a run longer than the broker's consumer_timeout is taken back and run "
+            "again; give these tasks a timeout",
+        )
 
 
 def _safe_url(url: str) -> str:

@@ -192,6 +192,7 @@ class AmqpConsumer(Consumer):
         with translated("start consuming"):
             channel = await transport.connection.channel(publisher_confirms=False)
             self._channel = channel
+            channel.close_callbacks.add(self._channel_closed)
             await channel.set_qos(prefetch_count=self.prefetch)
             for names in self.queues:
                 await transport.declarer.delays(names.name)
@@ -219,6 +220,19 @@ class AmqpConsumer(Consumer):
         for names in self.queues:
             if self.source(names) == source:
                 await declarer.delays(names.name)
+
+    def _channel_closed(self, _: object, exc: BaseException | None) -> None:
+        if exc is not None and "delivery acknowledgement" in str(exc):
+            event(
+                log,
+                logging.WARNING,
+                "amqp.consumer_timeout",
+                held=len(self._unsettled),
+                limit=self.transport.settings.consumer_timeout,
+                note="RabbitMQ closed the channel: a delivery stayed unacknowledged longer "
+                "than its consumer_timeout; the tasks still running will run again (give "
+                "them a timeout below consumer_timeout, declared in the broker URL)",
+            )
 
     def _callback(self, names: QueueNames) -> OnMessage:
         async def on_message(message: DeliveredMessage) -> None:

@@ -52,8 +52,15 @@ class AmqpSettings:
             default: longer than a silent partition takes to notice and reconnect)
             before it raises :class:`aq.BrokerUnavailable`.
         reply_ttl: seconds a producer's reply queue outlives the producer.
-        max_deliveries: on quorum queues, a message delivered this many times
-            without being settled (its workers keep dying) is dead-lettered.
+        max_deliveries: a task that has crashed its worker this many times, the
+            last while running alone, is dead-lettered (see aq.worker.crashes);
+            at least 2. Quorum queues are declared with it as their
+            ``x-delivery-limit``, a backstop the crash policy never reaches first.
+        consumer_timeout: the server's ``consumer_timeout``, in seconds, which
+            RabbitMQ 3.10 does not report: it closes the channel of a consumer
+            that holds a delivery longer and redelivers what it held. A worker
+            refuses to start with a task whose timeout is longer (1800, RabbitMQ's
+            default, unless the URL says otherwise).
     """
 
     prefix: str = "aq"
@@ -61,9 +68,15 @@ class AmqpSettings:
     publish_timeout: float = 30.0
     reply_ttl: float = 300.0
     max_deliveries: int = 10
+    consumer_timeout: float = 1800.0
 
 
-_NUMBERS = {"publish_timeout": float, "reply_ttl": float, "max_deliveries": int}
+_NUMBERS = {
+    "publish_timeout": float,
+    "reply_ttl": float,
+    "max_deliveries": int,
+    "consumer_timeout": float,
+}
 
 
 def parse_url(url: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, AmqpSettings]:
@@ -137,4 +150,9 @@ def _parse(key: str, value: Any) -> Any:
         raise ConfigurationError(f"invalid {key}={value!r} in the broker URL") from None
     if number <= 0:
         raise ConfigurationError(f"{key} in the broker URL must be positive, not {value!r}")
+    if key == "max_deliveries" and number < 2:
+        raise ConfigurationError(
+            f"max_deliveries={value} in the broker URL: it must be at least 2, since a crash "
+            "is blamed on a task only once it has crashed a worker while running alone"
+        )
     return number

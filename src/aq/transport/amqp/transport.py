@@ -55,6 +55,7 @@ class AmqpTransport(Transport):
         super().__init__(url)
         self.client_url, self.settings = parse_url(url, options)
         self.max_deliveries = self.settings.max_deliveries
+        self.max_hold = self.settings.consumer_timeout
         self.names = Names(self.settings.prefix)
         self.declarer = Declarer(self.names, self.settings, self.raw_channel)
         self.consumers: set[AmqpConsumer] = set()
