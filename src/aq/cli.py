@@ -15,6 +15,7 @@ from aq import admin
 from aq.broker import Broker
 from aq.errors import AQError, ConfigurationError
 from aq.logs import configure
+from aq.worker.handoff import DEFAULT_HANDOFF_TIMEOUT
 from aq.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT
 
 __all__ = ["app", "load_broker", "main"]
@@ -108,6 +109,15 @@ def worker(
             help="Replace a worker process after it has started this many tasks.",
         ),
     ] = None,
+    handoff_timeout: Annotated[
+        float,
+        typer.Option(
+            "--handoff-timeout",
+            min=0.001,
+            help="Seconds a finished task's outcome is kept while the broker cannot be "
+            "reached, before its message is left to be delivered again.",
+        ),
+    ] = DEFAULT_HANDOFF_TIMEOUT,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -156,7 +166,14 @@ def worker(
     from aq.worker import launch
 
     options = launch.Options(
-        app_spec, concurrency, queues, shutdown_timeout, max_tasks_per_child, level, loop
+        app_spec,
+        concurrency,
+        queues,
+        shutdown_timeout,
+        max_tasks_per_child,
+        level,
+        loop,
+        handoff_timeout,
     )
     try:
         if supervised:  # a child of the supervisor

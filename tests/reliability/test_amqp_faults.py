@@ -5,11 +5,9 @@ each. In every case the worker keeps working and says what happened.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -19,6 +17,7 @@ import aq
 from aq.testing import running_worker
 from aq.transport.amqp import consumer as amqp_consumer
 from tests.conftest import AMQP_URL
+from tests.reliability.workers import awaiting_log
 
 pytestmark = pytest.mark.slow
 
@@ -41,30 +40,6 @@ async def _delete_queue(name: str) -> None:
         await channel.queue_delete(name)
 
 
-class _Awaited(logging.Handler):
-    """Sets ``seen`` when an ``aq`` log line starting with ``prefix`` is emitted."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith(self.prefix):
-            self.seen.set()
-
-
-@contextlib.contextmanager
-def _awaiting(prefix: str) -> Iterator[asyncio.Event]:
-    handler = _Awaited(prefix)
-    logger = logging.getLogger("aq")
-    logger.addHandler(handler)
-    try:
-        yield handler.seen
-    finally:
-        logger.removeHandler(handler)
-
-
 def _echo_brokers(url: str) -> tuple[aq.Broker, aq.Broker, Any]:
     """A worker's broker and a producer's on ``url``, both knowing the task ``echo``."""
     worker_side, producer = aq.Broker(url), aq.Broker(url)
@@ -79,9 +54,7 @@ def _echo_brokers(url: str) -> tuple[aq.Broker, aq.Broker, Any]:
 
 def _ours(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     """The transport's own log lines at ``level``."""
-    return [
-        r.getMessage() for r in caplog.records if r.name == "aq.amqp" and r.levelno == level
-    ]
+    return [r.getMessage() for r in caplog.records if r.name == "aq.amqp" and r.levelno == level]
 
 
 @pytest.mark.timeout(60)
@@ -95,7 +68,7 @@ async def test_a_work_queue_deleted_under_a_worker_is_declared_and_consumed_agai
     caplog.set_level(logging.INFO, logger="aq")
     async with worker_side, producer, running_worker(worker_side):
         assert await (await echo.kiq(1)).result(timeout=10) == 1
-        with _awaiting("amqp.consumer_resumed") as resumed:
+        with awaiting_log("amqp.consumer_resumed") as resumed:
             await _delete_queue(f"{prefix}.default")  # RabbitMQ sends basic.cancel
             await resumed.wait()
         # Sent once the queue is back: run by the same worker, never restarted.

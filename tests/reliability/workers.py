@@ -5,11 +5,13 @@ failure scenarios every transport must survive: a killed worker, a dead broker."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from redis.asyncio import Redis
 import aq
 
 __all__ = [
+    "awaiting_log",
     "kill_a_worker_running",
     "seconds_kiq_waits_while_down",
     "start_worker",
@@ -107,3 +110,28 @@ async def seconds_kiq_waits_while_down(url: str, kill: Callable[[], Awaitable[No
         with pytest.raises(aq.BrokerUnavailable, match="unreachable for 1 s"):
             await noop.kiq()
         return asyncio.get_running_loop().time() - started
+
+
+class _Awaited(logging.Handler):
+    """Sets ``seen`` when an ``aq`` log line starting with ``prefix`` is emitted."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.prefix):
+            self.seen.set()
+
+
+@contextlib.contextmanager
+def awaiting_log(prefix: str) -> Iterator[asyncio.Event]:
+    """An event set once this process logs (under ``aq``) a line starting with ``prefix``."""
+    handler = _Awaited(prefix)
+    logger = logging.getLogger("aq")
+    logger.addHandler(handler)
+    try:
+        yield handler.seen
+    finally:
+        logger.removeHandler(handler)

@@ -82,6 +82,11 @@ class Delivery(abc.ABC):
         so it runs next alone, where a crash can be blamed on it. Consume isolation
         queues with ``consume(..., isolated=True)``."""
 
+    def abandon(self) -> None:  # noqa: B027 - optional hook
+        """Stop tracking this delivery without settling it: the broker could not be
+        reached to settle it, and will deliver the message again (once its
+        connection has closed, or its claim has expired)."""
+
     async def keep_alive(self) -> None:  # noqa: B027 - optional hook
         """Refresh this delivery's claim; transports with visibility timeouts override it."""
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from aq.broker import Broker
@@ -38,6 +38,7 @@ from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
 from aq.worker.crashes import CrashPolicy
+from aq.worker.handoff import HandOff
 from aq.worker.limits import TaskLimits
 
 __all__ = ["Executor"]
@@ -72,6 +73,7 @@ class Executor:
             cancels the asyncio task handling an entry when a cancel request arrives.
         cancelled: ids whose cancellation was requested (running or not yet seen).
         crashes: what becomes of a message whose workers died while it ran.
+        handoff: how hand-off steps ride out broker outages.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Executor:
         running: MutableMapping[str, Delivery],
         cancelled: Callable[[str], bool],
         crashes: CrashPolicy,
+        handoff: HandOff,
     ) -> None:
         self.broker = broker
         self.transport = broker.transport
@@ -89,6 +92,7 @@ class Executor:
         self.running = running
         self.is_cancelled = cancelled
         self.crashes = crashes
+        self.handoff = handoff
 
     async def handle(self, delivery: Delivery) -> None:
         """Process ``delivery`` and settle it (ack, retry or dead-letter)."""
@@ -96,7 +100,8 @@ class Executor:
             message = decode_task(delivery.body, self.serializer)
         except MessageDecodeError as exc:
             event(log, logging.ERROR, "task.undecodable", queue=delivery.queue, error=exc)
-            await delivery.dead_letter(f"undecodable message: {exc}")
+            reason = f"undecodable message: {exc}"
+            await self.handoff("-", "-", lambda: delivery.dead_letter(reason))
             return
         if delivery.delivery_count > 1 and not await self._survives_crashes(message, delivery):
             return
@@ -105,13 +110,13 @@ class Executor:
             error = UnknownTask(message.task)
             event(log, logging.ERROR, "task.unknown", task_id=message.id, name=message.task)
             await self._reply(message, "error", error_payload(error, with_traceback=False))
-            await delivery.dead_letter(f"unknown task: {message.task!r}")
+            await self._patiently(message, delivery.dead_letter, f"unknown task: {message.task!r}")
             return
         if message.expires is not None and time.time() > message.expires:
             event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
             expired = TaskExpired(message.id, "aq.errors.TaskExpired", "expired before it ran")
             await self._reply(message, "error", error_payload(expired, with_traceback=False))
-            await delivery.dead_letter("expired before it ran")
+            await self._patiently(message, delivery.dead_letter, "expired before it ran")
             return
         if self.is_cancelled(message.id):
             await self._cancelled(
@@ -137,7 +142,7 @@ class Executor:
             return True
         deaths = delivery.delivery_count - 1
         if verdict == "isolate":
-            await delivery.isolate()
+            await self._patiently(message, delivery.isolate)
             event(
                 log,
                 logging.WARNING,
@@ -150,7 +155,7 @@ class Executor:
             return False
         error = WorkerCrashed(message.id, "aq.errors.WorkerCrashed", reason)
         await self._reply(message, "error", error_payload(error, with_traceback=False))
-        await delivery.dead_letter(reason)
+        await self._patiently(message, delivery.dead_letter, reason)
         event(
             log,
             logging.ERROR,
@@ -296,10 +301,12 @@ class Executor:
         message.attempt += 1
         message.eta = time.time() + delay
         body = self.broker.encode(message)
-        await self.transport.publish(
-            message.queue, body, priority=message.priority, eta=message.eta
+        publish = self.transport.publish
+        await self._patiently(
+            message,
+            lambda: publish(message.queue, body, priority=message.priority, eta=message.eta),
         )
-        await delivery.ack()
+        await self._patiently(message, delivery.ack)
         event(
             log,
             logging.WARNING,
@@ -320,7 +327,7 @@ class Executor:
         with contextlib.suppress(SerializationError):  # str fields: cannot fail, but be sure
             await self._reply(message, "error", payload)
         reason = f"{what} after {message.attempt} attempt(s): {_describe(error)}"
-        await delivery.dead_letter(reason[:_MAX_REASON])
+        await self._patiently(message, delivery.dead_letter, reason[:_MAX_REASON])
         event(
             log,
             logging.ERROR,
@@ -354,10 +361,11 @@ class Executor:
         Raises SerializationError, before anything is sent or settled, when
         ``payload`` cannot be encoded.
         """
-        keep = self.broker.result_ttl is not None and kind in _FINAL
+        final = kind in _FINAL
+        keep = self.broker.result_ttl is not None and final
         if message.reply_to is None and not keep:
             if settle is not None:
-                await settle.ack()
+                await self._patiently(message, settle.ack)
             return
         body = self.serializer.dumps(
             {
@@ -371,14 +379,25 @@ class Executor:
         )
         if keep:
             assert self.broker.result_ttl is not None
-            await self.broker.results.store_result(message.id, body, self.broker.result_ttl)
-        if message.reply_to is None:
+            results, ttl = self.broker.results, self.broker.result_ttl
+            await self._patiently(message, lambda: results.store_result(message.id, body, ttl))
+        reply_to = message.reply_to
+        if reply_to is None:
             if settle is not None:
-                await settle.ack()
+                await self._patiently(message, settle.ack)
+        elif settle is None and not final:  # progress and stream items: part of the run
+            await self.transport.send_reply(reply_to, body)
         elif settle is None:
-            await self.transport.send_reply(message.reply_to, body)
+            await self._patiently(message, lambda: self.transport.send_reply(reply_to, body))
         else:
-            await self.transport.reply_and_ack(settle, message.reply_to, body)
+            reply_and_ack = self.transport.reply_and_ack
+            await self._patiently(message, lambda: reply_and_ack(settle, reply_to, body))
+
+    async def _patiently(
+        self, message: TaskMessage, step: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Run a hand-off step of ``message``, riding out a broker outage (HandOff)."""
+        await self.handoff(message.id, message.task, lambda: step(*args))
 
 
 _FINAL = frozenset(("result", "error", "end"))

@@ -43,6 +43,7 @@ class Options:
     max_tasks_per_child: int | None
     log_level: str
     loop: str
+    handoff_timeout: float
 
     @property
     def queue_list(self) -> list[str] | None:
@@ -52,6 +53,7 @@ class Options:
         """The arguments after ``python -m aq`` that start one child worker."""
         args = ["worker", self.app, "--supervised"]
         args += ["--shutdown-timeout", str(self.shutdown_timeout)]
+        args += ["--handoff-timeout", str(self.handoff_timeout)]
         args += ["--log-level", self.log_level, "--loop", self.loop]
         if self.queues:
             args += ["--queues", self.queues]
@@ -93,6 +95,7 @@ def run_unsupervised(broker: Broker, options: Options) -> None:
         queues=options.queue_list,
         concurrency=options.concurrency,
         shutdown_timeout=options.shutdown_timeout,
+        handoff_timeout=options.handoff_timeout,
         loop=options.loop,
         crashes=_crash_mode(broker),
         isolation_args=None if in_process else options.child_args(isolation=True),
@@ -107,6 +110,7 @@ def run_child(broker: Broker, options: Options, *, isolation: bool) -> None:
         queues=options.queue_list,
         concurrency=options.concurrency,
         shutdown_timeout=options.shutdown_timeout,
+        handoff_timeout=options.handoff_timeout,
         max_tasks=None if isolation else options.max_tasks_per_child,
         watch_parent=True,
         loop=options.loop,

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from aq.broker import Broker
 from aq.errors import ConfigurationError
 from aq.worker.crashes import CrashMode
+from aq.worker.handoff import DEFAULT_HANDOFF_TIMEOUT
 from aq.worker.supervisor import Supervisor, report_ready
 from aq.worker.worker import Worker
 
@@ -62,6 +63,7 @@ async def serve(
     watch_parent: bool = False,
     crashes: CrashMode = "inline",
     isolation_args: Sequence[str] | None = None,
+    handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
 ) -> None:
     """Run a worker until a signal (or ``max_tasks``) stops it.
 
@@ -78,6 +80,7 @@ async def serve(
         shutdown_timeout=shutdown_timeout,
         max_tasks=max_tasks,
         crashes=crashes,
+        handoff_timeout=handoff_timeout,
     )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -137,6 +140,7 @@ def run(
     loop: str = "auto",
     crashes: CrashMode = "inline",
     isolation_args: Sequence[str] | None = None,
+    handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
 ) -> None:
     """Run a worker in a fresh event loop (see ``loop_factory``) until it is stopped."""
     factory = loop_factory(loop)
@@ -152,6 +156,7 @@ def run(
                 watch_parent=watch_parent,
                 crashes=crashes,
                 isolation_args=isolation_args,
+                handoff_timeout=handoff_timeout,
             )
         )
 

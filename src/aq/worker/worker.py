@@ -27,6 +27,7 @@ from aq.message import PROTOCOL_VERSION
 from aq.transport.base import Consumer, Delivery, Inbox
 from aq.worker.crashes import CrashMode, CrashPolicy
 from aq.worker.executor import Executor
+from aq.worker.handoff import DEFAULT_HANDOFF_TIMEOUT, HandOff, HandOffAbandoned
 from aq.worker.limits import TaskLimits
 
 __all__ = ["Worker"]
@@ -58,6 +59,9 @@ class Worker:
             ``aq worker`` does, since it runs one); ``"isolated"`` makes this the
             isolation worker: it consumes the isolation queues of ``queues``, one
             message at a time (``concurrency`` is 1).
+        handoff_timeout: seconds a finished task's outcome is kept while the
+            broker cannot be reached, before its message is left to be delivered
+            again (see :mod:`aq.worker.handoff`).
 
     Use ``async with Worker(broker):`` or :meth:`start` and :meth:`stop`.
     """
@@ -71,11 +75,14 @@ class Worker:
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         max_tasks: int | None = None,
         crashes: CrashMode = "inline",
+        handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be a positive int, not {concurrency!r}")
         if shutdown_timeout < 0:
             raise ConfigurationError("shutdown_timeout must not be negative")
+        if not handoff_timeout > 0:
+            raise ConfigurationError("handoff_timeout must be a positive number of seconds")
         if max_tasks is not None and max_tasks < 1:
             raise ConfigurationError("max_tasks must be a positive int")
         if crashes not in ("inline", "isolate", "isolated"):
@@ -95,7 +102,12 @@ class Worker:
         self._running: dict[str, Delivery] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self._executor = Executor(
-            broker, TaskLimits(), self._running, self._is_revoked, self.crashes
+            broker,
+            TaskLimits(),
+            self._running,
+            self._is_revoked,
+            self.crashes,
+            HandOff(handoff_timeout),
         )
         self._inflight: dict[Delivery, asyncio.Task[None]] = {}
         self._room: asyncio.Future[None] | None = None
@@ -256,6 +268,8 @@ class Worker:
         except asyncio.CancelledError:
             self.interrupted_count += 1
             raise
+        except HandOffAbandoned:  # logged; the broker delivers the message again
+            delivery.abandon()
         except Exception as exc:
             # Never lost: requeued for another try, and dead-lettered if it keeps failing.
             log.exception("internal error while processing a delivery")

@@ -125,6 +125,11 @@ class AmqpDelivery(Delivery):
     async def _ack(self) -> None:
         await self._consumer.acks.ack(self.channel, self.tag)
 
+    def abandon(self) -> None:
+        # RabbitMQ returns it when the channel closes (the connection was lost).
+        self._settled = True
+        self._consumer.forget(self)
+
     async def isolate(self) -> None:
         async def move() -> None:
             await self._republish(self.names.isolated, 0, "isolate")
@@ -177,6 +182,10 @@ class AmqpConsumer(Consumer):
         self._watchdog: asyncio.Task[None] | None = None
         self.acks = AckWindow()
         self._closed = False
+
+    def forget(self, delivery: AmqpDelivery) -> None:
+        """Stop tracking ``delivery``."""
+        self._unsettled.discard(delivery)
 
     def source(self, names: QueueNames) -> str:
         """The RabbitMQ queue this consumer reads for aq queue ``names``."""
@@ -321,7 +330,7 @@ class AmqpConsumer(Consumer):
                     strikes[name] = 0
                     continue
                 try:
-                    found = await inspection.ready(self.transport, names.work)
+                    found = await inspection.ready(self.transport, self.source(names))
                 except ConnectionLost:
                     continue  # the reconnection brings the consumers back
                 # Missing, messages waiting for a consumer with room, or no consumer
@@ -339,7 +348,7 @@ class AmqpConsumer(Consumer):
                         note="RabbitMQ is not feeding this consumer; consuming again",
                     )
                     strikes[name] = 0
-                    self._consumers.restart(names.work)
+                    self._consumers.restart(self.source(names))
 
     async def _delay_again(
         self, names: QueueNames, message: DeliveredMessage, headers: dict[str, Any], eta: int

@@ -49,7 +49,6 @@ log = logging.getLogger("aq.redis")
 _BLOCK_MS = 1_000
 _SCHEDULER_IDLE = 0.5  # longest wait between looks at the delayed set
 _MOVE_BATCH = 500
-_SETTLE_DEADLINE = 30.0
 _DEAD_CONSUMER_IDLE = 3600.0  # a live consumer is heard from every second or so
 _RESTORE_QUIET = 60.0  # seconds between warnings that a queue's groups were restored
 
@@ -122,6 +121,11 @@ class RedisDelivery(Delivery):
             [self.stream, self.keys.dead],
             [GROUP, self.entry_id, self.body, reason, time.time(), self.keys.name],
         )
+
+    def abandon(self) -> None:
+        # Left pending under this consumer's name: reclaimed after the visibility timeout.
+        self._settled = True
+        self._consumer.forget(self)
 
     async def keep_alive(self) -> None:
         if self._settled:
@@ -225,6 +229,11 @@ class RedisConsumer(Consumer):
             self._room = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._room)
 
+    def forget(self, delivery: RedisDelivery) -> None:
+        """Stop tracking ``delivery``, which frees its prefetch slot."""
+        self._unsettled.discard(delivery)
+        _wake(self._room)
+
     async def settle(
         self,
         delivery: RedisDelivery,
@@ -234,14 +243,15 @@ class RedisConsumer(Consumer):
         *,
         merged: bool = False,
     ) -> None:
-        """Run a settling script; retried through short outages, once only.
+        """Run a settling script; retried through outages of up to ``publish_timeout``
+        (the worker's hand-off then waits longer, see aq.worker.handoff), once only.
 
         ``merged``: one of the ``*_MANY`` scripts, sent as one call with every
         other settlement of this event-loop turn.
         """
         if delivery._settled:
             return
-        deadline = time.monotonic() + _SETTLE_DEADLINE
+        deadline = time.monotonic() + self.settings.publish_timeout
         delay = 0.05
         transport = self.transport
         while True:
@@ -258,8 +268,7 @@ class RedisConsumer(Consumer):
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
         delivery._settled = True
-        self._unsettled.discard(delivery)
-        _wake(self._room)
+        self.forget(delivery)
 
     # -- background loops ------------------------------------------------------------
 
@@ -353,6 +362,7 @@ class RedisConsumer(Consumer):
     async def _schedule(self, keys: QueueKeys) -> None:
         move = self.transport.script("MOVE_DUE")
         script_keys = [keys.delayed, keys.dead, *keys.streams]
+        retrying = False  # an outage is reported once, not every half second
         while True:
             raise_if_cancelling()
             wait = _SCHEDULER_IDLE
@@ -361,6 +371,7 @@ class RedisConsumer(Consumer):
                     keys=script_keys, args=[time.time(), _MOVE_BATCH, keys.name]
                 )
                 raise_if_cancelling()
+                retrying = False
                 if malformed:
                     event(
                         log,
@@ -376,7 +387,9 @@ class RedisConsumer(Consumer):
                     wait = min(wait, max(0.0, float(next_due) - time.time()))
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelling()
-                event(log, logging.WARNING, "redis.scheduler_retry", queue=keys.name, error=exc)
+                if not retrying:
+                    event(log, logging.WARNING, "redis.scheduler_retry", queue=keys.name, error=exc)
+                retrying = True
             await asyncio.sleep(wait)
 
     async def _reclaim(self) -> None:
