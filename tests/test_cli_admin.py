@@ -66,8 +66,17 @@ def test_queues_shows_counts_per_queue(url: str) -> None:
     _prepare(url, ready=3, dead=2)
     output = aq_command(url, "queues", APP, "--queue", "mail")
     rows = {line.split()[0]: line.split()[1:] for line in output.splitlines()[1:]}
-    assert rows["default"][:4] == ["3", "0", "0", "0"]
-    assert rows["mail"][:4] == ["0", "0", "0", "2"]
+    assert output.split()[:7] == [
+        "queue",
+        "ready",
+        "delayed",
+        "unacked",
+        "isolated",
+        "dead",
+        "consumers",
+    ]
+    assert rows["default"][:5] == ["3", "0", "0", "0", "0"]
+    assert rows["mail"][:5] == ["0", "0", "0", "0", "2"]
 
 
 def test_dlq_list_shows_each_dead_letter_with_its_reason(url: str) -> None:
@@ -90,7 +99,7 @@ def test_dlq_requeue_sends_dead_letters_back(url: str) -> None:
     )
     rows = aq_command(url, "queues", APP, "--queue", "mail").splitlines()
     mail = next(line.split() for line in rows if line.startswith("mail"))
-    assert mail[1:5] == ["2", "0", "0", "0"]
+    assert mail[1:6] == ["2", "0", "0", "0", "0"]
 
 
 def test_dlq_purge_and_purge_empty_what_they_name(url: str) -> None:
@@ -100,7 +109,7 @@ def test_dlq_purge_and_purge_empty_what_they_name(url: str) -> None:
     )
     assert "purged 4 message(s) from default" in aq_command(url, "purge", APP, "--yes")
     rows = aq_command(url, "queues", APP, "--queue", "mail").splitlines()
-    assert all(line.split()[1:5] == ["0", "0", "0", "0"] for line in rows[1:])
+    assert all(line.split()[1:6] == ["0", "0", "0", "0", "0"] for line in rows[1:])
 
 
 def test_destructive_commands_ask_first(url: str) -> None:

@@ -220,16 +220,18 @@ def queues(
         list[str] | None, typer.Option("--queue", "-q", help="Also show this queue.")
     ] = None,
 ) -> None:
-    """Show each queue's ready, delayed, unacked and dead messages, and its consumers."""
+    """Show each queue's ready, delayed, unacked, isolated and dead messages, and consumers."""
     broker = _broker_or_exit(app_spec)
     names = list(dict.fromkeys([*broker.queues, *(extra or [])]))
     rows = _run(admin.queue_stats(broker, names))
     typer.echo(
-        f"{'queue':<24} {'ready':>8} {'delayed':>8} {'unacked':>8} {'dead':>8} {'consumers':>9}"
+        f"{'queue':<24} {'ready':>8} {'delayed':>8} {'unacked':>8} {'isolated':>8} "
+        f"{'dead':>8} {'consumers':>9}"
     )
     for s in rows:
         typer.echo(
-            f"{s.queue:<24} {s.ready:>8} {s.delayed:>8} {s.unacked:>8} {s.dead:>8} {s.consumers:>9}"
+            f"{s.queue:<24} {s.ready:>8} {s.delayed:>8} {s.unacked:>8} {s.isolated:>8} "
+            f"{s.dead:>8} {s.consumers:>9}"
         )
 
 

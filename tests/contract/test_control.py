@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -86,3 +87,30 @@ async def test_cancelling_a_finished_task_changes_nothing(broker: aq.Broker) -> 
         assert await handle.result(timeout=5) == 7
         await handle.cancel()
         assert await handle.result(timeout=5) == 7
+
+
+async def test_junk_on_the_control_channel_is_reported_once_each_and_cancels_still_work(
+    broker: aq.Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = asyncio.Event()
+
+    @broker.task
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    caplog.set_level(logging.WARNING, logger="aq.worker")
+    async with running_worker(broker):
+        handle = await forever.kiq()
+        await started.wait()
+        for junk in (b"\xff not json", b"[1, 2]", b'{"v": 99, "op": "cancel"}'):
+            await broker.transport.broadcast(junk)
+        await handle.cancel()  # the listener lived through the junk
+        with pytest.raises(aq.TaskCancelled):
+            await handle.result(timeout=5)
+    ignored = [r.getMessage() for r in caplog.records if "control.ignored" in r.getMessage()]
+    assert ignored == [
+        'control.ignored reason="not JSON"',
+        'control.ignored reason="not a v1 control message"',
+        'control.ignored reason="not a v1 control message"',
+    ]

@@ -293,6 +293,7 @@ class Worker:
             try:
                 command = serializer.loads(body)
             except MessageDecodeError:
+                event(log, logging.WARNING, "control.ignored", reason="not JSON")
                 continue
             version = command.get("v") if isinstance(command, dict) else None
             if type(version) is not int or version != PROTOCOL_VERSION:
