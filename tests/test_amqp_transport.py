@@ -171,21 +171,6 @@ async def test_retries_dead_letters_and_requeue_work_on_both_queue_types(
     assert (stats.ready, stats.dead) == (1, 0)
 
 
-async def test_a_requeued_delivery_counts_its_deliveries(broker: aq.Broker) -> None:
-    await broker.transport.publish("default", b"{}")
-    consumer = await broker.transport.consume(["default"], 1)
-    try:
-        counts = []
-        for _ in range(3):
-            delivery = await consumer.get()
-            counts.append(delivery.delivery_count)
-            await delivery.requeue()
-        await (await consumer.get()).ack()
-    finally:
-        await consumer.close()
-    assert counts == [1, 2, 3]
-
-
 async def test_delay_exchanges_deleted_behind_the_producers_back_are_declared_again(
     broker: aq.Broker,
 ) -> None:

@@ -39,22 +39,33 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name.startswith("aq")]
 
 
+async def _finish_during_an_outage(
+    broker: aq.Broker, server: RedisServer | RabbitServer, handoff_timeout: float, wait_for: str
+) -> tuple[int, list[int]]:
+    """Run a task, kill ``server`` while it runs, let it finish during the outage, wait
+    for the log line ``wait_for``, start the server again; the result and the runs."""
+    work, started, release, runs = _waiting_task(broker)
+    async with broker, aq.Worker(broker, handoff_timeout=handoff_timeout):
+        handle = await work.kiq()
+        await started.wait()
+        await server.kill()
+        with awaiting_log(wait_for) as logged:
+            release.set()
+            await logged.wait()
+        await server.start()
+        return await handle.result(timeout=60), runs
+
+
 @pytest.mark.timeout(60)
 async def test_an_outcome_is_kept_through_a_redis_outage_and_the_task_runs_once(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = aq.Broker(f"{redis_server.url}?publish_timeout=1")
-    work, started, release, runs = _waiting_task(broker)
     caplog.set_level(logging.INFO, logger="aq")
-    async with broker, aq.Worker(broker, handoff_timeout=60):
-        handle = await work.kiq()
-        await started.wait()
-        await redis_server.kill()
-        with awaiting_log("worker.handoff_waiting") as waiting:
-            release.set()  # it finishes during the outage
-            await waiting.wait()
-        await redis_server.start()
-        assert await handle.result(timeout=30) == 7
+    broker = aq.Broker(f"{redis_server.url}?publish_timeout=1")
+    result, runs = await _finish_during_an_outage(
+        broker, redis_server, 60, "worker.handoff_waiting"
+    )
+    assert result == 7
     assert runs == [1]  # kept, not run again
     lines = _lines(caplog)
     assert any(line.startswith("worker.handoff_resumed task_id=") for line in lines)
@@ -66,18 +77,12 @@ async def test_an_outcome_is_kept_through_a_redis_outage_and_the_task_runs_once(
 async def test_an_outcome_given_up_after_the_bound_says_the_task_runs_again_and_it_does(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = aq.Broker(f"{redis_server.url}?publish_timeout=0.5&visibility_timeout=2")
-    work, started, release, runs = _waiting_task(broker)
     caplog.set_level(logging.INFO, logger="aq")
-    async with broker, aq.Worker(broker, handoff_timeout=1):
-        handle = await work.kiq()
-        await started.wait()
-        await redis_server.kill()
-        with awaiting_log("worker.handoff_abandoned") as abandoned:
-            release.set()
-            await abandoned.wait()
-        await redis_server.start()
-        assert await handle.result(timeout=30) == 7  # from its second run
+    broker = aq.Broker(f"{redis_server.url}?publish_timeout=0.5&visibility_timeout=2")
+    result, runs = await _finish_during_an_outage(
+        broker, redis_server, 1, "worker.handoff_abandoned"
+    )
+    assert result == 7  # from its second run
     assert runs == [1, 1]
     [line] = [x for x in _lines(caplog) if x.startswith("worker.handoff_abandoned")]
     assert "the task will run again" in line
@@ -87,18 +92,12 @@ async def test_an_outcome_given_up_after_the_bound_says_the_task_runs_again_and_
 async def test_a_reply_during_a_rabbitmq_outage_is_sent_once_it_is_back(
     rabbit_server: RabbitServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = aq.Broker(f"{rabbit_server.url}?publish_timeout=1")
-    work, started, release, runs = _waiting_task(broker)
     caplog.set_level(logging.INFO, logger="aq")
-    async with broker, aq.Worker(broker, handoff_timeout=60):
-        handle = await work.kiq()
-        await started.wait()
-        await rabbit_server.kill()
-        with awaiting_log("worker.handoff_waiting") as waiting:
-            release.set()
-            await waiting.wait()
-        await rabbit_server.start()
-        assert await handle.result(timeout=60) == 7
+    broker = aq.Broker(f"{rabbit_server.url}?publish_timeout=1")
+    result, runs = await _finish_during_an_outage(
+        broker, rabbit_server, 60, "worker.handoff_waiting"
+    )
+    assert result == 7
     # The lost connection returned the message, so RabbitMQ may deliver it again.
     assert len(runs) <= 2
     lines = _lines(caplog)

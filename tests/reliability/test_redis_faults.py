@@ -43,14 +43,20 @@ async def raw() -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-async def test_a_dead_producers_reply_stream_expires_with_its_liveness_key(
-    url: str, raw: Redis
-) -> None:
-    broker = aq.Broker(url)  # reply_ttl 300 s
+def _echo_broker(url: str) -> tuple[aq.Broker, aq.Task[[int], int]]:
+    broker = aq.Broker(url)
 
     @broker.task(name="echo")
     async def echo(i: int) -> int:
         return i
+
+    return broker, echo
+
+
+async def test_a_dead_producers_reply_stream_expires_with_its_liveness_key(
+    url: str, raw: Redis
+) -> None:
+    broker, echo = _echo_broker(url)  # reply_ttl 300 s
 
     async with broker, running_worker(broker):
         transport: Any = broker.transport
@@ -76,11 +82,7 @@ def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 async def test_a_queue_deleted_under_a_running_worker_is_restored_with_one_warning(
     url: str, raw: Redis, caplog: pytest.LogCaptureFixture, deleted: str
 ) -> None:
-    broker = aq.Broker(url)
-
-    @broker.task(name="echo")
-    async def echo(i: int) -> int:
-        return i
+    broker, echo = _echo_broker(url)
 
     caplog.set_level(logging.WARNING, logger="aq")
     async with broker, running_worker(broker):
@@ -103,11 +105,7 @@ async def test_a_queue_deleted_under_a_running_worker_is_restored_with_one_warni
 async def test_junk_in_the_delayed_set_is_dead_lettered_and_delayed_tasks_still_run(
     url: str, raw: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = aq.Broker(url)
-
-    @broker.task(name="echo")
-    async def echo(i: int) -> int:
-        return i
+    broker, echo = _echo_broker(url)
 
     caplog.set_level(logging.WARNING, logger="aq")
     keys: Any = broker.transport.keys.queue("default")  # type: ignore[attr-defined]

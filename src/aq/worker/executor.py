@@ -38,7 +38,7 @@ from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
 from aq.worker.crashes import CrashPolicy
-from aq.worker.handoff import HandOff
+from aq.worker.handoff import OUTAGE, HandOff
 from aq.worker.limits import TaskLimits
 
 __all__ = ["Executor"]
@@ -388,16 +388,18 @@ class Executor:
         elif settle is None and not final:  # progress and stream items: part of the run
             await self.transport.send_reply(reply_to, body)
         elif settle is None:
-            await self._patiently(message, lambda: self.transport.send_reply(reply_to, body))
+            await self._patiently(message, self.transport.send_reply, reply_to, body)
         else:
-            reply_and_ack = self.transport.reply_and_ack
-            await self._patiently(message, lambda: reply_and_ack(settle, reply_to, body))
+            await self._patiently(message, self.transport.reply_and_ack, settle, reply_to, body)
 
     async def _patiently(
         self, message: TaskMessage, step: Callable[..., Awaitable[None]], *args: Any
     ) -> None:
         """Run a hand-off step of ``message``, riding out a broker outage (HandOff)."""
-        await self.handoff(message.id, message.task, lambda: step(*args))
+        try:
+            await step(*args)
+        except OUTAGE as exc:  # not on the common path: no closure until it is needed
+            await self.handoff.wait_out(message.id, message.task, lambda: step(*args), exc)
 
 
 _FINAL = frozenset(("result", "error", "end"))

@@ -25,13 +25,14 @@ from collections.abc import Awaitable, Callable
 from aq.errors import AQError, BrokerUnavailable, ConnectionLost
 from aq.logs import event
 
-__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "HandOff", "HandOffAbandoned"]
+__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "OUTAGE", "HandOff", "HandOffAbandoned"]
 
 log = logging.getLogger("aq.worker")
 
 #: Seconds a worker keeps an outcome it cannot hand off, by default.
 DEFAULT_HANDOFF_TIMEOUT = 300.0
-_OUTAGE = (BrokerUnavailable, ConnectionLost)
+#: The errors that mean the broker could not be reached.
+OUTAGE = (BrokerUnavailable, ConnectionLost)
 _FIRST_DELAY = 0.5
 _MAX_DELAY = 5.0
 
@@ -55,9 +56,21 @@ class HandOff:
         """
         try:
             await step()
-            return
-        except _OUTAGE as exc:
-            error: BaseException = exc
+        except OUTAGE as exc:
+            await self.wait_out(task_id, name, step, exc)
+
+    async def wait_out(
+        self,
+        task_id: str,
+        name: str,
+        step: Callable[[], Awaitable[None]],
+        error: BaseException,
+    ) -> None:
+        """``step`` failed with ``error`` for an outage: run it again until it works.
+
+        Raises:
+            HandOffAbandoned: the outage outlasted ``timeout`` (logged).
+        """
         began = time.monotonic()
         event(
             log,
@@ -75,7 +88,7 @@ class HandOff:
             delay = min(_MAX_DELAY, delay * 2)
             try:
                 await step()
-            except _OUTAGE as exc:
+            except OUTAGE as exc:
                 error = exc
                 continue
             event(

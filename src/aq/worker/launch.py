@@ -67,14 +67,7 @@ class Options:
 
 def run_supervisor(broker: Broker, options: Options, processes: int) -> None:
     """Supervise ``processes`` workers, and the isolation worker for network brokers."""
-    in_process = broker.transport.in_process
-    if in_process:
-        event(
-            log,
-            logging.WARNING,
-            "worker.memory_broker",
-            note="memory:// is in-process: each worker process has its own queues",
-        )
+    in_process = _in_process(broker, "each worker process has its own queues")
     isolation = None if in_process else options.child_args(isolation=True)
     supervisor = Supervisor(options.child_args(), processes, options.shutdown_timeout, isolation)
     asyncio.run(supervisor.run())
@@ -82,14 +75,7 @@ def run_supervisor(broker: Broker, options: Options, processes: int) -> None:
 
 def run_unsupervised(broker: Broker, options: Options) -> None:
     """Run one worker in this process, with the isolation worker as its child."""
-    in_process = broker.transport.in_process
-    if in_process:
-        event(
-            log,
-            logging.WARNING,
-            "worker.memory_broker",
-            note="memory:// is in-process: this worker only runs tasks sent from its own process",
-        )
+    in_process = _in_process(broker, "this worker only runs tasks sent from its own process")
     runner.run(
         broker,
         queues=options.queue_list,
@@ -120,3 +106,15 @@ def run_child(broker: Broker, options: Options, *, isolation: bool) -> None:
 
 def _crash_mode(broker: Broker) -> CrashMode:
     return "inline" if broker.transport.in_process else "isolate"
+
+
+def _in_process(broker: Broker, consequence: str) -> bool:
+    """Whether ``broker`` is the memory broker; if so, warn of ``consequence``."""
+    if broker.transport.in_process:
+        event(
+            log,
+            logging.WARNING,
+            "worker.memory_broker",
+            note=f"memory:// is in-process: {consequence}",
+        )
+    return broker.transport.in_process

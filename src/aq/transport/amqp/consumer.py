@@ -61,6 +61,8 @@ log = logging.getLogger("aq.amqp")
 
 #: Header counting a message's earlier deliveries that were not settled.
 REQUEUES = "x-aq-requeues"
+#: The headers of a message that has none (shared, never changed).
+_NO_HEADERS: dict[str, Any] = {}
 #: Headers a copy of a message must not carry: RabbitMQ's own delivery count.
 _SERVER_COUNTS = frozenset(("x-delivery-count",))
 #: Header with a delayed message's due time, in UNIX milliseconds.
@@ -257,12 +259,16 @@ class AmqpConsumer(Consumer):
             self._spawn(self._release_late(names, message))
             return
         self._arrivals[names.name] += 1
-        headers: dict[str, Any] = message.header.properties.headers or {}
-        eta = headers.get(ETA)
-        if isinstance(eta, int) and eta > time.time() * 1000 + 1 and not self.isolated:
-            self._spawn(self._delay_again(names, message, headers, eta))
-            return
-        earlier = self._earlier(message, headers)
+        headers: dict[str, Any] = message.header.properties.headers or _NO_HEADERS
+        earlier = 0
+        if headers:  # a fresh message of aq's own carries none
+            eta = headers.get(ETA)
+            if isinstance(eta, int) and eta > time.time() * 1000 + 1 and not self.isolated:
+                self._spawn(self._delay_again(names, message, headers, eta))
+                return
+            earlier = self._earlier(message, headers)
+        elif message.redelivered:
+            earlier = self._earlier(message, headers)
         if message.redelivered and self.transport.settings.queue_type != "quorum":
             # A flag, not a count: count it in a copy first.
             self._spawn(self._count_redelivery(names, message, headers, earlier))
