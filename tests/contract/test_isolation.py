@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import aq
@@ -143,3 +145,29 @@ async def test_a_task_that_keeps_killing_its_workers_is_dead_lettered_unrun_with
     [letter] = await transport.dead_letters("default")
     assert ran == []
     assert letter.reason == reason
+
+
+async def test_an_isolation_consumer_of_several_queues_holds_one_message_at_a_time(
+    broker: aq.Broker,
+) -> None:
+    transport = broker.transport
+    for queue in ("alpha", "beta"):
+        await transport.publish(queue, queue.encode())
+        main = await transport.consume([queue], 1)
+        await (await main.get()).isolate()
+        await main.close()
+    first = await transport.consume(["alpha", "beta"], 1, isolated=True)
+    second = await transport.consume(["alpha", "beta"], 1, isolated=True)
+    try:
+        held = await first.get()
+        # A crash now would be blamed on every message the process holds: the other
+        # one must be free for someone else.
+        async with asyncio.timeout(10):
+            other = await second.get()
+        assert {held.body, other.body} == {b"alpha", b"beta"}
+        assert (held.delivery_count, other.delivery_count) == (1, 1)
+        await held.ack()
+        await other.ack()
+    finally:
+        await first.close()
+        await second.close()

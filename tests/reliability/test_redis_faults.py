@@ -121,3 +121,53 @@ async def test_junk_in_the_delayed_set_is_dead_lettered_and_delayed_tasks_still_
     assert all(d.reason.startswith("malformed entry in the delayed set") for d in letters)
     warnings = _records(caplog, logging.WARNING)
     assert warnings == ["redis.malformed_delayed queue=default count=2 action=dead-lettered"]
+
+
+async def test_a_graceful_stop_returns_entries_read_for_it_whose_answer_it_never_got(
+    url: str, raw: Redis
+) -> None:
+    transport: Any = aq.Broker(url).transport
+    async with transport:
+        stream = transport.keys.queue("default").streams[0]
+        await transport.publish("default", b"held")
+        consumer = await transport.consume(["default"], 1)  # full once it holds one
+        assert (await consumer.get()).body == b"held"
+        await transport.publish("default", b"lost in transit")
+        # Redis hands an entry to a read of this consumer's whose answer never arrives
+        # (the read was cancelled as Redis answered, or its connection dropped).
+        await raw.xreadgroup("aq-workers", consumer.name, {stream: ">"}, count=1)
+        await consumer.close()
+        again = await transport.consume(["default"], 10)
+        try:
+            bodies = sorted([(await again.get()).body, (await again.get()).body])
+        finally:
+            await again.close()
+    assert bodies == [b"held", b"lost in transit"]
+
+
+@pytest.mark.parametrize("script", ["ISOLATE", "REQUEUE", "DEAD_LETTER"])
+async def test_a_settling_script_run_again_after_its_answer_was_lost_copies_nothing_twice(
+    url: str, raw: Redis, script: str
+) -> None:
+    transport: Any = aq.Broker(url).transport
+    async with transport:
+        keys = transport.keys.queue("default")
+        await transport.publish("default", b"once")
+        consumer = await transport.consume(["default"], 1)
+        try:
+            delivery = await consumer.get()
+            args = {
+                "ISOLATE": ([delivery.stream, keys.isolated], [delivery.entry_id, b"once"]),
+                "REQUEUE": ([delivery.stream], [delivery.entry_id, b"once", 1]),
+                "DEAD_LETTER": (
+                    [delivery.stream, keys.dead],
+                    [delivery.entry_id, b"once", "r", 0, "q"],
+                ),
+            }[script]
+            for _ in range(2):  # as redis-py does when the first answer is lost
+                await transport.run_script(script, args[0], ["aq-workers", *args[1]])
+            copies = sum([await raw.xlen(s) for s in (*keys.streams, keys.isolated, keys.dead)])
+            delivery.abandon()  # settled behind the consumer's back
+        finally:
+            await consumer.close()
+    assert copies == 1

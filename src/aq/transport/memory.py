@@ -135,6 +135,9 @@ class _MemoryDelivery(Delivery):
         if self._settle():
             self._hub.isolation_queue(self._q.name).push(_Entry(self._entry.body, 0))
 
+    def abandon(self) -> None:
+        self.release()
+
     def release(self) -> None:
         """Return the message on shutdown; this delivery does not count."""
         if self._settle():

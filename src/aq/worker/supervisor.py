@@ -9,12 +9,13 @@ still alive after their grace period. Each child reads a pipe from the
 supervisor, so if the supervisor dies the children stop rather than linger.
 
 **Restarts.** Each child reports, on a pipe of its own, once it consumes. A
-child that dies after that is restarted at once: a task that kills its process
-must not stall the queue, and the crash policy keeps such a task from killing
-the next process for long. A child that dies before it ever consumed (a broker
-that refuses it, an app that no longer imports) is restarted after a delay that
-starts at 0.5 s and doubles up to 30 s, so it does not spin; a clean exit
-(``--max-tasks-per-child``) restarts at once too.
+child that dies after that is restarted at once (or one second after it started,
+if it lived less): a task that kills its process must not stall the queue, and
+the crash policy keeps such a task from killing the next process for long. A
+child that dies before it ever consumed (a broker that refuses it, an app that
+no longer imports), or that cannot be started at all, is tried again after a
+delay that starts at 0.5 s and doubles up to 30 s, so it does not spin; a clean
+exit (``--max-tasks-per-child``) restarts at once too.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ READY_FD = "AQ_READY_FD"
 
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
+_MIN_LIFE = 1.0  # a child that consumed is restarted at once, but not oftener than this
+_READY_WAIT = 1.0  # after a child exits, how long its report of readiness may take
 ISOLATION_SLOT = "isolation"
 
 
@@ -130,12 +133,19 @@ class Supervisor:
         backoff = _BACKOFF_START
         while not self._stopping.is_set():
             started = time.monotonic()
-            proc, ready = await self._start(slot)
+            try:
+                proc, ready = await self._start(slot)
+            except OSError as exc:  # out of file descriptors or memory: try again
+                event(log, logging.ERROR, "supervisor.start_failed", slot=slot, error=exc)
+                await self._pause(backoff)
+                backoff = min(_BACKOFF_MAX, backoff * 2)
+                continue
             code = await proc.wait()
-            was_ready = await ready
+            was_ready = await _answer(ready)
             if self._stopping.is_set():
                 return
             self.restarts += 1
+            uptime = time.monotonic() - started
             event(
                 log,
                 logging.INFO if code == 0 else logging.ERROR,
@@ -143,16 +153,23 @@ class Supervisor:
                 slot=slot,
                 pid=proc.pid,
                 code=code,
-                uptime=time.monotonic() - started,
+                uptime=uptime,
                 consumed=was_ready,
             )
             if code == 0 or was_ready:
                 backoff = _BACKOFF_START
+                # At once, but not in a hot loop if it dies as soon as it consumes.
+                await self._pause(_MIN_LIFE - uptime)
                 continue
             # It never got going: wait before trying again, growing each time.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
+            await self._pause(backoff)
             backoff = min(_BACKOFF_MAX, backoff * 2)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the supervisor is asked to stop."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _start(
         self, slot: int | str
@@ -197,6 +214,17 @@ class Supervisor:
                     proc.kill()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _answer(ready: asyncio.Task[bool]) -> bool:
+    """Whether an exited child reported ready. Its pipe's write end may live on in
+    a process it forked, so the answer is not awaited for ever."""
+    try:
+        async with asyncio.timeout(_READY_WAIT):
+            return await asyncio.shield(ready)
+    except TimeoutError:
+        ready.cancel()
+        return False
 
 
 async def _read_ready(fd: int) -> bool:

@@ -288,6 +288,8 @@ class AckWindow:
             waiter.set_result(None)
 
     async def close(self) -> None:
-        """Wait for the acks already being sent."""
+        """Send the acks asked for, and wait for those being sent."""
+        if self._scheduled:
+            self._flush()
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)

@@ -77,7 +77,9 @@ class AmqpDelivery(Delivery):
     __slots__ = (
         "_consumer",
         "_settled",
+        "acking",
         "channel",
+        "copied",
         "headers",
         "names",
         "priority",
@@ -103,6 +105,10 @@ class AmqpDelivery(Delivery):
         self.headers = headers
         self.priority: int = message.header.properties.priority or 0
         self._settled = False
+        #: Its ack has been asked for: it is settled, whatever its caller sees.
+        self.acking = False
+        #: A copy of it has been confirmed (isolated, returned or requeued).
+        self.copied = False
 
     @property
     def stale(self) -> bool:
@@ -125,12 +131,16 @@ class AmqpDelivery(Delivery):
         await self._consumer.settle(self, move)
 
     async def _ack(self) -> None:
-        await self._consumer.acks.ack(self.channel, self.tag)
+        self.acking = True
+        # Shielded: the window's future is shared by the turn's acks, and one
+        # caller's cancellation must not cancel it for the others.
+        await asyncio.shield(self._consumer.acks.ack(self.channel, self.tag))
 
     def abandon(self) -> None:
-        # RabbitMQ returns it when the channel closes (the connection was lost).
         self._settled = True
         self._consumer.forget(self)
+        if not self.stale:  # the outage was elsewhere: hand the message back now
+            self._consumer.nack_later(self.channel, self.tag)
 
     async def isolate(self) -> None:
         async def move() -> None:
@@ -157,6 +167,7 @@ class AmqpDelivery(Delivery):
         await republish(
             self._consumer.transport, queue, self.body, self.headers, self.priority, earlier, what
         )
+        self.copied = True
 
 
 class AmqpConsumer(Consumer):
@@ -186,8 +197,15 @@ class AmqpConsumer(Consumer):
         self._closed = False
 
     def forget(self, delivery: AmqpDelivery) -> None:
-        """Stop tracking ``delivery``."""
+        """Stop tracking ``delivery``; an isolation consumer then consumes all its
+        queues again."""
         self._unsettled.discard(delivery)
+        if self.isolated and not self._unsettled and self._consumers is not None:
+            self._spawn(self._consumers.resume())
+
+    def nack_later(self, channel: aiormq.abc.AbstractChannel, tag: int) -> None:
+        """``basic.nack`` with requeue, without waiting: RabbitMQ delivers it again."""
+        self._spawn(self.acks.nack(channel, tag))
 
     def source(self, names: QueueNames) -> str:
         """The RabbitMQ queue this consumer reads for aq queue ``names``."""
@@ -308,8 +326,8 @@ class AmqpConsumer(Consumer):
             )
             await self.acks.ack(message.channel, message.delivery_tag or 0)
         except Exception as exc:
-            # Still unacked, so RabbitMQ delivers it again later.
             event(log, logging.WARNING, "amqp.recount_failed", queue=names.name, error=exc)
+            self._hand_back(message)
 
     async def _watch(self) -> None:
         """Notice a consumer that RabbitMQ stopped feeding without a word; consume again.
@@ -370,8 +388,14 @@ class AmqpConsumer(Consumer):
             )
             await self.acks.ack(message.channel, message.delivery_tag or 0)
         except Exception as exc:
-            # Still unacked, so RabbitMQ delivers it again later.
             event(log, logging.WARNING, "amqp.redelay_failed", queue=names.name, error=exc)
+            self._hand_back(message)
+
+    def _hand_back(self, message: DeliveredMessage) -> None:
+        """Return an unsettled message to RabbitMQ, which delivers it again (a closed
+        channel has returned it already)."""
+        if not message.channel.is_closed:
+            self.nack_later(message.channel, message.delivery_tag or 0)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -387,13 +411,31 @@ class AmqpConsumer(Consumer):
                 if delivery.stale:  # RabbitMQ requeued it when its channel closed
                     self._unsettled.discard(delivery)
                     continue
+                if self.isolated:
+                    await self._hold_only(delivery)
                 return delivery
             self._arrived = asyncio.get_running_loop().create_future()
             await self._arrived
 
+    async def _hold_only(self, delivery: AmqpDelivery) -> None:
+        """Make ``delivery`` the one message this isolation consumer holds while it runs.
+
+        Prefetch is per consumer in RabbitMQ, so consuming several isolation queues
+        could hold one message of each, and a crash would count against all of them.
+        The other queues' consumers are cancelled until it is settled, and what they
+        delivered meanwhile is returned uncounted.
+        """
+        if self._consumers is None or len(self.queues) == 1:
+            return
+        with contextlib.suppress(Exception):
+            await self._consumers.pause(keep=delivery.source)
+        others = [d for d in self._unsettled if d is not delivery and not d.stale]
+        self._ready.clear()
+        await asyncio.gather(*(d.release() for d in others), return_exceptions=True)
+
     async def settle(self, delivery: AmqpDelivery, how: Any) -> None:
         """Settle ``delivery`` once; a delivery whose channel closed needs nothing."""
-        if delivery._settled:
+        if delivery._settled or delivery.acking:
             return
         try:
             if not delivery.stale:
@@ -407,7 +449,7 @@ class AmqpConsumer(Consumer):
             # The connection dropped mid-way: RabbitMQ gives the message back.
             event(log, logging.WARNING, "amqp.settle_skipped", queue=delivery.queue)
         delivery._settled = True
-        self._unsettled.discard(delivery)
+        self.forget(delivery)
 
     async def close(self) -> None:
         if self._closed:
@@ -422,10 +464,20 @@ class AmqpConsumer(Consumer):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 if self._consumers is not None:
                     await self._consumers.cancel()
-                # Returned as copies that count nothing for this delivery; all at
-                # once, so a thousand confirms take one round trip.
-                returning = [d for d in self._unsettled if not d.stale]
+        # Returned as copies that count nothing for this delivery; all at once, so a
+        # thousand confirms take one round trip. What is not copied in time is left
+        # to the channel's close, which returns it counted.
+        returning = [d for d in self._unsettled if not d.stale and not d.acking]
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.transport.settings.publish_timeout):
                 await asyncio.gather(*(d.release() for d in returning))
+        for delivery in returning:
+            if delivery.copied and not delivery.acking and not delivery.stale:
+                # Its copy is in the queue: ack the original, or it would run twice.
+                delivery.acking = True
+                self.acks.ack(delivery.channel, delivery.tag)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.acks.close()
         self._unsettled.clear()
         self._ready.clear()

@@ -60,6 +60,7 @@ class DirectConsumers:
         self._tags: dict[str, tuple[aiormq.abc.AbstractChannel, str]] = {}
         self._resuming: dict[str, asyncio.Task[None]] = {}
         self._chores: set[asyncio.Task[None]] = set()
+        self._paused: set[str] = set()
         self._stopped = False
 
     async def start(self) -> None:
@@ -70,7 +71,8 @@ class DirectConsumers:
         underlay = await self._channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
         for queue in self._callbacks:
-            await self._consume(underlay, queue)
+            if queue not in self._paused:
+                await self._consume(underlay, queue)
 
     async def _consume(self, underlay: aiormq.abc.AbstractChannel, queue: str) -> None:
         ok = await underlay.basic_consume(queue, self._callbacks[queue])
@@ -141,6 +143,26 @@ class DirectConsumers:
                 continue
             event(log, logging.INFO, "amqp.consumer_resumed", queue=queue, attempts=attempts)
             return
+
+    async def pause(self, keep: str) -> None:
+        """Stop consuming every queue but ``keep`` until :meth:`resume`; once this
+        returns, those queues deliver nothing more."""
+        for queue in [q for q in self._tags if q != keep]:
+            underlay, tag = self._tags.pop(queue)
+            self._paused.add(queue)
+            if not underlay.is_closed:
+                await underlay.basic_cancel(tag)
+
+    async def resume(self) -> None:
+        """Consume the queues :meth:`pause` stopped again."""
+        paused, self._paused = self._paused, set()
+        if self._stopped or not paused:
+            return
+        underlay = await self._channel.get_underlay_channel()
+        for queue in paused:
+            if queue not in self._tags and queue not in self._resuming:
+                with translated(f"consume {queue} again"):
+                    await self._consume(underlay, queue)
 
     async def cancel(self) -> None:
         """Stop consuming (deliveries already sent stay unacked until settled)."""

@@ -12,7 +12,10 @@ One :class:`RedisConsumer` serves a worker. For each queue it runs:
   raised, for the worker's crash policy to judge (aq.worker.crashes).
 
 A consumer of isolation streams (``consume(..., isolated=True)``) runs the
-same loops over each queue's isolation stream, without a scheduler.
+same loops over each queue's isolation stream, without a scheduler, and never
+holds more than its prefetch (one, for an isolation worker): its fetchers claim
+only by the reserved Lua read and merely wait for news with a plain XREAD, and
+its reclaimer counts the reservations too.
 
 Claims of running tasks are refreshed by the worker's heartbeat through
 :meth:`RedisDelivery.keep_alive` (XCLAIM JUSTID), and claims of entries still
@@ -183,26 +186,29 @@ class RedisConsumer(Consumer):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for delivery in list(self._unsettled):
-            try:
-                await delivery.release()
-            except BrokerError as exc:  # left pending: reclaimed after the visibility timeout
-                log.warning("could not requeue %s on close: %s", delivery.entry_id, exc)
-        if not self._unsettled:
-            await self._leave_groups()
+        # A read cancelled while Redis answered leaves entries pending under this
+        # consumer's name that never reached it: they are returned with the rest.
+        with contextlib.suppress(BrokerError, *CONNECTION_ERRORS):
+            for keys in self.queues:
+                await self._take_own_pending(keys)
+        returning = list(self._unsettled)
+        results = await asyncio.gather(*(d.release() for d in returning), return_exceptions=True)
+        for delivery, result in zip(returning, results, strict=True):
+            if isinstance(result, BrokerError):  # left pending: reclaimed after the timeout
+                log.warning("could not requeue %s on close: %s", delivery.entry_id, result)
+        await self._leave_groups()
         _wake(self._arrived)
 
     async def _leave_groups(self) -> None:
         """Remove this consumer from its groups, so `aq queues` counts live workers.
 
-        Only when it holds nothing: deleting a consumer drops its pending entries.
+        Only from the streams where it holds nothing, checked and done in one
+        script: deleting a consumer drops its pending entries.
         """
+        leave = self.transport.script("LEAVE_GROUPS")
         with contextlib.suppress(BrokerError), translated("leave the consumer groups"):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for keys in self.queues:
-                    for stream in keys.streams:
-                        pipe.xgroup_delconsumer(stream, GROUP, self.name)
-                await pipe.execute(raise_on_error=False)
+            for keys in self.queues:
+                await leave(keys=list(keys.streams), args=[GROUP, self.name])
 
     # -- handing out -----------------------------------------------------------------
 
@@ -215,11 +221,16 @@ class RedisConsumer(Consumer):
             self._arrived = asyncio.get_running_loop().create_future()
             await self._arrived
 
-    def _add(self, keys: QueueKeys, stream: str, entry_id: Any, fields: Any, times: int) -> None:
+    def _add(self, keys: QueueKeys, stream: Any, entry_id: Any, fields: Any, times: int) -> bool:
+        """Hold a claimed entry and hand it out; whether it was new to this consumer."""
+        stream, entry_id = _text(stream), _text(entry_id)
+        if self._unsettled and self._holds(stream, entry_id):
+            return False  # claimed twice (a reclaim of an entry just recovered)
         body, previous = _fields(fields)
-        delivery = RedisDelivery(self, keys, _text(stream), _text(entry_id), body, previous + times)
+        delivery = RedisDelivery(self, keys, stream, entry_id, body, previous + times)
         self._unsettled.add(delivery)
         self._ready.append(delivery)
+        return True
 
     def _free(self) -> int:
         return self.prefetch - len(self._unsettled) - self._reserved
@@ -286,7 +297,7 @@ class RedisConsumer(Consumer):
                 continue
             try:
                 if reconnected:
-                    await self._take_lost_reads(keys)
+                    await self._take_own_pending(keys)
                     reconnected = False
                 self._reserved += free
                 try:
@@ -295,7 +306,12 @@ class RedisConsumer(Consumer):
                 finally:
                     self._reserved -= free
                     _wake(self._room)  # other queues' fetchers may read now
-                if not entries:
+                if not entries and keys.is_isolation:
+                    # Wait without claiming: an isolation worker holds one message at
+                    # most, so nothing may be taken but by the reserved read above.
+                    await self.client.xread(dict.fromkeys(streams, "$"), block=_BLOCK_MS)
+                    raise_if_cancelling()
+                elif not entries:
                     entries = await self._block(keys, streams)
                     raise_if_cancelling()
                 delay = 0.05
@@ -309,7 +325,9 @@ class RedisConsumer(Consumer):
             except Exception as exc:
                 raise_if_cancelling()
                 if _group_gone(exc):
-                    await self._restore_groups(keys)
+                    if not await self._restore_groups(keys):  # Redis refuses: not in a hot loop
+                        await asyncio.sleep(delay)
+                        delay = min(2.0, delay * 2)
                     continue
                 # Anything else (a read-only replica, out of memory): say so once, retry.
                 if str(exc) != failing:
@@ -326,24 +344,29 @@ class RedisConsumer(Consumer):
             if entries:
                 _wake(self._arrived)
 
-    async def _take_lost_reads(self, keys: QueueKeys) -> None:
-        """Take the entries Redis gave this consumer by a read whose answer was lost
-        with its connection: they are pending under this consumer's name, and would
-        otherwise wait a visibility timeout to be reclaimed. They were never run, so
-        the lost delivery does not count."""
-        held = {(d.stream, d.entry_id) for d in self._unsettled}
+    async def _take_own_pending(self, keys: QueueKeys) -> None:
+        """Take the entries pending under this consumer's name that it does not hold:
+        Redis gave them to a read whose answer was lost with its connection (or was
+        cancelled). They would otherwise wait a visibility timeout to be reclaimed.
+        Read with XPENDING and XRANGE, which leave every delivery count as it is: they
+        were never run, so the lost delivery does not count."""
         found = False
         for stream in keys.by_priority:
-            result: Any = await self.client.xreadgroup(
-                GROUP, self.name, {stream: "0"}, count=self.prefetch
+            pending: Any = await self.client.xpending_range(
+                stream, GROUP, min="-", max="+", count=self.prefetch + 100, consumername=self.name
             )
-            for _, items in result or ():
-                for entry_id, fields in items:
-                    if fields and (stream, _text(entry_id)) not in held:
-                        self._add(keys, stream, entry_id, fields, 1)
-                        found = True
+            for entry in pending:
+                entry_id = _text(entry["message_id"])
+                if self._holds(stream, entry_id):
+                    continue
+                rows: Any = await self.client.xrange(stream, min=entry_id, max=entry_id)
+                for found_id, fields in rows:
+                    found = self._add(keys, stream, found_id, fields, 1) or found
         if found:
             _wake(self._arrived)
+
+    def _holds(self, stream: str, entry_id: str) -> bool:
+        return any(d.entry_id == entry_id and d.stream == stream for d in self._unsettled)
 
     async def _block(self, keys: QueueKeys, streams: list[str]) -> list[Any]:
         # At most one entry per stream, so a burst overshoots prefetch by at most
@@ -406,7 +429,10 @@ class RedisConsumer(Consumer):
                 for stream in keys.by_priority:
                     # Not _free(): a fetcher's momentary reservation must not make the
                     # reclaimer skip a round; at worst a few extra entries wait buffered.
-                    free = self.prefetch - len(self._unsettled)
+                    # An isolation consumer respects it: it must never hold two.
+                    free = (
+                        self._free() if keys.is_isolation else self.prefetch - len(self._unsettled)
+                    )
                     if free <= 0:
                         break
                     try:
@@ -425,8 +451,9 @@ class RedisConsumer(Consumer):
                     self._take_reclaimed(keys, stream, claimed)
             await asyncio.sleep(interval)
 
-    async def _restore_groups(self, keys: QueueKeys) -> None:
-        """Create the queue's groups again after someone deleted a stream or group.
+    async def _restore_groups(self, keys: QueueKeys) -> bool:
+        """Create the queue's groups again after someone deleted a stream or group;
+        whether that worked.
 
         Every loop of the queue meets the deletion; one warning per minute says so.
         """
@@ -441,8 +468,11 @@ class RedisConsumer(Consumer):
                 "worker consumed it; created again",
             )
         self._restored[keys.name] = now
-        with contextlib.suppress(BrokerError):
+        try:
             await self.transport.ensure_groups(keys)
+        except BrokerError:
+            return False
+        return True
 
     async def forget_dead_consumers(self, idle: float) -> int:
         """Drop consumers silent for ``idle`` seconds that hold nothing (dead workers)."""

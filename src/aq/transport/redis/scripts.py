@@ -1,5 +1,9 @@
 """The Lua scripts that make multi-step Redis operations atomic.
 
+Every settling script acknowledges first and does nothing more when the entry
+was not pending: a script whose answer was lost with its connection is run
+again, and must not copy, requeue or dead-letter a message twice.
+
 Each script touches keys of one queue (one hash slot) only, except the
 ``*_MANY`` scripts: they settle many deliveries, of any queues, in one call,
 and serve single-node Redis only (see aq/transport/redis/batch.py).
@@ -17,6 +21,7 @@ __all__ = [
     "DEAD_LETTER",
     "FORGET_IDLE_CONSUMERS",
     "ISOLATE",
+    "LEAVE_GROUPS",
     "MOVE_DUE",
     "PUBLISH_MANY",
     "READ",
@@ -83,15 +88,16 @@ local out = {}
 for i = 0, #KEYS / 3 - 1 do
   local k, a = 3 * i, 4 * i
   local delivered = 0
-  local left = redis.call('PTTL', KEYS[k + 3])
-  if left ~= -2 then
-    if left < 0 then left = ARGV[a + 4] end
-    redis.call('XADD', KEYS[k + 2], '*', 'b', ARGV[a + 3])
-    redis.call('PEXPIRE', KEYS[k + 2], left)
-    delivered = 1
+  if redis.call('XACK', KEYS[k + 1], ARGV[a + 1], ARGV[a + 2]) == 1 then
+    local left = redis.call('PTTL', KEYS[k + 3])
+    if left ~= -2 then
+      if left < 0 then left = ARGV[a + 4] end
+      redis.call('XADD', KEYS[k + 2], '*', 'b', ARGV[a + 3])
+      redis.call('PEXPIRE', KEYS[k + 2], left)
+      delivered = 1
+    end
+    redis.call('XDEL', KEYS[k + 1], ARGV[a + 2])
   end
-  redis.call('XACK', KEYS[k + 1], ARGV[a + 1], ARGV[a + 2])
-  redis.call('XDEL', KEYS[k + 1], ARGV[a + 2])
   out[i + 1] = delivered
 end
 return out
@@ -100,25 +106,25 @@ return out
 #: Return to the stream (at the end) and settle the old entry.
 #: KEYS: stream. ARGV: group, id, body, deliveries so far.
 REQUEUE = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[1], '*', 'b', ARGV[3], 'n', ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
 #: Move to the dead-letter stream with the reason, and settle.
 #: KEYS: stream, dead stream. ARGV: group, id, body, reason, time, queue.
 DEAD_LETTER = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'reason', ARGV[4], 'at', ARGV[5],
            'queue', ARGV[6])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
 #: Move to the queue's isolation stream as a new message (``n`` = 0), and settle.
 #: KEYS: stream, isolation stream. ARGV: group, id, body.
 ISOLATE = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'n', '0')
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
@@ -178,6 +184,21 @@ if left < 0 then left = ARGV[2] end
 redis.call('XADD', KEYS[1], '*', 'b', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], left)
 return 1
+"""
+
+#: Remove a consumer from the group of each stream where it holds nothing; checked
+#: and done in one step, so no pending entry is ever dropped.
+#: KEYS: the streams of one queue. ARGV: group, consumer. Returns how many it left.
+LEAVE_GROUPS = """
+local left = 0
+for i = 1, #KEYS do
+  local ok, pending = pcall(redis.call, 'XPENDING', KEYS[i], ARGV[1], '-', '+', 1, ARGV[2])
+  if ok and #pending == 0 then
+    redis.pcall('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], ARGV[2])
+    left = left + 1
+  end
+end
+return left
 """
 
 #: Remove consumers that hold nothing and have not been heard from for ARGV[2]

@@ -12,8 +12,8 @@ reads from where it left off, so a reconnecting worker misses none.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -125,7 +125,10 @@ class RedisTransport(Transport):
         batcher = self.batcher
         level = min(max(priority, 0), MAX_PRIORITY)
         if eta is not None and eta > time.time():
-            member = b"%d:%s:%s" % (level, os.urandom(8).hex().encode(), body)
+            # The nonce comes from the body, so a publish sent again after its answer
+            # was lost (a retry's, say) adds the same member, not a second copy.
+            nonce = hashlib.blake2b(body, digest_size=8).hexdigest().encode()
+            member = b"%d:%s:%s" % (level, nonce, body)
 
             async def delay() -> Any:
                 return await batcher.run(lambda pipe: pipe.zadd(keys.delayed, {member: eta}))
