@@ -220,3 +220,40 @@ async def test_a_quorum_queue_dead_letters_what_keeps_coming_back_saying_why() -
             await transport.delete_namespace()
     assert letter.reason.startswith("delivered too many times without being settled")
     assert letter.body == b"{}"
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_acks_of_its_turn_for_the_others(
+    broker: aq.Broker,
+) -> None:
+    transport = broker.transport
+    for body in (b"a", b"b"):
+        await transport.publish("default", body)
+    consumer = await transport.consume(["default"], 10)
+    try:
+        first, second = await consumer.get(), await consumer.get()
+        acks = [asyncio.create_task(d.ack()) for d in (first, second)]
+        await asyncio.sleep(0)  # both acks are asked for in one turn
+        acks[0].cancel()
+        await acks[1]  # still settles, though it shares the turn's frames
+    finally:
+        await consumer.close()  # returns nothing: both acks went out
+    stats = await transport.stats("default")
+    assert (stats.ready, stats.unacked) == (0, 0)
+
+
+async def test_an_abandoned_delivery_on_a_live_channel_is_handed_back_at_once(
+    broker: aq.Broker,
+) -> None:
+    # As when a separate result backend stayed down past the hand-off timeout.
+    transport = broker.transport
+    await transport.publish("default", b"again")
+    consumer = await transport.consume(["default"], 1)
+    try:
+        (await consumer.get()).abandon()
+        async with asyncio.timeout(10):
+            again = await consumer.get()
+        assert again.body == b"again"
+        assert again.delivery_count == 2  # an unsettled delivery counts
+        await again.ack()
+    finally:
+        await consumer.close()
