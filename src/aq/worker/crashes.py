@@ -19,6 +19,10 @@ So a :class:`CrashPolicy` judges each delivery before it runs:
 * A good task never dies in isolation, so it is never dead-lettered for another
   task's crash; it may run more than once.
 
+These bounds hold for each copy of a message. At-least-once delivery can make a
+second copy (a publish whose confirm was lost with its connection, and sent
+again), which then has a count of its own.
+
 A worker without an isolation worker behind it (``aq.Worker`` in a program of
 your own, or the memory broker) judges ``inline``: a message is dead-lettered
 once it has been delivered ``max_deliveries`` times without being settled,
