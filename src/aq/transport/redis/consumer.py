@@ -221,10 +221,23 @@ class RedisConsumer(Consumer):
             self._arrived = asyncio.get_running_loop().create_future()
             await self._arrived
 
-    def _add(self, keys: QueueKeys, stream: Any, entry_id: Any, fields: Any, times: int) -> bool:
-        """Hold a claimed entry and hand it out; whether it was new to this consumer."""
+    def _add(
+        self,
+        keys: QueueKeys,
+        stream: Any,
+        entry_id: Any,
+        fields: Any,
+        times: int,
+        *,
+        recovered: bool = False,
+    ) -> bool:
+        """Hold a claimed entry and hand it out; whether it was new to this consumer.
+
+        ``recovered``: taken over (reclaimed, or pending under this consumer's name),
+        so it may be held already; a fresh read's entries never are.
+        """
         stream, entry_id = _text(stream), _text(entry_id)
-        if self._unsettled and self._holds(stream, entry_id):
+        if recovered and self._holds(stream, entry_id):
             return False  # claimed twice (a reclaim of an entry just recovered)
         body, previous = _fields(fields)
         delivery = RedisDelivery(self, keys, stream, entry_id, body, previous + times)
@@ -361,7 +374,7 @@ class RedisConsumer(Consumer):
                     continue
                 rows: Any = await self.client.xrange(stream, min=entry_id, max=entry_id)
                 for found_id, fields in rows:
-                    found = self._add(keys, stream, found_id, fields, 1) or found
+                    found = self._add(keys, stream, found_id, fields, 1, recovered=True) or found
         if found:
             _wake(self._arrived)
 
@@ -491,7 +504,8 @@ class RedisConsumer(Consumer):
         if not claimed:
             return
         for entry_id, fields, times in claimed:
-            self._add(keys, stream, entry_id, fields, int(times))  # the crash policy judges it
+            # The crash policy judges its count.
+            self._add(keys, stream, entry_id, fields, int(times), recovered=True)
         event(
             log,
             logging.WARNING,
