@@ -179,7 +179,7 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
 @pytest.fixture
 async def result_backend(broker: aq.Broker) -> AsyncIterator[str | None]:
     """``None`` for brokers that keep results themselves, else a Redis URL to keep them in."""
-    if broker.transport.stores_results:
+    if broker.store is not None:
         yield None
         return
     url = broker_url("redis")

@@ -104,7 +104,7 @@ async def test_a_message_that_arrives_before_its_eta_is_delayed_again(broker: aq
         }
     )
     # As if the ladder had been too short: straight into the work queue, due later.
-    await transport.publish_raw(
+    await transport.context.publish_raw(
         "", names.work, body, headers={ETA: math.ceil(eta * 1000)}, what="test"
     )
     async with running_worker(broker):
@@ -122,7 +122,7 @@ async def test_a_queue_deleted_behind_the_producers_back_is_declared_again(
 
     await add.kiq(1, 1)  # declares the queue
     transport: Any = broker.transport
-    async with transport.raw_channel() as channel:
+    async with transport.context.raw_channel() as channel:
         await channel.queue_delete(transport.names.queue("default").work)
     handle = await add.kiq(2, 2)  # returned as unroutable, declared again, sent again
     async with running_worker(broker):
@@ -132,7 +132,7 @@ async def test_a_queue_deleted_behind_the_producers_back_is_declared_again(
 async def test_an_unroutable_message_is_an_error_not_a_silent_drop(broker: aq.Broker) -> None:
     transport: Any = broker.transport
     with pytest.raises(aq.BrokerError, match="no queue to route"):
-        await transport.publish_raw("", "aqt-nobody-listens-here", b"{}", what="publish")
+        await transport.context.publish_raw("", "aqt-nobody-listens-here", b"{}", what="publish")
 
 
 async def test_priorities_are_refused_on_quorum_queues_and_kept_on_classic(
@@ -147,7 +147,7 @@ async def test_priorities_are_refused_on_quorum_queues_and_kept_on_classic(
             await noop.options(priority=5).kiq()
     else:
         await noop.options(priority=5).kiq()
-        assert (await broker.transport.stats("default")).ready == 1
+        assert (await broker.admin.stats("default")).ready == 1
 
 
 async def test_retries_dead_letters_and_requeue_work_on_both_queue_types(
@@ -163,11 +163,11 @@ async def test_retries_dead_letters_and_requeue_work_on_both_queue_types(
     async with running_worker(broker):
         with pytest.raises(aq.TaskFailed, match="still broken"):
             await (await failing.kiq()).result(timeout=10)
-    [letter] = await broker.transport.dead_letters("default")
+    [letter] = await broker.admin.dead_letters("default")
     assert letter.reason == "failed after 3 attempt(s): ValueError: still broken"
     assert attempts == [1, 2, 3]
-    assert await broker.transport.requeue_dead("default") == 1
-    stats = await broker.transport.stats("default")
+    assert await broker.admin.requeue_dead("default") == 1
+    stats = await broker.admin.stats("default")
     assert (stats.ready, stats.dead) == (1, 0)
 
 
@@ -180,7 +180,7 @@ async def test_delay_exchanges_deleted_behind_the_producers_back_are_declared_ag
 
     await add.options(delay=0.05).kiq(1, 1)  # declares the delay ladder
     transport: Any = broker.transport
-    async with transport.raw_channel() as channel:
+    async with transport.context.raw_channel() as channel:
         for level in range(-1, LEVELS):
             await channel.exchange_delete(transport.names.delay_exchange(level))
     handle = await add.options(delay=0.05).kiq(2, 2)  # refused, declared again, sent again
@@ -215,7 +215,7 @@ async def test_a_quorum_queue_dead_letters_what_keeps_coming_back_saying_why() -
                         await message.nack(requeue=True)
                         break
                 await channel.declare_queue(dead, passive=True)  # the nack has been applied
-            [letter] = await transport.dead_letters("default")
+            [letter] = await transport.admin.dead_letters("default")
         finally:
             await transport.delete_namespace()
     assert letter.reason.startswith("delivered too many times without being settled")
@@ -237,7 +237,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_acks_of_its_turn_for_the_o
         await acks[1]  # still settles, though it shares the turn's frames
     finally:
         await consumer.close()  # returns nothing: both acks went out
-    stats = await transport.stats("default")
+    stats = await transport.admin.stats("default")
     assert (stats.ready, stats.unacked) == (0, 0)
 
 

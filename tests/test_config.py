@@ -32,14 +32,14 @@ def test_a_missing_url_says_how_to_give_one() -> None:
         ("localhost:6379", "expected SCHEME://"),
         ("kafka://localhost", "unknown broker URL scheme 'kafka'"),
         ("amqp://localhost/?queue_type=stream", "invalid queue_type='stream'"),
-        ("amqp://localhost/?publish_timeout=0", "publish_timeout in the broker URL must be"),
+        ("amqp://localhost/?publish_timeout=0", "invalid publish_timeout='0'.*must be positive"),
         ("amqp://localhost/?prefix=a*b", "invalid prefix='a\\*b'"),
         ("amqp:///vhost", "names no host"),
         ("redis://localhost/0?visibility_timeout=soon", "invalid visibility_timeout='soon'"),
-        ("redis://localhost/0?max_deliveries=0", "max_deliveries in the broker URL must be"),
-        ("redis://localhost/0?max_deliveries=1", "max_deliveries=1 .* at least 2"),
-        ("amqp://localhost/?max_deliveries=1", "max_deliveries=1 .* at least 2"),
-        ("amqp://localhost/?consumer_timeout=0", "consumer_timeout in the broker URL must be"),
+        ("redis://localhost/0?max_deliveries=0", "invalid max_deliveries='0'.* at least 2"),
+        ("redis://localhost/0?max_deliveries=1", "invalid max_deliveries='1'.* at least 2"),
+        ("amqp://localhost/?max_deliveries=1", "invalid max_deliveries='1'.* at least 2"),
+        ("amqp://localhost/?consumer_timeout=0", "invalid consumer_timeout='0'.*must be positive"),
         ("amqp://localhost/?heartbeat=2.5", "invalid heartbeat='2.5'.*whole seconds"),
         ("amqp://localhost/?heartbeat=70000", "invalid heartbeat='70000'"),
         ("redis://localhost/0?socket_timeout=1", "socket_timeout='1' .* too short"),
@@ -54,7 +54,7 @@ def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:
 def test_rabbitmq_heartbeats_every_5_s_unless_the_url_says_otherwise() -> None:
     def heartbeats(url: str) -> list[str]:
         transport: Any = aq.Broker(url).transport
-        return parse_qs(urlsplit(transport.client_url).query).get("heartbeat", [])
+        return parse_qs(urlsplit(transport.context.client_url).query).get("heartbeat", [])
 
     assert heartbeats("amqp://localhost/") == ["5"]
     assert heartbeats("amqp://localhost/?heartbeat=30&prefix=x") == ["30"]
@@ -67,7 +67,7 @@ async def test_redis_connections_time_out_after_5_s_unless_the_url_says_otherwis
         ("redis://localhost/0?socket_timeout=12", 12),
     ]:
         transport: Any = aq.Broker(url).transport
-        client, _ = make_client(transport.client_url, transport.settings)
+        client, _ = make_client(transport.context.client_url, transport.settings)
         try:
             assert client.connection_pool.connection_kwargs["socket_timeout"] == seconds
             assert client.connection_pool.connection_kwargs["socket_keepalive"] is True
@@ -83,11 +83,17 @@ def test_queue_type_applies_to_rabbitmq_only() -> None:
     )
 
 
-def test_result_ttl_on_rabbitmq_asks_for_a_result_backend() -> None:
-    with pytest.raises(aq.ConfigurationError, match=r"amqp:// keeps no results.*result_backend"):
+def test_result_ttl_on_rabbitmq_asks_for_a_store() -> None:
+    with pytest.raises(aq.ConfigurationError, match=r"result_ttl needs a store.*store='redis"):
         aq.Broker("amqp://localhost/", result_ttl=60)
-    with pytest.raises(aq.ConfigurationError, match="amqp:// keeps no results"):
-        aq.Broker("memory://", result_backend="amqp://localhost/")
+    with pytest.raises(aq.ConfigurationError, match="unknown store URL scheme 'amqp'"):
+        aq.Broker("memory://", store="amqp://localhost/")
+
+
+def test_result_backend_is_still_accepted_as_the_store() -> None:
+    broker = aq.Broker("amqp://localhost/", result_ttl=60, result_backend="redis://localhost/0")
+    assert broker.store is not None
+    assert broker.store is not aq.Broker("amqp://localhost/").store
 
 
 @pytest.mark.parametrize(
@@ -162,7 +168,7 @@ async def test_a_non_serialisable_argument_fails_at_kiq_naming_it(broker: aq.Bro
         await store.kiq("k", object())
     with pytest.raises(aq.SerializationError, match="argument 'value'"):
         await store.kiq("k", value={1: {2, lambda: 3}})
-    assert (await broker.transport.stats("default")).ready == 0
+    assert (await broker.admin.stats("default")).ready == 0
 
 
 async def test_a_message_over_the_size_limit_fails_at_kiq() -> None:

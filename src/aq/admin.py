@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import orjson
 
 from aq.broker import Broker
-from aq.transport.base import DeadLetter, QueueStats
+from aq.transport.admin import DeadLetter, QueueStats
 
 __all__ = ["dead_letters", "purge", "purge_dead", "queue_stats", "requeue_dead", "task_name"]
 
@@ -19,31 +19,31 @@ __all__ = ["dead_letters", "purge", "purge_dead", "queue_stats", "requeue_dead",
 async def queue_stats(broker: Broker, queues: Sequence[str]) -> list[QueueStats]:
     """Counts for each of ``queues``."""
     async with broker:
-        return [await broker.transport.stats(q) for q in queues]
+        return [await broker.admin.stats(q) for q in queues]
 
 
 async def purge(broker: Broker, queue: str) -> int:
     """Delete the ready and delayed messages of ``queue``; return how many."""
     async with broker:
-        return await broker.transport.purge(queue)
+        return await broker.admin.purge(queue)
 
 
 async def dead_letters(broker: Broker, queue: str, limit: int) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters of ``queue``."""
     async with broker:
-        return await broker.transport.dead_letters(queue, limit)
+        return await broker.admin.dead_letters(queue, limit)
 
 
 async def requeue_dead(broker: Broker, queue: str, ids: Sequence[str] | None) -> int:
     """Send dead letters (``ids``, or all) back to ``queue``; return how many."""
     async with broker:
-        return await broker.transport.requeue_dead(queue, ids)
+        return await broker.admin.requeue_dead(queue, ids)
 
 
 async def purge_dead(broker: Broker, queue: str) -> int:
     """Delete every dead letter of ``queue``; return how many."""
     async with broker:
-        return await broker.transport.purge_dead(queue)
+        return await broker.admin.purge_dead(queue)
 
 
 def task_name(body: bytes) -> str:

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from aq.errors import ConfigurationError, ResultNotFound, SerializationError
 from aq.handle import remote_error
-from aq.message import PROTOCOL_VERSION, TaskMessage, decode_reply, new_id
+from aq.message import PROTOCOL_VERSION, TaskMessage, decode_reply, new_id, result_key
 from aq.middleware import Middleware
 from aq.replies import ReplyListener, ResultWaiter
 from aq.serializer import JSONSerializer, Serializer
@@ -32,7 +32,7 @@ from aq.task import (
     check_priority,
     check_seconds,
 )
-from aq.transport import Transport, create_transport
+from aq.transport import Admin, Store, Transport, create_store, create_transport
 from aq.worker.limits import Backoff, parse_rate_limit
 
 __all__ = ["Broker", "TaskDecorator"]
@@ -77,15 +77,21 @@ class Broker:
             refused at ``kiq()``.
         result_ttl: when set, workers also keep each task's outcome for this many
             seconds, so :meth:`get_result` can look it up by id from any process.
-        result_backend: where ``result_ttl`` keeps outcomes, as a broker URL
-            (``redis://...``); by default the broker itself, which works for
-            ``memory://`` and Redis. RabbitMQ keeps no results, so an ``amqp://``
-            broker with ``result_ttl`` needs one.
+        transport: the transport itself, instead of ``url``: a
+            :class:`aq.transport.Transport` object (one of your own, say), or a URL.
+        store: where state kept by key lives (the outcomes kept for
+            ``result_ttl``, and the coordination state of features that need
+            one): a :class:`aq.transport.Store` object or a URL (``redis://...``).
+            By default the broker's own server, which works for ``memory://`` and
+            Redis; RabbitMQ keeps no state by key, so an ``amqp://`` broker that
+            needs a store is given one here.
+        result_backend: the old name of ``store`` (a URL), still accepted.
         queue_type: RabbitMQ only: ``"classic"`` (the default) or ``"quorum"``
             (replicated queues for clusters); the same as ``?queue_type=`` in the URL.
 
     Raises:
-        aq.ConfigurationError: no URL given or found, or the URL is invalid.
+        aq.ConfigurationError: no URL given or found, the URL is invalid, or a
+            feature asked for needs a store and there is none.
     """
 
     def __init__(
@@ -97,35 +103,35 @@ class Broker:
         default_queue: str = DEFAULT_QUEUE,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         result_ttl: float | None = None,
+        transport: Transport | str | None = None,
+        store: Store | str | None = None,
         result_backend: str | None = None,
         queue_type: str | None = None,
     ) -> None:
-        resolved = os.environ.get(ENV_URL) or url
-        if not resolved:
-            raise ConfigurationError(
-                f"no broker URL: pass one to aq.Broker(...) or set {ENV_URL} "
-                "(for example memory://, redis://127.0.0.1:6379/0, amqp://guest:guest@127.0.0.1/)"
-            )
         if max_message_size <= 0:
             raise ConfigurationError("max_message_size must be a positive number of bytes")
-        self.url = resolved
-        self.transport: Transport = create_transport(resolved, {"queue_type": queue_type})
+        if url is not None and transport is not None:
+            raise ConfigurationError("pass the broker URL or transport=..., not both")
+        if store is not None and result_backend is not None:
+            raise ConfigurationError("pass store=... or its old name result_backend=..., not both")
+        self.transport: Transport = _transport(url if transport is None else transport, queue_type)
+        self.url = self.transport.url
+        #: Queue administration (stats, dead letters, purges) over the transport.
+        self.admin: Admin = self.transport.admin
+        given = store if store is not None else result_backend
+        #: Where state is kept by key: the transport's own server unless ``store``
+        #: names another; ``None`` if there is neither.
+        self.store: Store | None = (
+            create_store(given) if isinstance(given, str) else given or self.transport.store()
+        )
+        self._own_store = given is not None
         self.serializer: Serializer = serializer or JSONSerializer()
         self.middleware: list[Middleware] = list(middleware)
         self.default_queue = default_queue
         self.max_message_size = max_message_size
         self.result_ttl = check_seconds("result_ttl", result_ttl)
-        #: Where outcomes are kept for :meth:`get_result`: the transport itself
-        #: unless ``result_backend`` names another.
-        self.results: Transport = (
-            create_transport(result_backend) if result_backend else self.transport
-        )
-        if not self.results.stores_results and (result_ttl is not None or result_backend):
-            scheme = (result_backend or self.url).split(":", 1)[0]
-            raise ConfigurationError(
-                f"{scheme}:// keeps no results, so result_ttl cannot keep them there: pass "
-                "result_backend='redis://...' to keep them in Redis"
-            )
+        if result_ttl is not None:
+            self.require_store("result_ttl")
         self.tasks: dict[str, AnyTask] = {}
         self._listener = ReplyListener(self.transport, self.serializer)
         self._started = False
@@ -142,9 +148,9 @@ class Broker:
         async with self._lock:
             if not self._started:
                 await self.transport.connect()
-                if self.results is not self.transport:
+                if self.store is not None and self._own_store:
                     try:
-                        await self.results.connect()
+                        await self.store.connect()
                     except BaseException:
                         await self.transport.close()
                         raise
@@ -158,8 +164,8 @@ class Broker:
                 self._listening = False
             if self._started:
                 await self.transport.close()
-                if self.results is not self.transport:
-                    await self.results.close()
+                if self.store is not None and self._own_store:
+                    await self.store.close()
                 self._started = False
 
     async def __aenter__(self) -> Self:
@@ -173,6 +179,20 @@ class Broker:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
+
+    def require_store(self, feature: str) -> Store:
+        """The store, for ``feature``, which needs one.
+
+        Raises:
+            aq.ConfigurationError: there is no store; the message names the option.
+        """
+        if self.store is None:
+            scheme = self.url.split(":", 1)[0]
+            raise ConfigurationError(
+                f"{feature} needs a store, and {scheme}:// keeps no state by key: pass "
+                "aq.Broker(..., store='redis://...') to keep it in Redis"
+            )
+        return self.store
 
     @property
     def is_started(self) -> bool:
@@ -400,7 +420,7 @@ class Broker:
             aq.TaskFailed: the task failed (``TaskTimeout``, ``TaskCancelled`` ...).
         """
         await self.startup()
-        body = await self.results.fetch_result(task_id) if self.results.stores_results else None
+        body = await self.store.get(result_key(task_id)) if self.store is not None else None
         if body is None:
             raise ResultNotFound(
                 f"no stored result for task {task_id}: not finished, expired, or the "
@@ -422,3 +442,19 @@ class Broker:
     def queue_names(self, queues: Sequence[str] | None) -> list[str]:
         """``queues`` if given, else every queue the registered tasks use."""
         return list(queues) if queues else self.queues
+
+
+def _transport(given: Transport | str | None, queue_type: str | None) -> Transport:
+    """The transport for ``aq.Broker``: an object as given, else built from the URL,
+    ``AQ_BROKER_URL`` taking precedence over a URL passed in code."""
+    if isinstance(given, Transport):
+        if queue_type is not None:
+            raise ConfigurationError("queue_type applies to a broker URL, not a transport object")
+        return given
+    url = os.environ.get(ENV_URL) or given
+    if not url:
+        raise ConfigurationError(
+            f"no broker URL: pass one to aq.Broker(...) or set {ENV_URL} "
+            "(for example memory://, redis://127.0.0.1:6379/0, amqp://guest:guest@127.0.0.1/)"
+        )
+    return create_transport(url, {"queue_type": queue_type})

@@ -29,9 +29,17 @@ __all__ = [
     "encode_reply",
     "encode_task",
     "new_id",
+    "result_key",
 ]
 
 PROTOCOL_VERSION: Final = 1
+
+
+def result_key(task_id: str) -> str:
+    """The store key under which a task's final reply is kept (``result_ttl``):
+    its encoded :class:`Reply`, for ``Broker.get_result`` from any process."""
+    return f"result:{task_id}"
+
 
 ReplyKind = Literal["result", "error", "progress", "item", "end"]
 _REPLY_KINDS: Final = frozenset(("result", "error", "progress", "item", "end"))

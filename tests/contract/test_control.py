@@ -32,7 +32,7 @@ async def test_cancelling_a_running_task_stops_it(broker: aq.Broker) -> None:
             await handle.result(timeout=5)
         await worker.wait_idle()
     assert cancelled.is_set()
-    assert await broker.transport.dead_letters("default") == []
+    assert await broker.admin.dead_letters("default") == []
 
 
 async def test_a_cancelled_queued_task_never_runs(broker: aq.Broker) -> None:

@@ -15,7 +15,7 @@ from aq.testing import running_worker
 
 
 async def dead_reasons(broker: aq.Broker, queue: str = "default") -> list[str]:
-    return [d.reason for d in await broker.transport.dead_letters(queue)]
+    return [d.reason for d in await broker.admin.dead_letters(queue)]
 
 
 async def test_a_raising_task_fails_with_remote_type_message_and_traceback(
@@ -127,7 +127,7 @@ async def test_exhausted_retries_go_to_the_dead_letter_queue_with_the_reason(
         with pytest.raises(aq.TaskFailed, match="bad input"):
             await (await always_fails.kiq()).result(timeout=5)
     assert attempts == [1, 2, 3]
-    [dead] = await broker.transport.dead_letters("default")
+    [dead] = await broker.admin.dead_letters("default")
     assert dead.reason == "failed after 3 attempt(s): ValueError: bad input"
     message = orjson.loads(dead.body)
     assert message["task"] == always_fails.name
@@ -292,7 +292,7 @@ async def test_a_failing_after_hook_neither_reruns_nor_loses_the_task(broker: aq
         assert await (await once.kiq()).result(timeout=5) == 1
         await worker.wait_idle()
     assert runs == [1]
-    stats = await broker.transport.stats("default")
+    stats = await broker.admin.stats("default")
     assert (stats.ready, stats.unacked, stats.dead) == (0, 0, 0)
 
 
@@ -322,7 +322,7 @@ async def test_a_mistyped_message_is_dead_lettered_unrun_while_a_correct_one_run
         await broker.transport.publish("default", body)
     async with running_worker(broker) as worker:
         await worker.wait_idle()
-    [dead] = await broker.transport.dead_letters("default")
+    [dead] = await broker.admin.dead_letters("default")
     assert ran == [29]
     assert dead.reason == f"failed after 1 attempt(s): SerializationError: argument {reason}"
     assert args in dead.body

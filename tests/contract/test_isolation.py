@@ -33,7 +33,7 @@ async def test_an_isolated_message_waits_in_the_isolation_queue_and_comes_out_fr
         await (await consumer.get()).isolate()
     finally:
         await consumer.close()
-    moved = await transport.stats("default")
+    moved = await transport.admin.stats("default")
     isolation = await transport.consume(["default"], 1, isolated=True)
     try:
         delivery = await isolation.get()
@@ -41,8 +41,8 @@ async def test_an_isolated_message_waits_in_the_isolation_queue_and_comes_out_fr
         await delivery.dead_letter("crashed")
     finally:
         await isolation.close()
-    after = await transport.stats("default")
-    [letter] = await transport.dead_letters("default")
+    after = await transport.admin.stats("default")
+    [letter] = await transport.admin.dead_letters("default")
     assert (moved.ready, moved.isolated) == (0, 1)
     assert (delivery.body, count) == (b"{}", 1)
     assert (letter.body, letter.reason) == (b"{}", "crashed")  # into the queue it came from
@@ -97,12 +97,12 @@ async def test_a_worker_that_isolates_moves_a_twice_died_task_and_the_isolation_
         assert await handle.result(timeout=10) == 1
         await worker.wait_idle()
     assert ran == [1]
-    assert (await broker.transport.stats("default")).isolated == 1
+    assert (await broker.admin.stats("default")).isolated == 1
     async with running_worker(broker, crashes="isolated") as isolation:
         assert isolation.concurrency == 1
         await isolation.wait_idle()
     assert ran == [1, 7]
-    stats = await broker.transport.stats("default")
+    stats = await broker.admin.stats("default")
     assert (stats.ready, stats.isolated, stats.dead) == (0, 0, 0)
 
 
@@ -142,7 +142,7 @@ async def test_a_task_that_keeps_killing_its_workers_is_dead_lettered_unrun_with
         await _delivered_twice_unsettled(broker, body)
     async with running_worker(broker, crashes=crashes) as worker:
         await worker.wait_idle()
-    [letter] = await transport.dead_letters("default")
+    [letter] = await transport.admin.dead_letters("default")
     assert ran == []
     assert letter.reason == reason
 

@@ -25,11 +25,11 @@ async def test_a_message_stays_unacked_until_its_outcome_is_handed_off(
     async with running_worker(broker) as worker:
         handle = await hold.kiq()
         await started.wait()
-        assert (await broker.transport.stats("default")).unacked == 1
+        assert (await broker.admin.stats("default")).unacked == 1
         release.set()
         assert await handle.result(timeout=5) == "done"
         await worker.wait_idle()
-        stats = await broker.transport.stats("default")
+        stats = await broker.admin.stats("default")
     assert (stats.ready, stats.unacked, stats.dead) == (0, 0, 0)
 
 
@@ -54,7 +54,7 @@ async def test_stop_lets_running_tasks_finish_within_the_grace_period(
     release.set()
     await stopping
     assert await handle.result(timeout=5) == "finished"
-    assert (await broker.transport.stats("default")).unacked == 0
+    assert (await broker.admin.stats("default")).unacked == 0
 
 
 async def test_stop_returns_unfinished_tasks_to_the_queue_after_the_grace_period(
@@ -76,7 +76,7 @@ async def test_stop_returns_unfinished_tasks_to_the_queue_after_the_grace_period
     handle = await stubborn.kiq()
     await started.wait()
     await worker.stop()
-    stats = await broker.transport.stats("default")
+    stats = await broker.admin.stats("default")
     assert (stats.ready, stats.unacked, stats.dead) == (1, 0, 0)
     async with running_worker(broker):
         assert await handle.result(timeout=5) == "second run"
@@ -94,7 +94,7 @@ async def test_a_worker_with_max_tasks_stops_after_that_many(broker: aq.Broker) 
     await worker.start()
     await worker.wait_stopped()
     assert worker.started_count == 3
-    assert (await broker.transport.stats("default")).ready == 2
+    assert (await broker.admin.stats("default")).ready == 2
 
 
 async def test_drain_runs_every_queued_task_including_retries_and_delays(
@@ -183,7 +183,7 @@ async def test_a_middleware_that_raises_before_publish_aborts_kiq(broker: aq.Bro
 
     with pytest.raises(PermissionError):
         await noop.kiq()
-    assert (await broker.transport.stats("default")).ready == 0
+    assert (await broker.admin.stats("default")).ready == 0
 
 
 async def test_running_tasks_keep_their_claim_alive_with_heartbeats(
@@ -229,5 +229,5 @@ async def test_a_stopped_worker_no_longer_counts_as_a_consumer(broker: aq.Broker
 
     async with running_worker(broker):
         await (await noop.kiq()).result(timeout=5)
-        assert (await broker.transport.stats("default")).consumers == 1
-    assert (await broker.transport.stats("default")).consumers == 0
+        assert (await broker.admin.stats("default")).consumers == 1
+    assert (await broker.admin.stats("default")).consumers == 0

@@ -34,7 +34,7 @@ async def test_kiq_returns_once_the_broker_has_the_message(broker: aq.Broker) ->
         return x + y
 
     handle = await add.kiq(1, 1)
-    stats = await broker.transport.stats(add.config.queue)
+    stats = await broker.admin.stats(add.config.queue)
     assert stats.ready == 1
     assert not handle.done
     async with running_worker(broker):
@@ -84,7 +84,7 @@ async def test_calling_a_task_directly_runs_it_in_process(broker: aq.Broker) -> 
 
     assert await add(1, 2) == 3
     assert double(4) == 8
-    assert (await broker.transport.stats(add.config.queue)).ready == 0
+    assert (await broker.admin.stats(add.config.queue)).ready == 0
 
 
 @dataclass

@@ -39,7 +39,7 @@ async def test_a_delayed_task_is_counted_as_delayed_until_due(broker: aq.Broker)
         return None
 
     await noop.options(delay=60).kiq()
-    stats = await broker.transport.stats("default")
+    stats = await broker.admin.stats("default")
     assert (stats.ready, stats.delayed) == (0, 1)
 
 
@@ -122,7 +122,7 @@ async def test_worker_concurrency_bounds_tasks_running_at_once(broker: aq.Broker
         for _ in range(20):
             await hold.kiq()
         await reached.wait()
-        stats = await broker.transport.stats("default")
+        stats = await broker.admin.stats("default")
         assert stats.unacked == 5  # prefetch is bounded by concurrency
         assert stats.ready == 15
         release.set()

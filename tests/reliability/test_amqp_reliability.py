@@ -153,8 +153,8 @@ async def test_poison_messages_are_dead_lettered_and_work_goes_on(shared_url: st
                 )
         async with running_worker(broker):
             assert await (await add.kiq(2, 2)).result(timeout=10) == 4
-        letters = await broker.transport.dead_letters("default")
-        stats = await broker.transport.stats("default")
+        letters = await broker.admin.dead_letters("default")
+        stats = await broker.admin.stats("default")
     reasons = sorted(d.reason for d in letters)
     assert len(reasons) == 3
     assert reasons[0].startswith("undecodable message")

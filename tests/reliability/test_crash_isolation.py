@@ -112,8 +112,8 @@ async def test_only_the_task_that_kills_its_worker_is_dead_lettered_and_work_goe
             # A graceful stop waits for every settlement, the dead letter's included.
             worker.terminate()
             assert await worker.wait() == 0
-            letters = await producer.transport.dead_letters("default")
-            stats = await producer.transport.stats("default")
+            letters = await producer.admin.dead_letters("default")
+            stats = await producer.admin.stats("default")
         poison_runs = await runs.llen("poison")
         good_runs = Counter(int(i) for i in await runs.lrange("good", 0, -1))
     except BaseException:

@@ -117,7 +117,7 @@ def _reconnected(broker: aq.Broker) -> asyncio.Future[float]:
             when.set_result(loop.time())
 
     transport: Any = broker.transport
-    transport.connection.reconnect_callbacks.add(done)
+    transport.context.connection.reconnect_callbacks.add(done)
     return when
 
 

@@ -61,7 +61,7 @@ async def test_a_dead_producers_reply_stream_expires_with_its_liveness_key(
     async with broker, running_worker(broker):
         transport: Any = broker.transport
         address = await broker.reply_address()
-        stream, alive = transport.keys.inbox(address)
+        stream, alive = transport.context.keys.inbox(address)
         # As if the producer stopped refreshing a while ago: 2 s of life left.
         await raw.pexpire(alive, 2000)
         assert await (await echo.kiq(1)).result(timeout=10) == 1  # the reply-and-ack script
@@ -87,7 +87,7 @@ async def test_a_queue_deleted_under_a_running_worker_is_restored_with_one_warni
     caplog.set_level(logging.WARNING, logger="aq")
     async with broker, running_worker(broker):
         assert await (await echo.kiq(1)).result(timeout=10) == 1
-        streams = broker.transport.keys.queue("default").streams  # type: ignore[attr-defined]
+        streams = broker.transport.context.keys.queue("default").streams  # type: ignore[attr-defined]
         if deleted == "streams":
             await raw.delete(*streams)
         else:
@@ -108,7 +108,7 @@ async def test_junk_in_the_delayed_set_is_dead_lettered_and_delayed_tasks_still_
     broker, echo = _echo_broker(url)
 
     caplog.set_level(logging.WARNING, logger="aq")
-    keys: Any = broker.transport.keys.queue("default")  # type: ignore[attr-defined]
+    keys: Any = broker.transport.context.keys.queue("default")  # type: ignore[attr-defined]
     async with broker:
         await raw.zadd(keys.delayed, {b"junk": 1.0, b"x:not-a-nonce:{}": 2.0})
         handles = [await echo.options(delay=0.2).kiq(i) for i in range(3)]
@@ -116,7 +116,7 @@ async def test_junk_in_the_delayed_set_is_dead_lettered_and_delayed_tasks_still_
             assert [await h.result(timeout=10) for h in handles] == [0, 1, 2]
             # The scheduler lives on: later delayed tasks are moved too.
             assert await (await echo.options(delay=0.1).kiq(7)).result(timeout=10) == 7
-        letters = await broker.transport.dead_letters("default")
+        letters = await broker.admin.dead_letters("default")
     assert sorted(d.body for d in letters) == [b"junk", b"x:not-a-nonce:{}"]
     assert all(d.reason.startswith("malformed entry in the delayed set") for d in letters)
     warnings = _records(caplog, logging.WARNING)
@@ -128,7 +128,7 @@ async def test_a_graceful_stop_returns_entries_read_for_it_whose_answer_it_never
 ) -> None:
     transport: Any = aq.Broker(url).transport
     async with transport:
-        stream = transport.keys.queue("default").streams[0]
+        stream = transport.context.keys.queue("default").streams[0]
         await transport.publish("default", b"held")
         consumer = await transport.consume(["default"], 1)  # full once it holds one
         assert (await consumer.get()).body == b"held"
@@ -151,7 +151,7 @@ async def test_a_settling_script_run_again_after_its_answer_was_lost_copies_noth
 ) -> None:
     transport: Any = aq.Broker(url).transport
     async with transport:
-        keys = transport.keys.queue("default")
+        keys = transport.context.keys.queue("default")
         await transport.publish("default", b"once")
         consumer = await transport.consume(["default"], 1)
         try:
@@ -165,7 +165,7 @@ async def test_a_settling_script_run_again_after_its_answer_was_lost_copies_noth
                 ),
             }[script]
             for _ in range(2):  # as redis-py does when the first answer is lost
-                await transport.run_script(script, args[0], ["aq-workers", *args[1]])
+                await transport.context.run_script(script, args[0], ["aq-workers", *args[1]])
             copies = sum([await raw.xlen(s) for s in (*keys.streams, keys.isolated, keys.dead)])
             delivery.abandon()  # settled behind the consumer's back
         finally:

@@ -116,21 +116,21 @@ async def test_malformed_entries_and_unknown_tasks_are_dead_lettered_and_work_go
     async def add(x: int, y: int) -> int:
         return x + y
 
-    stream = broker.transport.keys.queue("default").streams[0]  # type: ignore[attr-defined]
+    stream = broker.transport.context.keys.queue("default").streams[0]  # type: ignore[attr-defined]
     raw = Redis.from_url(redis_server.url)
     unknown = {"v": 1, "id": "u1", "task": "nobody.knows", "queue": "default"}
     try:
         async with broker:
-            await broker.transport.ensure_groups(  # type: ignore[attr-defined]
-                broker.transport.keys.queue("default")  # type: ignore[attr-defined]
+            await broker.transport.context.ensure_groups(  # type: ignore[attr-defined]
+                broker.transport.context.keys.queue("default")  # type: ignore[attr-defined]
             )
             await raw.xadd(stream, {"b": b"\xff\xfe not json"})
             await raw.xadd(stream, {"unexpected": b"field"})
             await raw.xadd(stream, {"b": orjson.dumps(unknown)})
             async with running_worker(broker):
                 assert await (await add.kiq(2, 2)).result(timeout=10) == 4
-            letters = await broker.transport.dead_letters("default")
-            stats = await broker.transport.stats("default")
+            letters = await broker.admin.dead_letters("default")
+            stats = await broker.admin.stats("default")
     finally:
         await raw.aclose()
     reasons = sorted(d.reason for d in letters)
@@ -227,8 +227,8 @@ async def test_consumers_of_dead_workers_are_forgotten_but_not_busy_ones(
     raw = Redis.from_url(redis_server.url)
     try:
         async with broker:
-            keys = transport.keys.queue("default")
-            await transport.ensure_groups(keys)
+            keys = transport.context.keys.queue("default")
+            await transport.context.ensure_groups(keys)
             stream = keys.streams[0]
             await broker.transport.publish("default", b"{}")
             await broker.transport.publish("default", b"{}")

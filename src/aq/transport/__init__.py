@@ -1,42 +1,111 @@
-"""Transports, chosen by URL scheme and imported only when used.
+"""Backends, chosen by URL scheme and imported only when used.
 
-``create_transport("redis://...")`` imports the Redis module only then, so a
-missing optional dependency is reported as "install aq-tasks[redis]" at
-start-up instead of an ImportError from deep inside a stack.
+A backend is a :class:`Transport` (messages, replies, control) with its
+:class:`Admin` (queue administration) and, when its server can keep state by
+key, a :class:`Store`. ``create_transport("redis://...")`` imports the Redis
+module only then, so a missing optional dependency is reported as "install
+aq-tasks[redis]" at start-up instead of an ImportError from deep inside a stack.
+
+Schemes of other packages are registered with :func:`register_transport` and
+:func:`register_store`, or declared in the ``aq.transports`` and ``aq.stores``
+entry-point groups (``scheme = "package.module:Class"``), which are read the
+first time an unknown scheme is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import importlib.metadata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from aq.errors import ConfigurationError
-from aq.transport.base import Consumer, DeadLetter, Delivery, Inbox, QueueStats, Transport
+from aq.transport.admin import Admin, DeadLetter, QueueStats
+from aq.transport.base import Consumer, Delivery, Inbox, Transport
+from aq.transport.store import Lease, Store
 
 __all__ = [
+    "Admin",
     "Consumer",
     "DeadLetter",
     "Delivery",
     "Inbox",
+    "Lease",
     "QueueStats",
+    "Store",
     "Transport",
+    "create_store",
     "create_transport",
+    "register_store",
+    "register_transport",
 ]
 
-# scheme -> (module, class, extra that provides its client library)
-_SCHEMES: dict[str, tuple[str, str, str | None]] = {
-    "memory": ("aq.transport.memory", "MemoryTransport", None),
-    "redis": ("aq.transport.redis", "RedisTransport", "redis"),
-    "rediss": ("aq.transport.redis", "RedisTransport", "redis"),
-    "redis+sentinel": ("aq.transport.redis", "RedisTransport", "redis"),
-    "redis+cluster": ("aq.transport.redis", "RedisTransport", "redis"),
-    "amqp": ("aq.transport.amqp", "AmqpTransport", "amqp"),
-    "amqps": ("aq.transport.amqp", "AmqpTransport", "amqp"),
+#: Builds a transport or a store from its URL and the options given to aq.Broker.
+Factory = Callable[[str, Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Backend:
+    """Where a scheme's class lives: ``module:attribute``, or the factory itself."""
+
+    target: str | Factory
+    #: The optional dependency (``aq-tasks[extra]``) that provides its client.
+    extra: str | None = None
+
+    def load(self, scheme: str) -> Factory:
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, name = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            hint = f"pip install 'aq-tasks[{self.extra}]'" if self.extra else "is it installed?"
+            raise ConfigurationError(
+                f"the {scheme}:// backend needs a package that is missing ({exc.name}): {hint}"
+            ) from exc
+        factory: Factory = getattr(module, name)
+        return factory
+
+
+_REDIS = _Backend("aq.transport.redis:RedisTransport", "redis")
+_TRANSPORTS: dict[str, _Backend] = {
+    "memory": _Backend("aq.transport.memory:MemoryTransport"),
+    "redis": _REDIS,
+    "rediss": _REDIS,
+    "redis+sentinel": _REDIS,
+    "redis+cluster": _REDIS,
+    "amqp": _Backend("aq.transport.amqp:AmqpTransport", "amqp"),
+    "amqps": _Backend("aq.transport.amqp:AmqpTransport", "amqp"),
 }
-#: Options a transport takes from ``aq.Broker(...)`` besides its URL.
-_OPTIONS: dict[str, frozenset[str]] = {"aq.transport.amqp": frozenset({"queue_type"})}
+_REDIS_STORE = _Backend("aq.transport.redis:RedisStore", "redis")
+_STORES: dict[str, _Backend] = {
+    "memory": _Backend("aq.transport.memory:MemoryStore"),
+    "redis": _REDIS_STORE,
+    "rediss": _REDIS_STORE,
+    "redis+sentinel": _REDIS_STORE,
+    "redis+cluster": _REDIS_STORE,
+}
+_loaded_entry_points: set[str] = set()
+
+
+def register_transport(scheme: str, factory: str | Factory, *, extra: str | None = None) -> None:
+    """Make ``scheme://`` URLs build transports with ``factory``.
+
+    Args:
+        scheme: the URL scheme, lower case.
+        factory: a callable ``(url, options) -> Transport``, or where to import
+            one from: ``"package.module:Class"`` (imported on first use).
+        extra: the optional dependency to name if that import fails.
+    """
+    _TRANSPORTS[scheme.lower()] = _Backend(factory, extra)
+
+
+def register_store(scheme: str, factory: str | Factory, *, extra: str | None = None) -> None:
+    """Make ``scheme://`` URLs given as ``aq.Broker(store=...)`` build stores with
+    ``factory`` (a callable ``(url, options) -> Store``, or ``"module:Class"``)."""
+    _STORES[scheme.lower()] = _Backend(factory, extra)
 
 
 def create_transport(url: str, options: Mapping[str, Any] | None = None) -> Transport:
@@ -51,29 +120,49 @@ def create_transport(url: str, options: Mapping[str, Any] | None = None) -> Tran
         aq.ConfigurationError: the URL is malformed, its scheme unknown, the
             client library for it is not installed, or an option does not apply.
     """
+    transport = _build("broker", _TRANSPORTS, "aq.transports", url, options)
+    if not isinstance(transport, Transport):
+        raise ConfigurationError(f"the backend for {url!r} built {transport!r}, not a Transport")
+    return transport
+
+
+def create_store(url: str, options: Mapping[str, Any] | None = None) -> Store:
+    """Build the store for ``url`` (not yet connected); see :func:`create_transport`."""
+    store = _build("store", _STORES, "aq.stores", url, options)
+    if not isinstance(store, Store):
+        raise ConfigurationError(f"the backend for {url!r} built {store!r}, not a Store")
+    return store
+
+
+def _build(
+    what: str,
+    registry: dict[str, _Backend],
+    group: str,
+    url: str,
+    options: Mapping[str, Any] | None,
+) -> Any:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"invalid broker URL {url!r}: expected SCHEME://..., for example "
+            f"invalid {what} URL {url!r}: expected SCHEME://..., for example "
             "'memory://', 'redis://127.0.0.1:6379/0' or 'amqp://guest:guest@127.0.0.1/'"
         )
     scheme = urlsplit(url).scheme.lower()
-    if scheme not in _SCHEMES:
-        known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
+    if scheme not in registry:
+        _load_entry_points(group, registry)
+    if scheme not in registry:
+        known = ", ".join(f"{s}://" for s in sorted(registry))
         raise ConfigurationError(
-            f"unknown broker URL scheme {scheme!r} in {url!r}; use one of {known}"
+            f"unknown {what} URL scheme {scheme!r} in {url!r}; use one of {known}"
         )
-    module_name, class_name, extra = _SCHEMES[scheme]
+    factory = registry[scheme].load(scheme)
     given = {k: v for k, v in (options or {}).items() if v is not None}
-    for key in given:
-        if key not in _OPTIONS.get(module_name, frozenset()):
-            raise ConfigurationError(f"the {key} option does not apply to {scheme}:// brokers")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the {scheme}:// transport needs an optional dependency ({exc.name}): "
-            f"pip install 'aq-tasks[{extra}]'"
-        ) from exc
-    cls = getattr(module, class_name)
-    transport: Transport = cls(url, given) if given else cls(url)
-    return transport
+    return factory(url, given)
+
+
+def _load_entry_points(group: str, registry: dict[str, _Backend]) -> None:
+    """Register the schemes other packages declare in entry-point ``group``, once."""
+    if group in _loaded_entry_points:
+        return
+    _loaded_entry_points.add(group)
+    for entry in importlib.metadata.entry_points(group=group):
+        registry.setdefault(entry.name.lower(), _Backend(entry.value))

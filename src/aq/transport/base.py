@@ -1,52 +1,29 @@
-"""The narrow interface between aq's runtime and a message broker.
+"""The ``Transport``: the narrow interface between aq's runtime and a message broker.
 
 A transport moves opaque bytes: it publishes to named queues (with priority and
 an optional due time), hands out :class:`Delivery` objects that must be acked,
-requeued or dead-lettered, carries replies to a producer's :class:`Inbox`, and
-broadcasts control messages to every worker. It knows nothing of tasks, and no
-exception of its underlying client library may escape it: they are translated
-into :class:`aq.BrokerError` subclasses here, at the boundary.
+requeued, dead-lettered or isolated, carries replies to a producer's
+:class:`Inbox`, and broadcasts control messages to every worker. It knows
+nothing of tasks, and no exception of its underlying client library may escape
+it: they are translated into :class:`aq.BrokerError` subclasses at the boundary.
+
+Two neighbours share its connection: its :class:`~aq.transport.admin.Admin`
+(queue administration) and, when its server can keep state by key, a
+:class:`~aq.transport.store.Store`. docs/transports.md says how to write one,
+and :mod:`aq.testing.contract` checks it.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-__all__ = ["Consumer", "DeadLetter", "Delivery", "Inbox", "QueueStats", "Transport"]
+from aq.transport.admin import Admin
+from aq.transport.store import Store
 
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """How many messages a queue holds, by state.
-
-    ``isolated`` counts the messages waiting in the queue's isolation queue: those
-    whose workers died while they ran, waiting to run alone (see
-    :meth:`Delivery.isolate`).
-    """
-
-    queue: str
-    ready: int
-    delayed: int
-    unacked: int
-    dead: int
-    consumers: int
-    isolated: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message that could not be processed, with the reason and when."""
-
-    queue: str
-    body: bytes
-    reason: str
-    dead_at: float
-    #: The transport's id of this dead letter, for requeue_dead(ids=...).
-    id: str = ""
+__all__ = ["Consumer", "Delivery", "Inbox", "Transport"]
 
 
 class Delivery(abc.ABC):
@@ -126,8 +103,6 @@ class Transport(abc.ABC):
     #: transports whose unacked messages are redelivered after a visibility
     #: timeout; ``None`` when claims never expire.
     heartbeat_interval: float | None = None
-    #: Whether :meth:`store_result` and :meth:`fetch_result` work (``result_ttl``).
-    stores_results: bool = True
     #: How many times a message may crash the workers that run it before it is
     #: dead-lettered (the worker's crash policy reads it; at least 2).
     max_deliveries: int = 10
@@ -138,6 +113,17 @@ class Transport(abc.ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+
+    @property
+    @abc.abstractmethod
+    def admin(self) -> Admin:
+        """Queue administration over this transport's connection."""
+
+    def store(self) -> Store | None:
+        """The :class:`Store` on this transport's own server, sharing its connection,
+        or ``None`` if the broker keeps no state by key (RabbitMQ): then a feature
+        that needs one is given a store with ``aq.Broker(store=...)``."""
+        return None
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -207,31 +193,3 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def subscribe_control(self) -> Inbox:
         """Receive control messages sent with :meth:`broadcast`."""
-
-    @abc.abstractmethod
-    async def store_result(self, task_id: str, body: bytes, ttl: float) -> None:
-        """Keep a task's final reply for ``ttl`` seconds, for lookup by id."""
-
-    @abc.abstractmethod
-    async def fetch_result(self, task_id: str) -> bytes | None:
-        """The stored final reply of ``task_id``, or ``None``."""
-
-    @abc.abstractmethod
-    async def stats(self, queue: str) -> QueueStats:
-        """Counts of messages in ``queue`` by state."""
-
-    @abc.abstractmethod
-    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters of ``queue``."""
-
-    @abc.abstractmethod
-    async def purge(self, queue: str) -> int:
-        """Delete every ready and delayed message of ``queue``; return how many."""
-
-    @abc.abstractmethod
-    async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
-        """Put dead letters of ``queue`` (those with ``ids``, or all) back in the queue."""
-
-    @abc.abstractmethod
-    async def purge_dead(self, queue: str) -> int:
-        """Delete every dead letter of ``queue``; return how many."""

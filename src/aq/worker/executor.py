@@ -33,7 +33,7 @@ from aq.errors import (
     WorkerCrashed,
 )
 from aq.logs import event
-from aq.message import PROTOCOL_VERSION, ReplyKind, TaskMessage, decode_task
+from aq.message import PROTOCOL_VERSION, ReplyKind, TaskMessage, decode_task, result_key
 from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
@@ -378,9 +378,10 @@ class Executor:
             }
         )
         if keep:
-            assert self.broker.result_ttl is not None
-            results, ttl = self.broker.results, self.broker.result_ttl
-            await self._patiently(message, lambda: results.store_result(message.id, body, ttl))
+            ttl = self.broker.result_ttl
+            assert ttl is not None
+            store, key = self.broker.require_store("result_ttl"), result_key(message.id)
+            await self._patiently(message, lambda: store.set(key, body, ttl=ttl))
         reply_to = message.reply_to
         if reply_to is None:
             if settle is not None:

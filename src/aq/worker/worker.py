@@ -218,14 +218,14 @@ class Worker:
         """Wait until no task runs and the worker's queues hold no ready, delayed or
         unacked messages, or for an isolation worker no isolated ones (for tests and
         ``aq.testing``)."""
-        transport = self.broker.transport
+        admin = self.broker.admin
         while True:
             # Armed before looking, so activity while the stats are read is not missed.
             if self._activity is None:
                 self._activity = asyncio.get_running_loop().create_future()
             activity = self._activity
             if not self._inflight:
-                stats = [await transport.stats(q) for q in self.queues]
+                stats = [await admin.stats(q) for q in self.queues]
                 if self.crashes.mode == "isolated":  # its queues are the isolation queues
                     idle = all(s.isolated == 0 for s in stats)
                 else:

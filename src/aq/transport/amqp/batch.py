@@ -38,6 +38,7 @@ import aiormq.abc
 from aiormq.exceptions import ChannelInvalidStateError
 
 from aq.logs import event
+from aq.transport.kit import LoopTurn, complete
 
 __all__ = ["BATCH", "AckWindow", "ReplyBatcher", "split_batch"]
 
@@ -84,7 +85,7 @@ class ReplyBatcher:
     def __init__(self, publish: Publish) -> None:
         self._publish = publish
         self._pending: dict[str, list[tuple[bytes, asyncio.Future[None]]]] = {}
-        self._scheduled = False
+        self._turn = LoopTurn(self._flush)
         # The reply queues with a batch waiting for its confirm, each with its sender.
         self._sending: dict[str, asyncio.Task[None]] = {}
 
@@ -92,13 +93,11 @@ class ReplyBatcher:
         """Queue ``body`` for reply queue ``queue``; return once RabbitMQ has it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(queue, []).append((body, future))
-        if not self._scheduled and queue not in self._sending:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if queue not in self._sending:
+            self._turn.request()
         await future
 
     def _flush(self) -> None:
-        self._scheduled = False
         for queue in [q for q in self._pending if q not in self._sending]:
             self._start(queue)
 
@@ -119,22 +118,13 @@ class ReplyBatcher:
             self._start(queue)
 
     async def _send(self, queue: str, parts: list[tuple[bytes, asyncio.Future[None]]]) -> None:
-        try:
-            if len(parts) == 1:
-                await self._publish(queue, parts[0][0], None)
-            else:
-                lengths = [len(body) for body, _ in parts]
-                await self._publish(queue, b"".join(body for body, _ in parts), {BATCH: lengths})
-        except BaseException as exc:
-            for _, future in parts:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for _, future in parts:
-            if not future.done():  # its caller was cancelled; the reply went anyway
-                future.set_result(None)
+        futures = [future for _, future in parts]
+        if len(parts) == 1:
+            await complete(futures, self._publish(queue, parts[0][0], None))
+        else:
+            lengths = [len(body) for body, _ in parts]
+            body = b"".join(body for body, _ in parts)
+            await complete(futures, self._publish(queue, body, {BATCH: lengths}))
 
     async def close(self) -> None:
         """Send whatever is queued, and wait until every batch has been sent."""
@@ -179,8 +169,7 @@ class AckWindow:
 
     def __init__(self) -> None:
         self._channels: dict[aiormq.abc.AbstractChannel, _Channel] = {}
-        self._scheduled = False
-        self._running: set[asyncio.Task[None]] = set()
+        self._turn = LoopTurn(self._flush)
         # aiormq's frame buffer is bounded, so two senders' frames can overtake
         # each other there: every frame of the window goes out under this
         # (first come, first served) lock, in the order the window decided them.
@@ -224,9 +213,7 @@ class AckWindow:
         if state.waiter is None:
             state.waiter = asyncio.get_running_loop().create_future()
             state.waiter.add_done_callback(_retrieve)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._turn.request()
         return state.waiter
 
     def _prune(self) -> None:
@@ -236,15 +223,12 @@ class AckWindow:
                 state.waiter.set_exception(ChannelInvalidStateError(f"{channel!r} closed"))
 
     def _flush(self) -> None:
-        self._scheduled = False
         for channel, state in self._channels.items():
             if state.waiter is None:
                 continue
             frames = self._frames(state)
             waiter, state.waiter = state.waiter, None
-            task = asyncio.create_task(self._send(channel, frames, waiter))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._turn.start(self._send(channel, frames, waiter))
 
     @staticmethod
     def _frames(state: _Channel) -> list[tuple[int, bool]]:
@@ -273,23 +257,17 @@ class AckWindow:
         frames: list[tuple[int, bool]],
         waiter: asyncio.Future[None],
     ) -> None:
-        try:
-            async with self._lock:
-                for i, (tag, multiple) in enumerate(frames):
-                    await channel.basic_ack(tag, multiple=multiple, wait=i == len(frames) - 1)
-        except BaseException as exc:
-            if not waiter.done():
-                waiter.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            event(log, logging.DEBUG, "amqp.ack_failed", error=exc)
-            return
-        if not waiter.done():
-            waiter.set_result(None)
+        error = await complete([waiter], self._send_frames(channel, frames))
+        if error is not None:
+            event(log, logging.DEBUG, "amqp.ack_failed", error=error)
+
+    async def _send_frames(
+        self, channel: aiormq.abc.AbstractChannel, frames: list[tuple[int, bool]]
+    ) -> None:
+        async with self._lock:
+            for i, (tag, multiple) in enumerate(frames):
+                await channel.basic_ack(tag, multiple=multiple, wait=i == len(frames) - 1)
 
     async def close(self) -> None:
         """Send the acks asked for, and wait for those being sent."""
-        if self._scheduled:
-            self._flush()
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        await self._turn.drain()

@@ -34,8 +34,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiormq.abc
 from aio_pika.abc import AbstractRobustChannel
@@ -46,14 +46,11 @@ from aq.errors import BrokerError, ConnectionLost
 from aq.logs import event
 from aq.transport.amqp import inspection
 from aq.transport.amqp.batch import AckWindow
+from aq.transport.amqp.context import CLOSE_TIMEOUT, AmqpContext
 from aq.transport.amqp.direct import DirectConsumers, OnMessage
 from aq.transport.amqp.errors import translated
-from aq.transport.amqp.inbox import CLOSE_TIMEOUT
 from aq.transport.amqp.topology import QueueNames, work_arguments
-from aq.transport.base import Consumer, Delivery
-
-if TYPE_CHECKING:
-    from aq.transport.amqp.transport import AmqpTransport
+from aq.transport.kit import BufferedConsumer, OnceDelivery
 
 __all__ = ["AmqpConsumer", "AmqpDelivery"]
 
@@ -71,12 +68,11 @@ ETA = "x-aq-eta"
 WATCH_INTERVAL = 5.0
 
 
-class AmqpDelivery(Delivery):
+class AmqpDelivery(OnceDelivery):
     """A message delivered to this consumer and not yet settled."""
 
     __slots__ = (
         "_consumer",
-        "_settled",
         "acking",
         "channel",
         "copied",
@@ -95,7 +91,7 @@ class AmqpDelivery(Delivery):
         headers: dict[str, Any],
         delivery_count: int,
     ) -> None:
-        super().__init__(message.body, names.name, delivery_count)
+        super().__init__(consumer, message.body, names.name, delivery_count)
         self._consumer = consumer
         self.names = names
         #: The RabbitMQ queue it came from: the work queue or the isolation queue.
@@ -104,7 +100,6 @@ class AmqpDelivery(Delivery):
         self.tag: int = message.delivery_tag or 0
         self.headers = headers
         self.priority: int = message.header.properties.priority or 0
-        self._settled = False
         #: Its ack has been asked for: it is settled, whatever its caller sees.
         self.acking = False
         #: A copy of it has been confirmed (isolated, returned or requeued).
@@ -115,20 +110,28 @@ class AmqpDelivery(Delivery):
         """The channel it came on has closed, so RabbitMQ has requeued it already."""
         return bool(self.channel.is_closed)
 
+    @property
+    def settled(self) -> bool:
+        # Its ack asked for, it is settled, whatever its caller sees.
+        return self._settled or self.acking
+
+    async def _run(self, how: Callable[[], Awaitable[None]]) -> None:
+        await self._settle(lambda: self._consumer.run_settling(self, how))
+
     async def ack(self) -> None:
-        await self._consumer.settle(self, self._ack)
+        await self._run(self._ack)
 
     async def requeue(self) -> None:
-        await self._consumer.settle(self, self._requeue)
+        await self._run(self._requeue)
 
     async def dead_letter(self, reason: str) -> None:
         async def move() -> None:
-            await self._consumer.transport.publish_dead(
+            await self._consumer.context.publish_dead(
                 self.names, self.body, self.headers, self.priority, reason
             )
             await self._ack()
 
-        await self._consumer.settle(self, move)
+        await self._run(move)
 
     async def _ack(self) -> None:
         self.acking = True
@@ -137,8 +140,7 @@ class AmqpDelivery(Delivery):
         await asyncio.shield(self._consumer.acks.ack(self.channel, self.tag))
 
     def abandon(self) -> None:
-        self._settled = True
-        self._consumer.forget(self)
+        self._drop()
         if not self.stale:  # the outage was elsewhere: hand the message back now
             self._consumer.nack_later(self.channel, self.tag)
 
@@ -147,7 +149,7 @@ class AmqpDelivery(Delivery):
             await self._republish(self.names.isolated, 0, "isolate")
             await self._ack()
 
-        await self._consumer.settle(self, move)
+        await self._run(move)
 
     async def release(self) -> None:
         """Return the message on shutdown; this delivery does not count."""
@@ -156,7 +158,7 @@ class AmqpDelivery(Delivery):
             await self._republish(self.source, self.delivery_count - 1, "return")
             await self._ack()
 
-        await self._consumer.settle(self, back)
+        await self._run(back)
 
     async def _requeue(self) -> None:
         await self._republish(self.source, self.delivery_count, "requeue")
@@ -165,41 +167,36 @@ class AmqpDelivery(Delivery):
     async def _republish(self, queue: str, earlier: int, what: str) -> None:
         """Publish a copy to ``queue`` that counts ``earlier`` unsettled deliveries."""
         await republish(
-            self._consumer.transport, queue, self.body, self.headers, self.priority, earlier, what
+            self._consumer.context, queue, self.body, self.headers, self.priority, earlier, what
         )
         self.copied = True
 
 
-class AmqpConsumer(Consumer):
+class AmqpConsumer(BufferedConsumer[AmqpDelivery]):
     """See the module docstring."""
 
     def __init__(
         self,
-        transport: AmqpTransport,
+        context: AmqpContext,
         queues: list[QueueNames],
         prefetch: int,
         isolated: bool = False,
     ) -> None:
-        self.transport = transport
+        super().__init__(prefetch)
+        self.context = context
+        self.settings = context.settings
         self.queues = queues
-        self.prefetch = prefetch
         #: Whether it consumes the isolation queues rather than the work queues.
         self.isolated = isolated
         self._channel: AbstractRobustChannel | None = None
         self._consumers: DirectConsumers | None = None
-        self._ready: deque[AmqpDelivery] = deque()
-        self._unsettled: set[AmqpDelivery] = set()
-        self._arrived: asyncio.Future[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
         self._arrivals = dict.fromkeys((names.name for names in queues), 0)
         self._watchdog: asyncio.Task[None] | None = None
         self.acks = AckWindow()
-        self._closed = False
 
-    def forget(self, delivery: AmqpDelivery) -> None:
-        """Stop tracking ``delivery``; an isolation consumer then consumes all its
-        queues again."""
-        self._unsettled.discard(delivery)
+    def _forgotten(self, delivery: AmqpDelivery) -> None:
+        # An isolation consumer holding nothing consumes all its queues again.
         if self.isolated and not self._unsettled and self._consumers is not None:
             self._spawn(self._consumers.resume())
 
@@ -216,20 +213,20 @@ class AmqpConsumer(Consumer):
         return sum(1 for d in self._unsettled if d.queue == name and not d.stale)
 
     async def start(self) -> None:
-        transport = self.transport
-        settings = transport.settings
+        context = self.context
+        settings = context.settings
         with translated("start consuming"):
-            channel = await transport.connection.channel(publisher_confirms=False)
+            channel = await context.connection.channel(publisher_confirms=False)
             self._channel = channel
             channel.close_callbacks.add(self._channel_closed)
             await channel.set_qos(prefetch_count=self.prefetch)
             for names in self.queues:
-                await transport.declarer.delays(names.name)
+                await context.declarer.delays(names.name)
                 await channel.declare_queue(  # on the robust channel: restored after reconnects
                     self.source(names),
                     durable=True,
                     arguments=work_arguments(
-                        transport.names, names, settings.queue_type, settings.max_deliveries
+                        context.names, names, settings.queue_type, settings.max_deliveries
                     ),
                 )
             consumers = DirectConsumers(
@@ -244,7 +241,7 @@ class AmqpConsumer(Consumer):
     async def _declare_again(self, source: str) -> None:
         """Declare a queue (and its dead-letter, isolation and delay queues) that
         RabbitMQ cancelled our consumer of, as it does when someone deletes it."""
-        declarer = self.transport.declarer
+        declarer = self.context.declarer
         declarer.forget()
         for names in self.queues:
             if self.source(names) == source:
@@ -257,7 +254,7 @@ class AmqpConsumer(Consumer):
                 logging.WARNING,
                 "amqp.consumer_timeout",
                 held=len(self._unsettled),
-                limit=self.transport.settings.consumer_timeout,
+                limit=self.settings.consumer_timeout,
                 note="RabbitMQ closed the channel: a delivery stayed unacknowledged longer "
                 "than its consumer_timeout; the tasks still running will run again (give "
                 "them a timeout below consumer_timeout, declared in the broker URL)",
@@ -287,19 +284,16 @@ class AmqpConsumer(Consumer):
             earlier = self._earlier(message, headers)
         elif message.redelivered:
             earlier = self._earlier(message, headers)
-        if message.redelivered and self.transport.settings.queue_type != "quorum":
+        if message.redelivered and self.settings.queue_type != "quorum":
             # A flag, not a count: count it in a copy first.
             self._spawn(self._count_redelivery(names, message, headers, earlier))
             return
-        delivery = AmqpDelivery(self, names, message, headers, 1 + earlier)
-        self._unsettled.add(delivery)
-        self._ready.append(delivery)
-        _wake(self._arrived)
+        self.hand_out(AmqpDelivery(self, names, message, headers, 1 + earlier))
 
     def _earlier(self, message: DeliveredMessage, headers: dict[str, Any]) -> int:
         """How many earlier deliveries of ``message`` were not settled."""
         earlier = _int(headers.get(REQUEUES))
-        if self.transport.settings.queue_type == "quorum":
+        if self.settings.queue_type == "quorum":
             return earlier + _int(headers.get("x-delivery-count"))
         return earlier + (1 if message.redelivered else 0)
 
@@ -316,7 +310,7 @@ class AmqpConsumer(Consumer):
         that was not settled, then ack it: its copy arrives with the exact count."""
         try:
             await republish(
-                self.transport,
+                self.context,
                 self.source(names),
                 message.body,
                 headers,
@@ -354,7 +348,7 @@ class AmqpConsumer(Consumer):
                     strikes[name] = 0
                     continue
                 try:
-                    found = await inspection.ready(self.transport, self.source(names))
+                    found = await inspection.ready(self.context, self.source(names))
                 except ConnectionLost:
                     continue  # the reconnection brings the consumers back
                 # Missing, messages waiting for a consumer with room, or no consumer
@@ -379,8 +373,8 @@ class AmqpConsumer(Consumer):
     ) -> None:
         """A delayed message arrived early (delays longer than the ladder): send it round."""
         try:
-            await self.transport.publish_raw(
-                *self.transport.delay_route(names.work, eta),
+            await self.context.publish_raw(
+                *self.context.delay_route(names.work, eta),
                 message.body,
                 headers=dict(headers),
                 priority=message.header.properties.priority or 0,
@@ -402,20 +396,13 @@ class AmqpConsumer(Consumer):
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def get(self) -> Delivery:
-        while True:
-            if self._closed:
-                raise BrokerError("consumer is closed")
-            while self._ready:
-                delivery = self._ready.popleft()
-                if delivery.stale:  # RabbitMQ requeued it when its channel closed
-                    self._unsettled.discard(delivery)
-                    continue
-                if self.isolated:
-                    await self._hold_only(delivery)
-                return delivery
-            self._arrived = asyncio.get_running_loop().create_future()
-            await self._arrived
+    async def _accept(self, delivery: AmqpDelivery) -> bool:
+        if delivery.stale:  # RabbitMQ requeued it when its channel closed
+            self._unsettled.discard(delivery)
+            return False
+        if self.isolated:
+            await self._hold_only(delivery)
+        return True
 
     async def _hold_only(self, delivery: AmqpDelivery) -> None:
         """Make ``delivery`` the one message this isolation consumer holds while it runs.
@@ -433,10 +420,11 @@ class AmqpConsumer(Consumer):
         self._ready.clear()
         await asyncio.gather(*(d.release() for d in others), return_exceptions=True)
 
-    async def settle(self, delivery: AmqpDelivery, how: Any) -> None:
-        """Settle ``delivery`` once; a delivery whose channel closed needs nothing."""
-        if delivery._settled or delivery.acking:
-            return
+    async def run_settling(
+        self, delivery: AmqpDelivery, how: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run one way of settling ``delivery``; a delivery whose channel closed needs
+        none, since RabbitMQ has given the message back already."""
         try:
             if not delivery.stale:
                 with translated(f"settle a message of {delivery.queue}"):
@@ -448,13 +436,10 @@ class AmqpConsumer(Consumer):
                 raise
             # The connection dropped mid-way: RabbitMQ gives the message back.
             event(log, logging.WARNING, "amqp.settle_skipped", queue=delivery.queue)
-        delivery._settled = True
-        self.forget(delivery)
 
     async def close(self) -> None:
-        if self._closed:
+        if not self._stop_handing_out():
             return
-        self._closed = True
         # Bounded: with the broker down a robust channel waits for it forever, and
         # the server requeues whatever a dead channel held anyway.
         if self._watchdog is not None:
@@ -469,7 +454,7 @@ class AmqpConsumer(Consumer):
         # to the channel's close, which returns it counted.
         returning = [d for d in self._unsettled if not d.stale and not d.acking]
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.transport.settings.publish_timeout):
+            async with asyncio.timeout(self.settings.publish_timeout):
                 await asyncio.gather(*(d.release() for d in returning))
         for delivery in returning:
             if delivery.copied and not delivery.acking and not delivery.stale:
@@ -487,12 +472,11 @@ class AmqpConsumer(Consumer):
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await self._channel.close()
-        self.transport.consumers.discard(self)
-        _wake(self._arrived)
+        self.context.consumers.discard(self)
 
 
 async def republish(
-    transport: AmqpTransport,
+    context: AmqpContext,
     queue: str,
     body: bytes,
     headers: dict[str, Any],
@@ -507,15 +491,10 @@ async def republish(
         copy[REQUEUES] = earlier
     else:
         copy.pop(REQUEUES, None)
-    await transport.publish_raw(
+    await context.publish_raw(
         "", queue, body, headers=copy or None, priority=priority, what=f"{what} to {queue}"
     )
 
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _wake(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)

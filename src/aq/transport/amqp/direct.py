@@ -30,6 +30,7 @@ from aiormq import spec
 
 from aq.logs import event
 from aq.transport.amqp.errors import translated
+from aq.transport.kit import ReconnectDelay
 
 __all__ = ["DirectConsumers", "OnMessage", "Restore"]
 
@@ -123,7 +124,7 @@ class DirectConsumers:
 
     async def _resume(self, queue: str) -> None:
         """Declare ``queue`` again and consume it again, retrying until it works."""
-        delay = _RESUME_FIRST_DELAY
+        delays = ReconnectDelay(_RESUME_FIRST_DELAY, _RESUME_MAX_DELAY)
         attempts = 0
         while not self._stopped:
             attempts += 1
@@ -138,8 +139,7 @@ class DirectConsumers:
             except Exception as exc:  # anything: this retries until it works or is cancelled
                 if attempts == 1:
                     event(log, logging.WARNING, "amqp.resume_retrying", queue=queue, error=exc)
-                await asyncio.sleep(delay)
-                delay = min(_RESUME_MAX_DELAY, delay * 2)
+                await delays.wait()
                 continue
             event(log, logging.INFO, "amqp.consumer_resumed", queue=queue, attempts=attempts)
             return

@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import aiormq.exceptions as amqp_errors
 
-from aq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ConnectionLost
+from aq.errors import BrokerError, ConfigurationError, ConnectionLost
+from aq.transport.kit import retry_until
 
 __all__ = ["CONNECTION_ERRORS", "Unroutable", "retrying", "translated"]
 
@@ -119,36 +119,24 @@ def _raise_if_cancelled() -> None:
 async def retrying(what: str, operation: Callable[[float], Awaitable[T]], deadline: float) -> T:
     """Run ``operation(seconds_left)``, retrying connection errors for ``deadline`` seconds.
 
-    Each attempt is given the time left, so one that hangs (a publish whose
+    Each attempt is bounded by the time left, so one that hangs (a publish whose
     confirm never comes because the connection died) cannot outlast the deadline.
 
     Raises:
         aq.BrokerUnavailable: RabbitMQ could not be reached before the deadline.
         aq.BrokerError: RabbitMQ refused the operation.
     """
-    give_up = time.monotonic() + deadline
-    delay = 0.05
-    cause: BaseException | None = None  # the last error that said more than "timed out"
-    while True:
-        left = give_up - time.monotonic()
-        try:
-            with translated(what):
-                async with asyncio.timeout(max(left, 0.001)):
-                    try:
-                        return await operation(max(left, 0.001))
-                    except asyncio.CancelledError as exc:
-                        _raise_if_cancelled()
-                        # aiormq fails what waits on a connection it found dead (its
-                        # heartbeat went silent) with CancelledError: a lost connection.
-                        raise ConnectionError("the connection was found dead") from exc
-        except ConnectionLost as exc:
-            if not isinstance(exc.__cause__, TimeoutError) or cause is None:
-                cause = exc.__cause__
-            left = give_up - time.monotonic()
-            if left <= 0:
-                raise BrokerUnavailable(
-                    f"{what}: RabbitMQ unreachable for {deadline:g} s ({cause!r})"
-                ) from exc
-            log.warning("%s: %s; retrying", what, exc)
-            await asyncio.sleep(min(delay, left))
-            delay = min(1.0, delay * 2)
+
+    async def bounded(left: float) -> T:
+        async with asyncio.timeout(left):
+            try:
+                return await operation(left)
+            except asyncio.CancelledError as exc:
+                _raise_if_cancelled()
+                # aiormq fails what waits on a connection it found dead (its
+                # heartbeat went silent) with CancelledError: a lost connection.
+                raise ConnectionError("the connection was found dead") from exc
+
+    return await retry_until(
+        what, bounded, deadline, translate=translated, server="RabbitMQ", log=log, most=1.0
+    )

@@ -28,16 +28,16 @@ from aiormq.abc import DeliveredMessage
 
 from aq.logs import event
 from aq.transport.amqp.batch import AckWindow, split_batch
+from aq.transport.amqp.context import CLOSE_TIMEOUT
 from aq.transport.amqp.direct import DirectConsumers
 from aq.transport.amqp.errors import translated
 from aq.transport.base import Inbox
 
-__all__ = ["CLOSE_TIMEOUT", "AmqpInbox", "open_control_inbox", "open_reply_inbox"]
+__all__ = ["AmqpInbox", "open_control_inbox", "open_reply_inbox"]
 
 log = logging.getLogger("aq.amqp")
 
 #: Seconds closing a queue or channel may take before it is abandoned.
-CLOSE_TIMEOUT = 2.0
 
 
 class AmqpInbox(Inbox):

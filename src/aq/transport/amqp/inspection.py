@@ -15,23 +15,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiormq.abc
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 
+from aq.transport.admin import DeadLetter
+from aq.transport.amqp.context import DEAD_AT, DEAD_QUEUE, REASON, AmqpContext
 from aq.transport.amqp.topology import LEVELS, QueueNames
-from aq.transport.base import DeadLetter
-
-if TYPE_CHECKING:
-    from aq.transport.amqp.transport import AmqpTransport
 
 __all__ = [
-    "DEAD_AT",
-    "DEAD_QUEUE",
-    "REASON",
     "Counts",
     "dead_letters",
     "delete_declared",
@@ -42,10 +37,6 @@ __all__ = [
     "stats",
 ]
 
-#: Headers aq adds to a dead letter: why, when (UNIX ms), and from which queue.
-REASON = "x-aq-reason"
-DEAD_AT = "x-aq-dead-at"
-DEAD_QUEUE = "x-aq-queue"
 #: Headers dropped when a dead letter goes back to its queue.
 _DEAD_ONLY = frozenset(
     (REASON, DEAD_AT, DEAD_QUEUE, "x-aq-requeues", "x-aq-eta", "x-death", "x-delivery-count")
@@ -70,13 +61,13 @@ class Counts:
 
 
 async def _declare_ok(
-    transport: AmqpTransport, queues: Sequence[str], stop_at_missing: bool = False
+    context: AmqpContext, queues: Sequence[str], stop_at_missing: bool = False
 ) -> list[spec.Queue.DeclareOk | None]:
     """Passive declarations of ``queues``, in order; ``None`` for a missing one."""
     results: list[spec.Queue.DeclareOk | None] = []
     pending = list(queues)
     while pending:
-        async with transport.raw_channel() as channel:
+        async with context.raw_channel() as channel:
             while pending:
                 name = pending.pop(0)
                 try:
@@ -90,21 +81,21 @@ async def _declare_ok(
     return results
 
 
-async def ready(transport: AmqpTransport, work: str) -> tuple[int, int] | None:
+async def ready(context: AmqpContext, work: str) -> tuple[int, int] | None:
     """(ready messages, consumers) of the queue ``work``, or ``None`` if it is missing."""
-    [ok] = await _declare_ok(transport, [work])
+    [ok] = await _declare_ok(context, [work])
     return None if ok is None else (ok.message_count or 0, ok.consumer_count or 0)
 
 
-async def stats(transport: AmqpTransport, names: QueueNames) -> Counts:
+async def stats(context: AmqpContext, names: QueueNames) -> Counts:
     """Ready, delayed and dead counts, and consumers, of one queue.
 
     Read in the order messages flow (the longest delay level first, the work
     queue last), so a message moving on while it is counted is counted twice
     at worst, never missed.
     """
-    delays = await _declare_ok(transport, names.delays[::-1], stop_at_missing=True)
-    work, isolated, dead = await _declare_ok(transport, [names.work, names.isolated, names.dead])
+    delays = await _declare_ok(context, names.delays[::-1], stop_at_missing=True)
+    work, isolated, dead = await _declare_ok(context, [names.work, names.isolated, names.dead])
     return Counts(
         ready=work.message_count or 0 if work else 0,
         delayed=sum(ok.message_count or 0 for ok in delays if ok),
@@ -114,34 +105,34 @@ async def stats(transport: AmqpTransport, names: QueueNames) -> Counts:
     )
 
 
-async def _purge(transport: AmqpTransport, queues: Sequence[str]) -> int:
+async def _purge(context: AmqpContext, queues: Sequence[str]) -> int:
     existing = [
         name
-        for name, ok in zip(queues, await _declare_ok(transport, queues), strict=True)
+        for name, ok in zip(queues, await _declare_ok(context, queues), strict=True)
         if ok is not None
     ]
     count = 0
-    async with transport.raw_channel() as channel:
+    async with context.raw_channel() as channel:
         for name in existing:
             ok = await channel.queue_purge(name)
             count += ok.message_count or 0
     return count
 
 
-async def purge(transport: AmqpTransport, names: QueueNames) -> int:
+async def purge(context: AmqpContext, names: QueueNames) -> int:
     """Delete the ready and delayed messages of a queue; return how many."""
-    return await _purge(transport, [names.work, names.isolated, *names.delays])
+    return await _purge(context, [names.work, names.isolated, *names.delays])
 
 
-async def purge_dead(transport: AmqpTransport, names: QueueNames) -> int:
+async def purge_dead(context: AmqpContext, names: QueueNames) -> int:
     """Delete the dead letters of a queue; return how many."""
-    return await _purge(transport, [names.dead])
+    return await _purge(context, [names.dead])
 
 
-async def dead_letters(transport: AmqpTransport, names: QueueNames, limit: int) -> list[DeadLetter]:
+async def dead_letters(context: AmqpContext, names: QueueNames, limit: int) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters, left in place."""
     letters: list[DeadLetter] = []
-    async with transport.raw_channel() as channel:
+    async with context.raw_channel() as channel:
         last: int | None = None
         for _ in range(max(0, limit)):
             try:
@@ -156,14 +147,12 @@ async def dead_letters(transport: AmqpTransport, names: QueueNames, limit: int) 
     return letters
 
 
-async def requeue_dead(
-    transport: AmqpTransport, names: QueueNames, ids: Sequence[str] | None
-) -> int:
+async def requeue_dead(context: AmqpContext, names: QueueNames, ids: Sequence[str] | None) -> int:
     """Move dead letters (those with ``ids``, or all) back to the work queue."""
     wanted = None if ids is None else set(ids)
     started = time.time()
     moved = 0
-    async with transport.raw_channel() as channel:
+    async with context.raw_channel() as channel:
         last: int | None = None  # the newest delivery left unacked
         while wanted is None or moved < len(wanted):
             try:
@@ -181,7 +170,7 @@ async def requeue_dead(
                 continue
             properties = message.header.properties
             headers = {k: v for k, v in (properties.headers or {}).items() if k not in _DEAD_ONLY}
-            await transport.publish_raw(
+            await context.publish_raw(
                 "",
                 names.work,
                 message.body,
@@ -211,21 +200,21 @@ async def _hand_back(
     await channel.queue_declare(names.dead, passive=True)
 
 
-async def purge_declared(transport: AmqpTransport) -> int:
+async def purge_declared(context: AmqpContext) -> int:
     """Empty every queue this process declared (work, delay and dead-letter queues)."""
     count = 0
-    for name in sorted(transport.declarer.declared):
-        names = transport.names.queue(name)
-        count += await _purge(transport, [names.work, names.isolated, *names.delays, names.dead])
+    for name in sorted(context.declarer.declared):
+        names = context.names.queue(name)
+        count += await _purge(context, [names.work, names.isolated, *names.delays, names.dead])
     return count
 
 
-async def delete_declared(transport: AmqpTransport) -> int:
+async def delete_declared(context: AmqpContext) -> int:
     """Delete the queues this process declared, and the prefix's exchanges."""
-    names = transport.names
-    queues = [names.queue(q) for q in sorted(transport.declarer.declared)]
+    names = context.names
+    queues = [names.queue(q) for q in sorted(context.declarer.declared)]
     deleted = 0
-    async with transport.raw_channel() as channel:
+    async with context.raw_channel() as channel:
         for queue in queues:
             for name in (queue.work, queue.isolated, queue.dead, *queue.delays):
                 await channel.queue_delete(name)
@@ -234,8 +223,8 @@ async def delete_declared(transport: AmqpTransport) -> int:
             await channel.exchange_delete(names.delay_exchange(level))
         for exchange in (names.dead_exchange, names.control_exchange):
             await channel.exchange_delete(exchange)
-    transport.declarer.forget()
-    transport.declarer.declared.clear()
+    context.declarer.forget()
+    context.declarer.declared.clear()
     return deleted
 
 

@@ -25,11 +25,13 @@ turns a value it cannot read into 0, which disables heartbeats.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aq.errors import ConfigurationError
+from aq.transport.kit import CommonSettings, read_options
+from aq.transport.kit.options import option
 
 __all__ = ["QUEUE_TYPES", "AmqpSettings", "parse_url"]
 
@@ -39,22 +41,20 @@ _HEARTBEAT = "5"  # see the module docstring
 _MAX_HEARTBEAT = 65534  # aiormq treats larger values as 0: no heartbeats
 
 
+def _check_queue_type(value: str) -> str | None:
+    return None if value in QUEUE_TYPES else "use 'classic' (the default) or 'quorum'"
+
+
 @dataclass(frozen=True, slots=True)
-class AmqpSettings:
-    """aq's options for the RabbitMQ transport.
+class AmqpSettings(CommonSettings):
+    """aq's options for the RabbitMQ transport (besides those of
+    :class:`~aq.transport.kit.CommonSettings`; ``publish_timeout`` is 30 s here by
+    default: longer than a silent partition takes to notice and reconnect).
 
     Attributes:
-        prefix: the first part of every queue and exchange name, to share one
-            virtual host between apps.
         queue_type: ``classic`` (the default; supports priorities) or
             ``quorum`` (replicated, for clusters; no priorities in RabbitMQ 3.x).
-        publish_timeout: seconds ``kiq()`` keeps retrying during an outage (30 by
-            default: longer than a silent partition takes to notice and reconnect)
-            before it raises :class:`aq.BrokerUnavailable`.
-        reply_ttl: seconds a producer's reply queue outlives the producer.
-        max_deliveries: a task that has crashed its worker this many times, the
-            last while running alone, is dead-lettered (see aq.worker.crashes);
-            at least 2. Quorum queues are declared with it as their
+            Quorum queues are declared with ``max_deliveries`` as their
             ``x-delivery-limit``, a backstop the crash policy never reaches first.
         consumer_timeout: the server's ``consumer_timeout``, in seconds, which
             RabbitMQ 3.10 does not report: it closes the channel of a consumer
@@ -63,20 +63,9 @@ class AmqpSettings:
             default, unless the URL says otherwise).
     """
 
-    prefix: str = "aq"
-    queue_type: str = "classic"
-    publish_timeout: float = 30.0
-    reply_ttl: float = 300.0
-    max_deliveries: int = 10
-    consumer_timeout: float = 1800.0
-
-
-_NUMBERS = {
-    "publish_timeout": float,
-    "reply_ttl": float,
-    "max_deliveries": int,
-    "consumer_timeout": float,
-}
+    publish_timeout: float = option(30.0)
+    queue_type: str = option("classic", _check_queue_type)
+    consumer_timeout: float = option(1800.0)
 
 
 def parse_url(url: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, AmqpSettings]:
@@ -95,20 +84,9 @@ def parse_url(url: str, overrides: Mapping[str, Any] | None = None) -> tuple[str
         raise ConfigurationError(
             f"the broker URL {url!r} names no host: write amqp://user:password@host:5672/vhost"
         )
-    ours = {f.name for f in fields(AmqpSettings)}
-    kept: list[tuple[str, str]] = []
-    given: dict[str, Any] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in ours:
-            given[key] = value
-        else:
-            kept.append((key, value))
-    for key, value in (overrides or {}).items():
-        if key not in ours:
-            raise ConfigurationError(f"unknown RabbitMQ option {key!r}")
-        if value is not None:
-            given[key] = value
-    values = {key: _parse(key, value) for key, value in given.items()}
+    clean, settings = read_options(url, AmqpSettings, overrides)
+    parts = urlsplit(clean)
+    kept = parse_qsl(parts.query, keep_blank_values=True)
     if not any(key == "reconnect_interval" for key, _ in kept):
         kept.append(("reconnect_interval", _RECONNECT_INTERVAL))
     heartbeats = [value for key, value in kept if key == "heartbeat"]
@@ -116,8 +94,7 @@ def parse_url(url: str, overrides: Mapping[str, Any] | None = None) -> tuple[str
         _check_heartbeat(value)
     if not heartbeats:
         kept.append(("heartbeat", _HEARTBEAT))
-    clean = urlunsplit(parts._replace(query=urlencode(kept)))
-    return clean, AmqpSettings(**values)
+    return urlunsplit(parts._replace(query=urlencode(kept))), settings
 
 
 def _check_heartbeat(value: str) -> None:
@@ -127,32 +104,3 @@ def _check_heartbeat(value: str) -> None:
             f"(no heartbeats: a silent network partition goes unnoticed) to {_MAX_HEARTBEAT}; "
             f"the default is {_HEARTBEAT}"
         )
-
-
-def _parse(key: str, value: Any) -> Any:
-    if key == "queue_type":
-        if value not in QUEUE_TYPES:
-            raise ConfigurationError(
-                f"invalid queue_type={value!r}: use 'classic' (the default) or 'quorum'"
-            )
-        return value
-    if key == "prefix":
-        text = str(value)
-        if not text or any(c in text for c in "*#"):
-            raise ConfigurationError(
-                f"invalid prefix={value!r}: it must be non-empty and contain no '*' or '#'"
-            )
-        return text
-    kind = _NUMBERS[key]
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"invalid {key}={value!r} in the broker URL") from None
-    if number <= 0:
-        raise ConfigurationError(f"{key} in the broker URL must be positive, not {value!r}")
-    if key == "max_deliveries" and number < 2:
-        raise ConfigurationError(
-            f"max_deliveries={value} in the broker URL: it must be at least 2, since a crash "
-            "is blamed on a task only once it has crashed a worker while running alone"
-        )
-    return number

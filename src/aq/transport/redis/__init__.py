@@ -1,5 +1,14 @@
-"""The Redis transport (``redis://``, ``rediss://``); needs ``aq-tasks[redis]``."""
+"""The Redis backend (``redis://``, ``rediss://``, ``redis+sentinel://``,
+``redis+cluster://``): transport, admin and store on one server; needs
+``aq-tasks[redis]``.
 
+Inside the package every module depends on :mod:`.context` (the client, the
+settings, the key names), never on the transport: ``transport`` → ``consumer``,
+``inbox``, ``admin``, ``store`` → ``context`` → ``batch``, ``connection``,
+``keys``, ``scripts``.
+"""
+
+from aq.transport.redis.store import RedisStore
 from aq.transport.redis.transport import RedisTransport
 
-__all__ = ["RedisTransport"]
+__all__ = ["RedisStore", "RedisTransport"]

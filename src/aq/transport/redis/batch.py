@@ -25,6 +25,7 @@ turn's publishes. A merged call made while the batcher is idle
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from aq.transport.kit import LoopTurn, complete
+from aq.transport.kit.turns import share_outcome
 
 __all__ = ["Batcher"]
 
@@ -51,8 +55,7 @@ class Batcher:
         self._max_batch = max_batch
         self._pending: list[_Item] = []
         self._merged: dict[AsyncScript, list[_Part]] = {}
-        self._scheduled = False
-        self._running: set[asyncio.Task[None]] = set()
+        self._turn = LoopTurn(self._flush)
         self._direct = 0  # merged calls sent at once, outside a pipeline
 
     async def run(self, command: Command) -> Any:
@@ -72,7 +75,7 @@ class Batcher:
         every caller uses, and returns a list with one result per group. Its keys
         may lie in any hash slots, so merged calls serve single-node Redis only.
         """
-        if not (self._scheduled or self._running or self._direct):
+        if not (self._turn.busy or self._direct):
             # Nothing queued or in flight: waiting a turn would only add latency.
             self._direct += 1
             try:
@@ -81,7 +84,7 @@ class Batcher:
                 self._direct -= 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._merged.setdefault(script, []).append((keys, args, future))
-        self._schedule()
+        self._turn.request()
         return await future
 
     async def _evalsha(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
@@ -94,25 +97,18 @@ class Batcher:
     async def _queue(self, command: Command, script: AsyncScript | None) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((command, future, script))
-        self._schedule()
+        self._turn.request()
         return await future
 
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
     def _flush(self) -> None:
-        self._scheduled = False
         pending, self._pending = self._pending, []
         merged, self._merged = self._merged, {}
         for script, parts in merged.items():
             for start in range(0, len(parts), self._max_batch):
                 pending.append(self._merge(script, parts[start : start + self._max_batch]))
         for start in range(0, len(pending), self._max_batch):
-            task = asyncio.create_task(self._send(pending[start : start + self._max_batch]))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            batch = pending[start : start + self._max_batch]
+            self._turn.start(self._send(batch))
 
     @staticmethod
     def _merge(script: AsyncScript, parts: list[_Part]) -> _Item:
@@ -122,45 +118,24 @@ class Batcher:
         sha, n = script.sha, len(keys)
         whole: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-        def share(done: asyncio.Future[Any]) -> None:
-            error = done.exception()
-            results = [None] * len(parts) if error is not None else done.result()
-            for (_, _, future), result in zip(parts, results, strict=True):
-                if future.done():
-                    continue  # its caller was cancelled; the script ran anyway
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
-
-        whole.add_done_callback(share)
+        futures = [future for _, _, future in parts]
+        whole.add_done_callback(functools.partial(share_outcome, futures))
         return (lambda pipe: pipe.evalsha(sha, n, *keys, *args)), whole, script
 
     async def _send(self, batch: list[_Item]) -> None:
-        try:
-            results = await self._execute(batch)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:  # the server lost its scripts: load them, send those again
-                for script in {batch[i][2] for i in missing}:
-                    if script is not None:
-                        script.sha = await self._client.script_load(script.script)
-                again = await self._execute([batch[i] for i in missing])
-                for i, result in zip(missing, again, strict=True):
-                    results[i] = result
-        except BaseException as exc:
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future, _), result in zip(batch, results, strict=True):
-            if future.done():
-                continue  # its caller was cancelled; the command ran anyway
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        await complete([future for _, future, _ in batch], self._results(batch))
+
+    async def _results(self, batch: list[_Item]) -> list[Any]:
+        results = await self._execute(batch)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # the server lost its scripts: load them, send those again
+            for script in {batch[i][2] for i in missing}:
+                if script is not None:
+                    script.sha = await self._client.script_load(script.script)
+            again = await self._execute([batch[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
 
     async def _execute(self, batch: list[_Item]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:

@@ -23,18 +23,19 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-from aq.errors import BrokerError, BrokerUnavailable, ConfigurationError, ConnectionLost
+from aq.errors import BrokerError, ConfigurationError, ConnectionLost
+from aq.transport.kit import CommonSettings, read_options, retry_until
+from aq.transport.kit.options import option
 
 __all__ = [
     "RedisSettings",
@@ -65,75 +66,46 @@ _CONNECT_TIMEOUT = 5.0
 _KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 
 
+def _check_socket_timeout(value: float) -> str | None:
+    if value < _MIN_SOCKET_TIMEOUT:
+        return (
+            "too short: workers wait 1 s for new messages in each read, so use at least "
+            f"{_MIN_SOCKET_TIMEOUT:g}"
+        )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
-class RedisSettings:
-    """aq's options for the Redis transport, read from the URL's query string.
+class RedisSettings(CommonSettings):
+    """aq's options for the Redis transport, read from the URL's query string
+    (besides those of :class:`~aq.transport.kit.CommonSettings`).
 
     Attributes:
-        prefix: the first part of every key, to share one database between apps.
         visibility_timeout: seconds after which a claimed message whose worker
             stopped refreshing it is given to another worker.
-        publish_timeout: seconds ``kiq()`` keeps retrying during an outage
-            before it raises :class:`aq.BrokerUnavailable`.
-        reply_ttl: seconds a producer's reply keys outlive the producer.
-        max_deliveries: a task that has crashed its worker this many times, the
-            last while running alone, is dead-lettered (see aq.worker.crashes);
-            at least 2.
         max_connections: connections per process; callers beyond it wait.
         socket_timeout: seconds Redis may leave a command unanswered before its
             connection counts as dead (so a silent partition is noticed within
             this); at least 2, since blocking reads wait 1 s for an answer.
     """
 
-    prefix: str = "aq"
-    visibility_timeout: float = 60.0
-    publish_timeout: float = 10.0
-    reply_ttl: float = 300.0
-    max_deliveries: int = 10
-    max_connections: int = 64
-    socket_timeout: float = 5.0
+    visibility_timeout: float = option(60.0)
+    max_connections: int = option(64)
+    socket_timeout: float = option(5.0, _check_socket_timeout)
 
 
-_MAX_DELIVERIES_TOO_LOW = (
-    "max_deliveries={value} in the broker URL: it must be at least 2, since a crash is "
-    "blamed on a task only once it has crashed a worker while running alone"
-)
+_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
 
-def parse_url(url: str) -> tuple[str, RedisSettings]:
+def parse_url(url: str, given: Mapping[str, Any] | None = None) -> tuple[str, RedisSettings]:
     """Split ``url`` into the URL for redis-py and aq's settings.
 
     Raises:
         aq.ConfigurationError: an aq option has an invalid value.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+    if urlsplit(url).scheme not in _SCHEMES:
         raise ConfigurationError(f"not a Redis URL: {url!r}")
-    ours = {f.name: f.type for f in fields(RedisSettings)}
-    kept: list[tuple[str, str]] = []
-    values: dict[str, Any] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in ours:
-            kept.append((key, value))
-            continue
-        try:
-            parsed: Any = value if key == "prefix" else float(value)
-            if key in ("max_deliveries", "max_connections"):
-                parsed = int(value)
-        except ValueError:
-            raise ConfigurationError(f"invalid {key}={value!r} in the broker URL") from None
-        if (key != "prefix" and parsed <= 0) or (key == "prefix" and not parsed):
-            raise ConfigurationError(f"{key} in the broker URL must be positive / non-empty")
-        if key == "socket_timeout" and parsed < _MIN_SOCKET_TIMEOUT:
-            raise ConfigurationError(
-                f"socket_timeout={value!r} in the broker URL is too short: workers wait "
-                f"1 s for new messages in each read, so use at least {_MIN_SOCKET_TIMEOUT:g}"
-            )
-        if key == "max_deliveries" and parsed < 2:
-            raise ConfigurationError(_MAX_DELIVERIES_TOO_LOW.format(value=value))
-        values[key] = parsed
-    clean = urlunsplit(parts._replace(query=urlencode(kept)))
-    return clean, RedisSettings(**values)
+    return read_options(url, RedisSettings, given)
 
 
 @contextlib.contextmanager
@@ -160,21 +132,9 @@ async def retrying(what: str, operation: Callable[[], Awaitable[T]], deadline: f
         aq.BrokerUnavailable: Redis could not be reached before the deadline.
         aq.BrokerError: Redis refused the operation.
     """
-    give_up = time.monotonic() + deadline
-    delay = 0.05
-    while True:
-        try:
-            with translated(what):
-                return await operation()
-        except ConnectionLost as exc:
-            left = give_up - time.monotonic()
-            if left <= 0:
-                raise BrokerUnavailable(
-                    f"{what}: Redis unreachable for {deadline:g} s ({exc.__cause__})"
-                ) from exc
-            log.warning("%s: %s; retrying", what, exc)
-            await asyncio.sleep(min(delay, left))
-            delay = min(2.0, delay * 2)
+    return await retry_until(
+        what, lambda _left: operation(), deadline, translate=translated, server="Redis", log=log
+    )
 
 
 def raise_if_cancelling() -> None:

@@ -32,18 +32,21 @@ import logging
 import os
 import socket
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aq import background
-from aq.errors import BrokerError, ConnectionLost
+from aq.errors import BrokerError
 from aq.logs import event
-from aq.transport.base import Consumer, Delivery
-from aq.transport.redis.connection import CONNECTION_ERRORS, raise_if_cancelling, translated
+from aq.transport.kit import BufferedConsumer, OnceDelivery, ReconnectDelay
+from aq.transport.kit.consumer import wake
+from aq.transport.redis.connection import (
+    CONNECTION_ERRORS,
+    raise_if_cancelling,
+    retrying,
+    translated,
+)
+from aq.transport.redis.context import RedisContext
 from aq.transport.redis.keys import GROUP, QueueKeys
-
-if TYPE_CHECKING:
-    from aq.transport.redis.transport import RedisTransport
 
 __all__ = ["RedisConsumer", "RedisDelivery"]
 
@@ -56,10 +59,10 @@ _DEAD_CONSUMER_IDLE = 3600.0  # a live consumer is heard from every second or so
 _RESTORE_QUIET = 60.0  # seconds between warnings that a queue's groups were restored
 
 
-class RedisDelivery(Delivery):
+class RedisDelivery(OnceDelivery):
     """An entry claimed by this consumer; settles with one atomic script."""
 
-    __slots__ = ("_consumer", "_settled", "entry_id", "keys", "stream")
+    __slots__ = ("_consumer", "entry_id", "keys", "stream")
 
     def __init__(
         self,
@@ -70,25 +73,26 @@ class RedisDelivery(Delivery):
         body: bytes,
         delivery_count: int,
     ) -> None:
-        super().__init__(body, keys.name, delivery_count)
+        super().__init__(consumer, body, keys.name, delivery_count)
         self._consumer = consumer
         self.keys = keys
         self.stream = stream
         self.entry_id = entry_id
-        self._settled = False
+
+    async def _run(
+        self, script: str, keys: list[Any], args: list[Any], merged: bool = False
+    ) -> None:
+        await self._settle(lambda: self._consumer.run_settling(self, script, keys, args, merged))
 
     async def ack(self) -> None:
-        if self._consumer.transport.cluster:
-            await self._consumer.settle(self, "ACK", [self.stream], [GROUP, self.entry_id])
+        if self._consumer.context.cluster:
+            await self._run("ACK", [self.stream], [GROUP, self.entry_id])
         else:
-            await self._consumer.settle(
-                self, "ACK_MANY", [self.stream], [GROUP, self.entry_id], merged=True
-            )
+            await self._run("ACK_MANY", [self.stream], [GROUP, self.entry_id], merged=True)
 
     async def reply_and_ack(self, reply_stream: str, alive: str, body: bytes, ttl_ms: int) -> None:
         """Send a reply and settle, in one step (single-node Redis only)."""
-        await self._consumer.settle(
-            self,
+        await self._run(
             "REPLY_ACK_MANY",
             [self.stream, reply_stream, alive],
             [GROUP, self.entry_id, body, ttl_ms],
@@ -96,47 +100,38 @@ class RedisDelivery(Delivery):
         )
 
     async def requeue(self) -> None:
-        await self._consumer.settle(
-            self,
-            "REQUEUE",
-            [self.stream],
-            [GROUP, self.entry_id, self.body, self.delivery_count],
+        await self._run(
+            "REQUEUE", [self.stream], [GROUP, self.entry_id, self.body, self.delivery_count]
         )
 
     async def release(self) -> None:
         """Return the message on shutdown; this delivery does not count."""
-        await self._consumer.settle(
-            self,
-            "REQUEUE",
-            [self.stream],
-            [GROUP, self.entry_id, self.body, self.delivery_count - 1],
+        await self._run(
+            "REQUEUE", [self.stream], [GROUP, self.entry_id, self.body, self.delivery_count - 1]
         )
 
     async def isolate(self) -> None:
-        await self._consumer.settle(
-            self, "ISOLATE", [self.stream, self.keys.isolated], [GROUP, self.entry_id, self.body]
+        await self._run(
+            "ISOLATE", [self.stream, self.keys.isolated], [GROUP, self.entry_id, self.body]
         )
 
     async def dead_letter(self, reason: str) -> None:
-        await self._consumer.settle(
-            self,
+        await self._run(
             "DEAD_LETTER",
             [self.stream, self.keys.dead],
             [GROUP, self.entry_id, self.body, reason, time.time(), self.keys.name],
         )
 
-    def abandon(self) -> None:
-        # Left pending under this consumer's name: reclaimed after the visibility timeout.
-        self._settled = True
-        self._consumer.forget(self)
+    # abandon(): left pending under this consumer's name, reclaimed after the
+    # visibility timeout.
 
     async def keep_alive(self) -> None:
-        if self._settled:
+        if self.settled:
             return
         stream, name, entry = self.stream, self._consumer.name, self.entry_id
         try:
             with translated("refresh a claim"):
-                await self._consumer.transport.batcher.run(
+                await self._consumer.context.batcher.run(
                     lambda pipe: pipe.xclaim(stream, GROUP, name, 0, [entry], justid=True)
                 )
         except BrokerError as exc:
@@ -145,30 +140,33 @@ class RedisDelivery(Delivery):
             # Someone deleted the stream or group: there is no claim left to keep.
 
 
-class RedisConsumer(Consumer):
+class RedisConsumer(BufferedConsumer[RedisDelivery]):
     """See the module docstring."""
 
-    def __init__(self, transport: RedisTransport, queues: list[QueueKeys], prefetch: int) -> None:
-        self.transport = transport
-        self.client = transport.client
+    def __init__(
+        self,
+        context: RedisContext,
+        queues: list[QueueKeys],
+        prefetch: int,
+        heartbeat_interval: float | None,
+    ) -> None:
+        super().__init__(prefetch)
+        self.context = context
+        self.client = context.client
         self.queues = queues
-        self.prefetch = prefetch
         self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-        self.settings = transport.settings
-        self._ready: deque[RedisDelivery] = deque()
-        self._unsettled: set[RedisDelivery] = set()
+        self.settings = context.settings
+        self._heartbeat_interval = heartbeat_interval
         self._reserved = 0
-        self._arrived: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._restored: dict[str, float] = {}  # queue -> when its groups were last restored
-        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         for keys in self.queues:
-            await self.transport.ensure_groups(keys)
+            await self.context.ensure_groups(keys)
         for keys in self.queues:
             self._spawn(f"aq-fetch-{keys.name}", functools.partial(self._fetch, keys))
             if not keys.is_isolation:  # nothing is ever delayed into an isolation stream
@@ -180,9 +178,8 @@ class RedisConsumer(Consumer):
         self._tasks.append(background.start(name, loop))
 
     async def close(self) -> None:
-        if self._closed:
+        if not self._stop_handing_out():
             return
-        self._closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,7 +194,6 @@ class RedisConsumer(Consumer):
             if isinstance(result, BrokerError):  # left pending: reclaimed after the timeout
                 log.warning("could not requeue %s on close: %s", delivery.entry_id, result)
         await self._leave_groups()
-        _wake(self._arrived)
 
     async def _leave_groups(self) -> None:
         """Remove this consumer from its groups, so `aq queues` counts live workers.
@@ -205,21 +201,12 @@ class RedisConsumer(Consumer):
         Only from the streams where it holds nothing, checked and done in one
         script: deleting a consumer drops its pending entries.
         """
-        leave = self.transport.script("LEAVE_GROUPS")
+        leave = self.context.script("LEAVE_GROUPS")
         with contextlib.suppress(BrokerError), translated("leave the consumer groups"):
             for keys in self.queues:
                 await leave(keys=list(keys.streams), args=[GROUP, self.name])
 
     # -- handing out -----------------------------------------------------------------
-
-    async def get(self) -> Delivery:
-        while True:
-            if self._closed:
-                raise BrokerError("consumer is closed")
-            if self._ready:
-                return self._ready.popleft()
-            self._arrived = asyncio.get_running_loop().create_future()
-            await self._arrived
 
     def _add(
         self,
@@ -240,9 +227,7 @@ class RedisConsumer(Consumer):
         if recovered and self._holds(stream, entry_id):
             return False  # claimed twice (a reclaim of an entry just recovered)
         body, previous = _fields(fields)
-        delivery = RedisDelivery(self, keys, stream, entry_id, body, previous + times)
-        self._unsettled.add(delivery)
-        self._ready.append(delivery)
+        self.hand_out(RedisDelivery(self, keys, stream, entry_id, body, previous + times))
         return True
 
     def _free(self) -> int:
@@ -253,53 +238,39 @@ class RedisConsumer(Consumer):
             self._room = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._room)
 
-    def forget(self, delivery: RedisDelivery) -> None:
-        """Stop tracking ``delivery``, which frees its prefetch slot."""
-        self._unsettled.discard(delivery)
-        _wake(self._room)
+    def _forgotten(self, delivery: RedisDelivery) -> None:
+        wake(self._room)
 
-    async def settle(
+    async def run_settling(
         self,
         delivery: RedisDelivery,
         script: str,
         keys: list[Any],
         args: list[Any],
-        *,
-        merged: bool = False,
+        merged: bool,
     ) -> None:
-        """Run a settling script; retried through outages of up to ``publish_timeout``
-        (the worker's hand-off then waits longer, see aq.worker.handoff), once only.
+        """Run a settling script, retried through outages of up to ``publish_timeout``
+        (the worker's hand-off then waits longer, see aq.worker.handoff); an entry left
+        pending after that is reclaimed by another worker, so it is not lost.
 
         ``merged``: one of the ``*_MANY`` scripts, sent as one call with every
         other settlement of this event-loop turn.
         """
-        if delivery._settled:
-            return
-        deadline = time.monotonic() + self.settings.publish_timeout
-        delay = 0.05
-        transport = self.transport
-        while True:
-            try:
-                with translated(f"settle {delivery.entry_id}"):
-                    if merged:
-                        await transport.batcher.run_merged(transport.script(script), keys, args)
-                    else:
-                        await transport.run_script(script, keys, args)
-                break
-            except ConnectionLost:
-                if time.monotonic() > deadline:
-                    raise  # left pending, so another worker reclaims it: not lost
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-        delivery._settled = True
-        self.forget(delivery)
+        context = self.context
+
+        async def attempt() -> Any:
+            if merged:
+                return await context.batcher.run_merged(context.script(script), keys, args)
+            return await context.run_script(script, keys, args)
+
+        await retrying(f"settle {delivery.entry_id}", attempt, self.settings.publish_timeout)
 
     # -- background loops ------------------------------------------------------------
 
     async def _fetch(self, keys: QueueKeys) -> None:
-        read = self.transport.script("READ")
+        read = self.context.script("READ")
         streams = list(keys.by_priority)
-        delay = 0.05
+        delays = ReconnectDelay()
         failing = ""  # the error last reported, so a lasting one is logged once
         reconnected = False
         while True:
@@ -318,7 +289,7 @@ class RedisConsumer(Consumer):
                     raise_if_cancelling()
                 finally:
                     self._reserved -= free
-                    _wake(self._room)  # other queues' fetchers may read now
+                    wake(self._room)  # other queues' fetchers may read now
                 if not entries and keys.is_isolation:
                     # Wait without claiming: an isolation worker holds one message at
                     # most, so nothing may be taken but by the reserved read above.
@@ -327,35 +298,30 @@ class RedisConsumer(Consumer):
                 elif not entries:
                     entries = await self._block(keys, streams)
                     raise_if_cancelling()
-                delay = 0.05
+                delays.reset()
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelling()
                 event(log, logging.WARNING, "redis.reconnecting", queue=keys.name, error=exc)
                 reconnected = True
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                await delays.wait()
                 continue
             except Exception as exc:
                 raise_if_cancelling()
                 if _group_gone(exc):
                     if not await self._restore_groups(keys):  # Redis refuses: not in a hot loop
-                        await asyncio.sleep(delay)
-                        delay = min(2.0, delay * 2)
+                        await delays.wait()
                     continue
                 # Anything else (a read-only replica, out of memory): say so once, retry.
                 if str(exc) != failing:
                     event(log, logging.ERROR, "redis.fetch_failed", queue=keys.name, error=exc)
                     failing = str(exc)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                await delays.wait()
                 continue
             if failing:
                 event(log, logging.INFO, "redis.fetch_resumed", queue=keys.name)
                 failing = ""
             for stream, entry_id, fields in entries:
                 self._add(keys, stream, entry_id, fields, 1)
-            if entries:
-                _wake(self._arrived)
 
     async def _take_own_pending(self, keys: QueueKeys) -> None:
         """Take the entries pending under this consumer's name that it does not hold:
@@ -363,7 +329,6 @@ class RedisConsumer(Consumer):
         cancelled). They would otherwise wait a visibility timeout to be reclaimed.
         Read with XPENDING and XRANGE, which leave every delivery count as it is: they
         were never run, so the lost delivery does not count."""
-        found = False
         for stream in keys.by_priority:
             pending: Any = await self.client.xpending_range(
                 stream, GROUP, min="-", max="+", count=self.prefetch + 100, consumername=self.name
@@ -374,9 +339,7 @@ class RedisConsumer(Consumer):
                     continue
                 rows: Any = await self.client.xrange(stream, min=entry_id, max=entry_id)
                 for found_id, fields in rows:
-                    found = self._add(keys, stream, found_id, fields, 1, recovered=True) or found
-        if found:
-            _wake(self._arrived)
+                    self._add(keys, stream, found_id, fields, 1, recovered=True)
 
     def _holds(self, stream: str, entry_id: str) -> bool:
         return any(d.entry_id == entry_id and d.stream == stream for d in self._unsettled)
@@ -396,7 +359,7 @@ class RedisConsumer(Consumer):
         return entries
 
     async def _schedule(self, keys: QueueKeys) -> None:
-        move = self.transport.script("MOVE_DUE")
+        move = self.context.script("MOVE_DUE")
         script_keys = [keys.delayed, keys.dead, *keys.streams]
         retrying = False  # an outage is reported once, not every half second
         while True:
@@ -429,7 +392,7 @@ class RedisConsumer(Consumer):
             await asyncio.sleep(wait)
 
     async def _reclaim(self) -> None:
-        reclaim = self.transport.script("RECLAIM")
+        reclaim = self.context.script("RECLAIM")
         idle_ms = int(self.settings.visibility_timeout * 1000)
         interval = min(30.0, max(0.5, self.settings.visibility_timeout / 2))
         rounds = 0
@@ -482,7 +445,7 @@ class RedisConsumer(Consumer):
             )
         self._restored[keys.name] = now
         try:
-            await self.transport.ensure_groups(keys)
+            await self.context.ensure_groups(keys)
         except BrokerError:
             return False
         return True
@@ -494,7 +457,7 @@ class RedisConsumer(Consumer):
             for stream in keys.streams:
                 with contextlib.suppress(BrokerError), translated("forget dead consumers"):
                     removed += int(
-                        await self.transport.script("FORGET_IDLE_CONSUMERS")(
+                        await self.context.script("FORGET_IDLE_CONSUMERS")(
                             keys=[stream], args=[GROUP, int(idle * 1000), self.name]
                         )
                     )
@@ -514,21 +477,15 @@ class RedisConsumer(Consumer):
             count=len(claimed),
             note="taken over from a worker that stopped refreshing them",
         )
-        _wake(self._arrived)
 
     async def _keep_buffer_alive(self) -> None:
-        interval = self.transport.heartbeat_interval or 20.0
+        interval = self._heartbeat_interval or 20.0
         while True:
             raise_if_cancelling()
             await asyncio.sleep(interval)
             for delivery in list(self._ready):
                 with contextlib.suppress(BrokerError):
                     await delivery.keep_alive()
-
-
-def _wake(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
 
 
 def _group_gone(exc: BaseException) -> bool:

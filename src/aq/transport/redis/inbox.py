@@ -14,17 +14,16 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import exceptions as redis_errors
 
 from aq import background
 from aq.errors import BrokerError
 from aq.transport.base import Inbox
+from aq.transport.kit import ReconnectDelay
 from aq.transport.redis.connection import CONNECTION_ERRORS, raise_if_cancelling, retrying
-
-if TYPE_CHECKING:
-    from aq.transport.redis.transport import RedisTransport
+from aq.transport.redis.context import RedisContext
 
 __all__ = ["ControlInbox", "ReplyInbox"]
 
@@ -36,15 +35,15 @@ _BLOCK_MS = 1_000
 class _StreamInbox(Inbox):
     """Reads one stream from ``_last`` onwards, surviving outages."""
 
-    def __init__(self, transport: RedisTransport, stream: str, start_id: str) -> None:
-        self._transport = transport
+    def __init__(self, context: RedisContext, stream: str, start_id: str) -> None:
+        self._context = context
         self._stream = stream
         self._last = start_id
         self._buffer: deque[bytes] = deque()
 
     async def _read(self) -> Any:
         """One blocking read from ``_last`` on."""
-        return await self._transport.client.xread(
+        return await self._context.client.xread(
             {self._stream: self._last}, count=1000, block=_BLOCK_MS
         )
 
@@ -52,20 +51,19 @@ class _StreamInbox(Inbox):
         """Called after a read failed because the connection was lost."""
 
     async def get(self) -> bytes:
-        delay = 0.05
+        delays = ReconnectDelay()
         while not self._buffer:
             try:
                 result = await self._read()
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelling()
                 log.warning("%s lost its connection (%s); reconnecting", self._stream, exc)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                await delays.wait()
                 with contextlib.suppress(BrokerError):
                     await self._after_outage()
                 continue
             raise_if_cancelling()
-            delay = 0.05
+            delays.reset()
             for _stream, entries in result or ():
                 for entry_id, fields in entries:
                     self._last = entry_id
@@ -79,11 +77,11 @@ class _StreamInbox(Inbox):
 class ReplyInbox(_StreamInbox):
     """A producer's reply stream, kept alive by refreshing its liveness key."""
 
-    def __init__(self, transport: RedisTransport, inbox_id: str) -> None:
-        stream, self._alive = transport.keys.inbox(inbox_id)
-        super().__init__(transport, stream, "0-0")
+    def __init__(self, context: RedisContext, inbox_id: str) -> None:
+        stream, self._alive = context.keys.inbox(inbox_id)
+        super().__init__(context, stream, "0-0")
         self.address = inbox_id
-        self._ttl_ms = int(transport.settings.reply_ttl * 1000)
+        self._ttl_ms = int(context.settings.reply_ttl * 1000)
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -91,7 +89,7 @@ class ReplyInbox(_StreamInbox):
         self._refresher = background.start("aq-inbox-refresh", self._refresh)
 
     async def _mark_alive(self) -> None:
-        client = self._transport.client
+        client = self._context.client
 
         async def mark() -> Any:
             # Replies expire with the liveness key (the reply scripts cap them at
@@ -101,10 +99,10 @@ class ReplyInbox(_StreamInbox):
                 pipe.pexpire(self._stream, self._ttl_ms)
                 return await pipe.execute()
 
-        await retrying("open the reply inbox", mark, self._transport.settings.publish_timeout)
+        await retrying("open the reply inbox", mark, self._context.settings.publish_timeout)
 
     async def _refresh(self) -> None:
-        interval = self._transport.settings.reply_ttl / 3
+        interval = self._context.settings.reply_ttl / 3
         while True:
             raise_if_cancelling()
             await asyncio.sleep(interval)
@@ -118,7 +116,7 @@ class ReplyInbox(_StreamInbox):
             return await super()._read()
         # What was received before is no longer needed: trim it in the same round
         # trip as the next read, which then waits at once.
-        async with self._transport.client.pipeline(transaction=False) as pipe:
+        async with self._context.client.pipeline(transaction=False) as pipe:
             pipe.xtrim(self._stream, minid=self._last, approximate=False)
             pipe.xread({self._stream: self._last}, count=1000, block=_BLOCK_MS)
             _, result = await pipe.execute()
@@ -132,13 +130,13 @@ class ReplyInbox(_StreamInbox):
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
         with contextlib.suppress(*CONNECTION_ERRORS, redis_errors.RedisError):
-            await self._transport.client.delete(self._stream, self._alive)
+            await self._context.client.delete(self._stream, self._alive)
         await super().close()
 
 
 class ControlInbox(_StreamInbox):
     """The control stream, read from ``start_id`` onwards."""
 
-    def __init__(self, transport: RedisTransport, start_id: str) -> None:
-        super().__init__(transport, transport.keys.control, start_id)
-        self.address = transport.keys.control
+    def __init__(self, context: RedisContext, start_id: str) -> None:
+        super().__init__(context, context.keys.control, start_id)
+        self.address = context.keys.control

@@ -29,6 +29,10 @@ __all__ = [
     "REPLY",
     "REPLY_ACK_MANY",
     "REQUEUE",
+    "STORE_ACQUIRE_LEASE",
+    "STORE_ADD_MEMBER",
+    "STORE_END_LEASE",
+    "STORE_SET_FENCED",
 ]
 
 #: Read up to ARGV[3] new entries, from the first stream in KEYS (highest
@@ -220,4 +224,59 @@ for _, info in ipairs(consumers) do
   end
 end
 return removed
+"""
+
+
+# -- the store (aq/transport/redis/store.py) ----------------------------------------
+# A lease's key holds "owner<TAB>token" and expires; its token counter lives
+# beside it (same hash slot) and outlives it, so tokens keep growing.
+
+#: Add ARGV[1] to the set KEYS[1], expire it in ARGV[2] ms; return its size.
+STORE_ADD_MEMBER = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('SCARD', KEYS[1])
+"""
+
+#: Take the lease KEYS[1] (token counter KEYS[2]) for owner ARGV[1] for ARGV[2]
+#: ms; the counter is kept ARGV[3] ms. Returns the token, or false if another
+#: owner holds it. Its own owner renews it and keeps its token.
+STORE_ACQUIRE_LEASE = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local owner, token = string.match(held, '^(.*)\t(%d+)$')
+  if owner ~= ARGV[1] then return false end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(token)
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1] .. '\t' .. token, 'PX', ARGV[2])
+return token
+"""
+
+#: If the lease KEYS[1] is still "ARGV[1]" (owner<TAB>token): with ARGV[2] a
+#: number of ms, extend it by that; with ARGV[2] empty, delete it. Returns 1 if
+#: it was still held, else 0.
+STORE_END_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+#: Write ARGV[1] to KEYS[1] for ARGV[2] ms unless its fence KEYS[2] has seen a
+#: token above ARGV[3] or, when the lease's key KEYS[3] is given (single-node
+#: Redis: it lies in another hash slot), the lease is not "ARGV[4]" any more.
+#: Returns 1 if written, else 0.
+STORE_SET_FENCED = """
+local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[3]) < seen then return 0 end
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return 1
 """

@@ -1,0 +1,135 @@
+"""Deliveries settled once, and a consumer that hands out what it has buffered.
+
+Every backend's consumer keeps the deliveries its server sent ahead of the
+worker (up to the prefetch) in a buffer, hands them out one at a time, and
+tracks each one until it is settled: acked, requeued, dead-lettered, isolated,
+returned on close, or abandoned. :class:`OnceDelivery` makes the first of
+those win and the rest do nothing; :class:`BufferedConsumer` owns the buffer,
+the set of unsettled deliveries and the waiting for the next one. A backend
+supplies how a delivery is settled on its server, and may refuse a buffered
+delivery when it is handed out (RabbitMQ drops those whose channel closed).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from aq.errors import BrokerError
+from aq.transport.base import Consumer, Delivery
+
+__all__ = ["BufferedConsumer", "OnceDelivery", "wake"]
+
+D = TypeVar("D", bound="OnceDelivery")
+
+
+class OnceDelivery(Delivery):
+    """A delivery whose first settlement wins; later ones do nothing.
+
+    Subclasses settle through :meth:`_settle`, which runs the server-side step
+    and, once it has worked, stops the consumer from tracking the delivery. A
+    step that raises leaves the delivery unsettled, so it can be tried again.
+    """
+
+    __slots__ = ("_holder", "_settled")
+
+    def __init__(
+        self, holder: BufferedConsumer[D], body: bytes, queue: str, delivery_count: int
+    ) -> None:
+        super().__init__(body, queue, delivery_count)
+        self._holder: BufferedConsumer[D] = holder
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        """Whether a settlement has completed (or one that cannot fail is under way)."""
+        return self._settled
+
+    async def _settle(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` unless this delivery is settled; then it is."""
+        if self.settled:
+            return
+        await step()
+        self._drop()
+
+    def _drop(self) -> None:
+        """Count this delivery settled and let its consumer forget it, without a step."""
+        self._settled = True
+        self._holder.forget(self)  # type: ignore[arg-type]
+
+    def abandon(self) -> None:
+        """Stop tracking it unsettled; the server delivers it again (see Delivery)."""
+        self._drop()
+
+
+class BufferedConsumer(Consumer, Generic[D]):
+    """Buffers deliveries, hands them out in arrival order, tracks them until settled."""
+
+    def __init__(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self._ready: deque[D] = deque()
+        self._unsettled: set[D] = set()
+        self._arrived: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @property
+    def holding(self) -> int:
+        """Deliveries received and not yet settled (buffered or being worked on)."""
+        return len(self._unsettled)
+
+    def hand_out(self, delivery: D) -> None:
+        """Buffer ``delivery`` for :meth:`get` and track it until it is settled."""
+        self._unsettled.add(delivery)
+        self._ready.append(delivery)
+        wake(self._arrived)
+
+    def forget(self, delivery: D) -> None:
+        """Stop tracking ``delivery`` (it was settled or abandoned); frees its slot."""
+        self._unsettled.discard(delivery)
+        self._forgotten(delivery)
+
+    def _forgotten(self, delivery: D) -> None:
+        """Called after a delivery stopped being tracked (room for another)."""
+
+    async def _accept(self, delivery: D) -> bool:
+        """Whether a buffered delivery may be handed out now; a refused one is forgotten
+        by this hook's override. Backends override it."""
+        return True
+
+    async def get(self) -> D:
+        while True:
+            if self._closed:
+                raise BrokerError("consumer is closed")
+            if self._ready:
+                delivery = self._ready.popleft()
+                if await self._accept(delivery):
+                    return delivery
+                continue
+            await self._wait_for_arrival()
+
+    async def _wait_for_arrival(self) -> None:
+        """Wait until :meth:`hand_out` buffers something (or the consumer closes).
+        A backend that fetches on demand overrides it to fetch."""
+        self._arrived = asyncio.get_running_loop().create_future()
+        await self._arrived
+
+    def _stop_handing_out(self) -> bool:
+        """Mark the consumer closed and wake a waiting :meth:`get`; False if it was already."""
+        if self._closed:
+            return False
+        self._closed = True
+        wake(self._arrived)
+        return True
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop consuming; deliveries not yet settled are returned to their queues."""
+
+
+def wake(future: asyncio.Future[None] | None) -> None:
+    """Resolve ``future`` if it is still pending (a waiter's wake-up call)."""
+    if future is not None and not future.done():
+        future.set_result(None)

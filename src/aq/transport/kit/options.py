@@ -1,0 +1,123 @@
+"""aq's options in a broker URL's query string, parsed and checked in one place.
+
+A backend's settings are a frozen dataclass that extends :class:`CommonSettings`
+(the options every transport takes: ``prefix``, ``publish_timeout``,
+``reply_ttl``, ``max_deliveries``) with its own. Each field may carry a check in
+its metadata (``field(metadata={"check": ...})``): a function of the parsed
+value that returns what is wrong with it, or ``None``. :func:`read_options`
+takes aq's options out of the URL (the client library gets the rest), converts
+each to its field's type, runs the checks and builds the settings, so an
+invalid option fails when the broker is built, naming the option and what it
+accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aq.errors import ConfigurationError
+
+__all__ = ["CommonSettings", "check_positive", "read_options"]
+
+S = TypeVar("S", bound="CommonSettings")
+
+#: A check of one option: what is wrong with the value, or None.
+Check = Callable[[Any], "str | None"]
+
+
+def check_positive(value: float) -> str | None:
+    return None if value > 0 else "it must be positive"
+
+
+def _check_prefix(value: str) -> str | None:
+    if not value or any(c in value for c in "*#"):
+        return "it must be non-empty and contain no '*' or '#'"
+    return None
+
+
+def _check_max_deliveries(value: int) -> str | None:
+    if value < 2:
+        return (
+            "it must be at least 2, since a crash is blamed on a task only once it has "
+            "crashed a worker while running alone"
+        )
+    return None
+
+
+def option(default: Any, check: Check | None = check_positive) -> Any:
+    """A settings field with ``default`` and a ``check`` run on the value parsed."""
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommonSettings:
+    """The options every transport takes.
+
+    Attributes:
+        prefix: the first part of every key or queue name, to share one server
+            between apps.
+        publish_timeout: seconds ``kiq()`` (and every other operation a caller
+            waits for) keeps retrying during an outage before it raises
+            :class:`aq.BrokerUnavailable`.
+        reply_ttl: seconds a producer's reply address outlives the producer.
+        max_deliveries: a task that has crashed its worker this many times, the
+            last while running alone, is dead-lettered (see aq.worker.crashes);
+            at least 2.
+    """
+
+    prefix: str = option("aq", _check_prefix)
+    publish_timeout: float = option(10.0)
+    reply_ttl: float = option(300.0)
+    max_deliveries: int = option(10, _check_max_deliveries)
+
+
+def read_options(
+    url: str,
+    settings: type[S],
+    given: Mapping[str, Any] | None = None,
+) -> tuple[str, S]:
+    """Split ``url`` into the URL for the client library and ``settings``.
+
+    Args:
+        url: the broker URL; query parameters named like a field of ``settings``
+            are aq's, the others stay in the returned URL.
+        settings: the backend's settings class.
+        given: options passed to ``aq.Broker(...)`` (win over the URL's).
+
+    Raises:
+        aq.ConfigurationError: an option's value is invalid, or ``given`` names
+            an option the backend does not have.
+    """
+    parts = urlsplit(url)
+    ours = {f.name: f for f in dataclasses.fields(settings)}
+    kept: list[tuple[str, str]] = []
+    raw: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ours:
+            raw[key] = value
+        else:
+            kept.append((key, value))
+    for key, value in (given or {}).items():
+        if key not in ours:
+            raise ConfigurationError(f"the {key} option does not apply to {parts.scheme}:// URLs")
+        if value is not None:
+            raw[key] = value
+    values = {key: _convert(ours[key], value) for key, value in raw.items()}
+    clean = urlunsplit(parts._replace(query=urlencode(kept)))
+    return clean, settings(**values)
+
+
+def _convert(field: dataclasses.Field[Any], value: Any) -> Any:
+    kind = {"int": int, "float": float}.get(str(field.type), str)
+    try:
+        parsed = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"invalid {field.name}={value!r} in the broker URL") from None
+    check: Check | None = field.metadata.get("check")
+    problem = check(parsed) if check is not None else None
+    if problem:
+        raise ConfigurationError(f"invalid {field.name}={value!r} in the broker URL: {problem}")
+    return parsed

@@ -1,0 +1,138 @@
+"""The in-process :class:`~aq.transport.store.Store` of a ``memory://`` broker.
+
+Values live in the hub (:mod:`aq.transport.memory.hub`) with their expiry;
+expiries also sit in a heap, so each write drops what has expired in time
+proportional to what expired, never by scanning everything kept. Every
+operation runs within one step of the event loop, so it is atomic.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aq.errors import BrokerError, ConfigurationError
+from aq.transport.memory.hub import Hub, attach, detach, hub_name
+from aq.transport.store import Lease, Store
+
+__all__ = ["MemoryStore"]
+
+_FENCE = "\0fence"
+_TOKEN = "\0token"
+
+
+class MemoryStore(Store):
+    """A store inside this process; see the module docstring."""
+
+    def __init__(
+        self, url: str | Callable[[], Hub], options: Mapping[str, Any] | None = None
+    ) -> None:
+        if options:
+            raise ConfigurationError(
+                f"the {', '.join(sorted(options))} option(s) do not apply to memory:// stores"
+            )
+        self._hub: Hub | None = None
+        if isinstance(url, str):
+            self._name, self._shared = hub_name(url), None
+        else:  # a memory transport's own store: its hub, once it is connected
+            self._name, self._shared = "", url
+
+    @property
+    def hub(self) -> Hub:
+        if self._shared is not None:
+            return self._shared()
+        if self._hub is None:
+            raise BrokerError("the memory store is not connected; call connect() first")
+        return self._hub
+
+    async def connect(self) -> None:
+        if self._shared is None and self._hub is None:
+            self._hub = attach(self._name)
+
+    async def close(self) -> None:
+        if self._hub is not None:
+            hub, self._hub = self._hub, None
+            detach(self._name, hub)
+
+    def _read(self, key: str) -> object | None:
+        found = self.hub.values.get(key)
+        if found is None or found[0] <= time.time():
+            return None
+        return found[1]
+
+    def _write(self, key: str, value: object, ttl: float) -> None:
+        hub, now = self.hub, time.time()
+        while hub.expiries and hub.expiries[0][0] <= now:
+            expiry, old = heapq.heappop(hub.expiries)
+            kept = hub.values.get(old)
+            if kept is not None and kept[0] <= now:
+                del hub.values[old]
+        expiry = now + ttl
+        hub.values[key] = (expiry, value)
+        heapq.heappush(hub.expiries, (expiry, key))
+
+    async def get(self, key: str) -> bytes | None:
+        value = self._read(key)
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, *, ttl: float) -> None:
+        self._write(key, value, ttl)
+
+    async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
+        if self._read(key) is not None:
+            return False
+        self._write(key, value, ttl)
+        return True
+
+    async def delete(self, key: str) -> bool:
+        present = self._read(key) is not None
+        self.hub.values.pop(key, None)
+        return present
+
+    async def add_member(self, key: str, member: str, *, ttl: float) -> int:
+        found = self._read(key)
+        members = found if isinstance(found, frozenset) else frozenset()
+        members = members | {member}
+        self._write(key, members, ttl)
+        return len(members)
+
+    def _holder(self, name: str) -> tuple[str, int] | None:
+        held = self._read(f"lease:{name}")
+        return held if isinstance(held, tuple) else None
+
+    async def acquire_lease(self, name: str, owner: str, *, ttl: float) -> Lease | None:
+        held = self._holder(name)
+        if held is not None and held[0] != owner:
+            return None
+        if held is None:
+            last = self._read(f"lease:{name}{_TOKEN}")
+            token = (last if isinstance(last, int) else 0) + 1
+            self._write(f"lease:{name}{_TOKEN}", token, max(ttl, 30 * 24 * 3600))
+        else:
+            token = held[1]
+        self._write(f"lease:{name}", (owner, token), ttl)
+        return Lease(name, owner, token)
+
+    async def renew_lease(self, lease: Lease, *, ttl: float) -> bool:
+        if self._holder(lease.name) != (lease.owner, lease.token):
+            return False
+        self._write(f"lease:{lease.name}", (lease.owner, lease.token), ttl)
+        return True
+
+    async def release_lease(self, lease: Lease) -> bool:
+        if self._holder(lease.name) != (lease.owner, lease.token):
+            return False
+        self.hub.values.pop(f"lease:{lease.name}", None)
+        return True
+
+    async def set_fenced(self, key: str, value: bytes, *, ttl: float, lease: Lease) -> bool:
+        seen = self._read(key + _FENCE)
+        if isinstance(seen, int) and lease.token < seen:
+            return False
+        if self._holder(lease.name) != (lease.owner, lease.token):
+            return False
+        self._write(key, value, ttl)
+        self._write(key + _FENCE, lease.token, ttl)
+        return True

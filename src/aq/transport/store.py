@@ -1,0 +1,125 @@
+"""The ``Store``: state kept by key, shared by every process that uses one server.
+
+Where a :class:`~aq.transport.base.Transport` moves messages, a store keeps
+what must be found again by key: the final outcome of a task (``result_ttl``),
+and the coordination state of features that need agreement between processes
+without a coordinator: who leads (a lease with a fencing token), whether a
+thing was done already (set-if-absent), how many distinct members of a group
+have reported (an idempotent membership count).
+
+Every operation is atomic on the server (a Lua script on Redis; one event-loop
+step in memory), and every key it writes expires, or belongs to a lease that
+expires, so a process killed at any point leaves nothing behind for ever.
+
+Keys are plain strings chosen by the runtime (``result:<task id>``,
+``lease:<name>``); a store adds its own namespace (the URL's ``prefix``).
+Values are opaque bytes.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+__all__ = ["Lease", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease held on ``name`` by ``owner``.
+
+    Attributes:
+        name: what is leased (for example the scheduler's leadership).
+        owner: who holds it: an id unique to one process.
+        token: the fencing token. It grows each time the lease passes to a new
+            holder (never when its holder renews it), so a write that carries a
+            lower token than the current one comes from a deposed holder and is
+            refused (:meth:`Store.set_fenced`).
+    """
+
+    name: str
+    owner: str
+    token: int
+
+
+class Store(abc.ABC):
+    """State kept by key with expiry; see the module docstring.
+
+    Use as an async context manager, or call :meth:`connect` and :meth:`close`.
+    A store a transport hands out (:meth:`Transport.store`) shares its
+    connection: the broker connects the transport, and that store with it.
+    """
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open connections; raises :class:`aq.BrokerUnavailable` if the server is unreachable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close connections. Safe to call more than once."""
+
+    # -- values ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None:
+        """The value at ``key``, or ``None`` if there is none (or it expired)."""
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Keep ``value`` at ``key`` for ``ttl`` seconds, replacing what was there."""
+
+    @abc.abstractmethod
+    async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
+        """Keep ``value`` at ``key`` for ``ttl`` seconds unless a value is there;
+        whether it was written."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove the value at ``key``; whether there was one."""
+
+    # -- counting --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_member(self, key: str, member: str, *, ttl: float) -> int:
+        """Add ``member`` to the set at ``key`` and return how many distinct members
+        it holds. Adding a member twice counts it once, so a step run again after a
+        crash does not count twice. The set expires ``ttl`` seconds after its last
+        change."""
+
+    # -- leases ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, owner: str, *, ttl: float) -> Lease | None:
+        """Take the lease on ``name`` for ``ttl`` seconds if it is free or already
+        ``owner``'s (then it is renewed, its token unchanged); ``None`` while another
+        owner holds it."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, lease: Lease, *, ttl: float) -> bool:
+        """Extend ``lease`` by ``ttl`` seconds from now; ``False`` if it was lost
+        (expired and taken by someone else, or released)."""
+
+    @abc.abstractmethod
+    async def release_lease(self, lease: Lease) -> bool:
+        """Give ``lease`` up at once; ``False`` if it was no longer held."""
+
+    @abc.abstractmethod
+    async def set_fenced(self, key: str, value: bytes, *, ttl: float, lease: Lease) -> bool:
+        """:meth:`set`, but only while ``lease`` is the current lease on its name
+        (its holder, its token); whether it was written. A holder that lost its
+        lease without noticing (a long pause) cannot overwrite its successor's
+        state."""
