@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,6 +460,32 @@ async def test_max_tasks_per_child_runs_the_worker_under_a_supervisor() -> None:
         sent_after = supervisor.signal(signal.SIGTERM)
         await supervisor.wait_for("supervisor.stopped", after=sent_after)
         assert await supervisor.wait_exit() == 0, supervisor.stderr
+
+
+@pytest.mark.parametrize("broker", ["redis", "amqp"], indirect=True)
+async def test_max_tasks_per_child_replaces_the_child_after_that_many_tasks(
+    broker: aq.Broker,
+) -> None:
+    @broker.task(name="remote.pid")  # the producer's view of tests/apps/remote.py
+    async def pid() -> int:
+        raise NotImplementedError("runs in the worker process")
+
+    env = {"AQ_BROKER_URL": broker.url}
+    args = ("--processes", "1", "--max-tasks-per-child", "3", "--shutdown-timeout", "5")
+    async with aq_worker(*args, app="tests.apps.remote:broker", env=env) as supervisor:
+        await supervisor.wait_for("worker.started", 2)  # the worker and the isolation worker
+        handles = [await pid.kiq() for _ in range(10)]
+        pids = [await h.result(timeout=TIMEOUT) for h in handles]
+        children = {
+            int(e.fields["pid"]) for e in supervisor.find("supervisor.child_started", slot=0)
+        }
+        replaced = supervisor.find("supervisor.child_exited", slot=0, code=0)
+    served = Counter(pids)
+    assert set(served) <= children
+    assert max(served.values()) <= 3
+    assert len(served) >= 4  # 10 tasks, at most 3 to a child
+    assert len(replaced) >= 3
+    assert "Traceback" not in supervisor.stderr
 
 
 @pytest.mark.parametrize("option", ["--processes", "--max-tasks-per-child"])

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import aq
 from aq.cli import app
+from tests.apps.codec import BackwardsJSON
 from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix
 
 APP = "tests.apps.basic:broker"
@@ -41,7 +42,8 @@ async def _delete_amqp(url: str, queues: list[str]) -> None:
 
 def aq_command(url: str, *args: str) -> str:
     # Each command is its own process in real use: import the app afresh, with this URL.
-    sys.modules.pop("tests.apps.basic", None)
+    for module in ("tests.apps.basic", "tests.apps.codec"):
+        sys.modules.pop(module, None)
     result = CliRunner().invoke(app, list(args), env={"AQ_BROKER_URL": url, "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
@@ -84,7 +86,32 @@ def test_dlq_list_shows_each_dead_letter_with_its_reason(url: str) -> None:
     output = aq_command(url, "dlq", "list", APP, "--queue", "mail")
     lines = output.splitlines()
     assert lines[-1] == "2 dead letter(s) in mail"
-    assert all("(not JSON)  undecodable message: not valid JSON" in line for line in lines[:2])
+    assert all(
+        "(not application/json)  undecodable message: not valid JSON" in line for line in lines[:2]
+    )
+
+
+def test_dlq_list_decodes_bodies_with_the_brokers_serializer(url: str) -> None:
+    async def run() -> None:
+        broker = aq.Broker(url, serializer=BackwardsJSON())
+
+        @broker.task(name="codec.refuse")  # as tests/apps/codec.py
+        async def refuse() -> None:
+            raise ValueError("refused")
+
+        async with broker:
+            await refuse.kiq()
+            await broker.transport.publish("default", orjson.dumps({"task": "plain.json"}))
+            worker = aq.Worker(broker, queues=["default"])
+            async with worker:
+                await worker.wait_idle()
+
+    asyncio.run(run())
+    output = aq_command(url, "dlq", "list", "tests.apps.codec:broker")
+    letters = dict(line.split("  ")[2:] for line in output.splitlines()[:-1])
+    assert letters.keys() == {"codec.refuse", "(not application/x-backwards-json)"}
+    assert letters["codec.refuse"] == "failed after 1 attempt(s): ValueError: refused"
+    assert letters["(not application/x-backwards-json)"].startswith("undecodable message:")
 
 
 def test_dlq_requeue_sends_dead_letters_back(url: str) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orjson
-
 from aq.broker import Broker
+from aq.errors import MessageDecodeError
+from aq.serializer import Serializer
 from aq.transport.admin import DeadLetter, QueueStats
 
 __all__ = ["dead_letters", "purge", "purge_dead", "queue_stats", "requeue_dead", "task_name"]
@@ -46,12 +46,13 @@ async def purge_dead(broker: Broker, queue: str) -> int:
         return await broker.admin.purge_dead(queue)
 
 
-def task_name(body: bytes) -> str:
-    """The task a message body names, or a note saying why it cannot be read."""
+def task_name(body: bytes, serializer: Serializer) -> str:
+    """The task a message body names, decoded with the broker's ``serializer``, or a
+    note saying why it cannot be read (naming the content type it is not)."""
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return "(not JSON)"
+        value = serializer.loads(body)
+    except MessageDecodeError:
+        return f"(not {serializer.content_type})"
     if isinstance(value, dict) and isinstance(value.get("task"), str):
         return str(value["task"])
     return "(no task name)"

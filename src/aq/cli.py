@@ -256,7 +256,8 @@ def dlq_list(
         when = datetime.datetime.fromtimestamp(letter.dead_at, datetime.UTC).isoformat(
             timespec="seconds"
         )
-        typer.echo(f"{letter.id}  {when}  {admin.task_name(letter.body)}  {letter.reason}")
+        name = admin.task_name(letter.body, broker.serializer)
+        typer.echo(f"{letter.id}  {when}  {name}  {letter.reason}")
     typer.echo(f"{len(letters)} dead letter(s) in {queue}")
 
 

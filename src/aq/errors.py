@@ -23,6 +23,8 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "AQError",
     "BrokerError",
@@ -92,13 +94,25 @@ class Retry(AQError):
     """Raise inside a task to request another attempt.
 
     Args:
-        delay: seconds to wait before the next attempt; ``None`` uses the
-            task's backoff policy.
+        delay: seconds (0 or more, finite) to wait before the next attempt;
+            ``None`` uses the task's backoff policy.
         reason: a short text kept in the logs and, once attempts run out,
             in the dead-letter reason.
+
+    Raises:
+        ConfigurationError: ``delay`` is negative, NaN, infinite or not a number.
     """
 
     def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise ConfigurationError(
+                f"aq.Retry delay must be a finite number of seconds, 0 or more, not {delay!r}"
+            )
         super().__init__(reason)
         self.delay = delay
         self.reason = reason

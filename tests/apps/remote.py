@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import aq
 
 broker = aq.Broker()
@@ -11,3 +13,9 @@ broker = aq.Broker()
 async def add(a: int, b: int) -> int:
     """Return ``a + b``."""
     return a + b
+
+
+@broker.task(name="remote.pid")
+async def pid() -> int:
+    """Return the id of the worker process that runs it."""
+    return os.getpid()

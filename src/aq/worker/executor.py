@@ -2,8 +2,9 @@
 
 The :class:`Executor` owns what happens to a single message inside a worker:
 it rejects what cannot run (undecodable, unknown task, expired, cancelled) to
-the dead-letter store or with a reply, applies the task's limits, runs the
-function under its time limit with ``aq.context()`` set, and then hands the
+the dead-letter store or with a reply, applies the task's limits (and looks
+at ``expires`` again once its turn comes, since the wait may outlast it), runs
+the function under its time limit with ``aq.context()`` set, and then hands the
 outcome off before settling the delivery: the result reply is sent, a retry is
 republished or the message dead-lettered, and only then is it acked. A worker
 that dies anywhere before the ack leaves the message to be redelivered.
@@ -69,8 +70,10 @@ class Executor:
     Args:
         broker: the broker whose task registry, codec and middleware are used.
         limits: per-task rate and concurrency limits of this worker.
-        running: id -> delivery of every task function executing now; the worker
-            cancels the asyncio task handling an entry when a cancel request arrives.
+        running: id -> the deliveries of that id whose task function is executing
+            (or waiting for its turn) now; several when messages share an id. The
+            worker cancels the asyncio task handling each of them when a cancel
+            request for the id arrives.
         cancelled: ids whose cancellation was requested (running or not yet seen).
         crashes: what becomes of a message whose workers died while it ran.
         handoff: how hand-off steps ride out broker outages.
@@ -80,7 +83,7 @@ class Executor:
         self,
         broker: Broker,
         limits: TaskLimits,
-        running: MutableMapping[str, Delivery],
+        running: MutableMapping[str, set[Delivery]],
         cancelled: Callable[[str], bool],
         crashes: CrashPolicy,
         handoff: HandOff,
@@ -112,11 +115,8 @@ class Executor:
             await self._reply(message, "error", error_payload(error, with_traceback=False))
             await self._patiently(message, delivery.dead_letter, f"unknown task: {message.task!r}")
             return
-        if message.expires is not None and time.time() > message.expires:
-            event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
-            expired = TaskExpired(message.id, "aq.errors.TaskExpired", "expired before it ran")
-            await self._reply(message, "error", error_payload(expired, with_traceback=False))
-            await self._patiently(message, delivery.dead_letter, "expired before it ran")
+        if _expired(message):
+            await self._expire(message, delivery)
             return
         if self.is_cancelled(message.id):
             await self._cancelled(
@@ -167,8 +167,18 @@ class Executor:
         )
         return False
 
+    async def _expire(self, message: TaskMessage, delivery: Delivery) -> None:
+        """Tell the producer, and dead-letter a message whose ``expires`` time has passed."""
+        event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
+        expired = TaskExpired(message.id, "aq.errors.TaskExpired", "expired before it ran")
+        await self._reply(message, "error", error_payload(expired, with_traceback=False))
+        await self._patiently(message, delivery.dead_letter, "expired before it ran")
+
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
         outcome = await self._attempt(task, message, delivery)
+        if outcome is None:  # it expired while it waited for its turn under the task's limits
+            await self._expire(message, delivery)
+            return
         middleware = self.broker.middleware
         if middleware:
             await self._after_hooks("after_execute", message, outcome)
@@ -212,31 +222,29 @@ class Executor:
             except Exception:
                 log.exception("middleware %s.%s failed", type(mw).__name__, hook)
 
-    async def _attempt(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> Outcome:
-        """Run the task function once, under its limits, time limit and context."""
+    async def _attempt(
+        self, task: AnyTask, message: TaskMessage, delivery: Delivery
+    ) -> Outcome | None:
+        """Run the task function once, under its limits, time limit and context.
+
+        Returns ``None``, without running it, when the message expired while it
+        waited for its turn under the task's rate limit or concurrency cap.
+        """
         limits = self.limits.get(task)
         started = time.perf_counter()
-        self.running[message.id] = delivery
+        self._track(message.id, delivery)
         timeout = message.timeout or task.config.timeout
         try:
-            set_context(
-                TaskContext(
-                    message.id,
-                    message.task,
-                    message.queue,
-                    message.attempt,
-                    message.max_attempts,
-                    message.headers,
-                    lambda value: self._reply(message, "progress", value),
-                )
-            )
-            for mw in self.broker.middleware:
-                await mw.before_execute(message)
-            try:
-                args, kwargs = task.argument_converter(message.args, message.kwargs)
-            except SerializationError as exc:  # a message that does not fit: never retried
-                return Outcome("failure", error=exc, duration=time.perf_counter() - started)
             async with limits.slot():
+                if _expired(message):
+                    return None
+                self._set_context(message)
+                for mw in self.broker.middleware:
+                    await mw.before_execute(message)
+                try:
+                    args, kwargs = task.argument_converter(message.args, message.kwargs)
+                except SerializationError as exc:  # a message that does not fit: never retried
+                    return Outcome("failure", error=exc, duration=time.perf_counter() - started)
                 if timeout is None:
                     value = await self._call(task, message, args, kwargs)
                 else:
@@ -256,7 +264,34 @@ class Executor:
                 "retry" if retry else "failure", error=exc, duration=time.perf_counter() - started
             )
         finally:
-            self.running.pop(message.id, None)
+            self._untrack(message.id, delivery)
+
+    def _set_context(self, message: TaskMessage) -> None:
+        set_context(
+            TaskContext(
+                message.id,
+                message.task,
+                message.queue,
+                message.attempt,
+                message.max_attempts,
+                message.headers,
+                lambda value: self._reply(message, "progress", value),
+            )
+        )
+
+    def _track(self, task_id: str, delivery: Delivery) -> None:
+        deliveries = self.running.get(task_id)
+        if deliveries is None:
+            self.running[task_id] = {delivery}
+        else:  # another message with this id runs too: a cancel must reach both
+            deliveries.add(delivery)
+
+    def _untrack(self, task_id: str, delivery: Delivery) -> None:
+        deliveries = self.running.get(task_id)
+        if deliveries is not None:
+            deliveries.discard(delivery)
+            if not deliveries:
+                del self.running[task_id]
 
     async def _call_with_deadline(
         self,
@@ -404,6 +439,11 @@ class Executor:
 
 
 _FINAL = frozenset(("result", "error", "end"))
+
+
+def _expired(message: TaskMessage) -> bool:
+    """Whether ``message``'s ``expires`` time has passed."""
+    return message.expires is not None and time.time() > message.expires
 
 
 def _describe(error: BaseException | None) -> str:

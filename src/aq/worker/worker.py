@@ -99,7 +99,8 @@ class Worker:
         self.finished_count = 0
         #: Tasks cancelled by shutdown, whose messages go back to the queue.
         self.interrupted_count = 0
-        self._running: dict[str, Delivery] = {}
+        #: Task id -> its deliveries running now (several when messages share an id).
+        self._running: dict[str, set[Delivery]] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self._executor = Executor(
             broker,
@@ -324,11 +325,11 @@ class Worker:
         revoked.move_to_end(task_id)
         while revoked and (len(revoked) > _REVOKED_MAX or next(iter(revoked.values())) < now):
             revoked.popitem(last=False)
-        delivery = self._running.get(task_id)
-        runner = self._inflight.get(delivery) if delivery is not None else None
-        if runner is not None:
-            event(log, logging.INFO, "task.cancelling", task_id=task_id)
-            runner.cancel()
+        for delivery in self._running.get(task_id, ()):
+            runner = self._inflight.get(delivery)
+            if runner is not None:
+                event(log, logging.INFO, "task.cancelling", task_id=task_id)
+                runner.cancel()
 
     def _is_revoked(self, task_id: str) -> bool:
         expiry = self._revoked.get(task_id)
