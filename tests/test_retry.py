@@ -41,7 +41,7 @@ async def test_a_retry_with_a_bad_delay_fails_the_task_saying_why(delay: float) 
             await (await impatient.kiq()).result(timeout=5)
         assert await (await ping.kiq()).result(timeout=5) == "pong"  # the worker is fine
         await worker.wait_idle()
-        [dead] = await broker.transport.dead_letters("default")
+        [dead] = await broker.admin.dead_letters("default")
     assert info.value.remote_type == "aq.errors.ConfigurationError"
     assert info.value.remote_message == (
         f"aq.Retry delay must be a finite number of seconds, 0 or more, not {delay!r}"

@@ -40,5 +40,5 @@ async def test_a_task_whose_turn_comes_after_it_expired_is_dead_lettered_not_run
     assert late == {}, "these ran this many seconds after they expired"
     assert expired, "the last ones' turn came after they expired"
     assert all(str(outcomes[i]).endswith("expired before it ran") for i in expired)
-    dead = await broker.transport.dead_letters("default")
+    dead = await broker.admin.dead_letters("default")
     assert [d.reason for d in dead] == ["expired before it ran"] * len(expired)

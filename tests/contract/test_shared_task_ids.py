@@ -38,4 +38,4 @@ async def test_a_cancel_reaches_a_twin_still_running_after_the_other_finished(
         async with asyncio.timeout(5):
             await slow_cancelled.wait()
         await worker.wait_idle()
-    assert await broker.transport.dead_letters("default") == []
+    assert await broker.admin.dead_letters("default") == []
