@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import aq
 import aq.errors
@@ -18,7 +20,16 @@ def test_all_names_exist_and_every_public_class_or_function_is_listed() -> None:
         for name, value in vars(aq).items()
         if not name.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
     }
-    assert set(aq.__all__) == public
+    assert public <= set(aq.__all__)
+    assert set(aq.__all__) - public == {"Worker"}  # imported on first use
+    assert all(getattr(aq, name) is not None for name in aq.__all__)
+
+
+def test_importing_aq_does_not_import_the_worker() -> None:
+    code = "import sys, aq; print(sorted(m for m in sys.modules if m.startswith('aq.worker')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert aq.Worker.__module__ == "aq.worker.worker"
 
 
 def test_every_error_derives_from_aq_error() -> None:

@@ -316,7 +316,7 @@ async def test_worker_help_lists_every_public_option(command: tuple[str, ...]) -
         "--no-supervise",
     ):
         assert _lists_option(result.stdout, option), f"{option} missing from:\n{result.stdout}"
-    for internal in ("--supervised", "--isolation"):  # how the supervisor starts its children
+    for internal in ("--supervised", "--crashes"):  # how the supervisor starts its children
         assert not _lists_option(result.stdout, internal)
 
 

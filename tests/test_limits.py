@@ -1,12 +1,14 @@
-"""Specification of aq.worker.limits: rate-limit parsing, the token bucket and retry backoff."""
+"""Specification of aq.options and aq.worker.limits: rate-limit parsing, the token bucket and retry backoff."""
 
 from __future__ import annotations
 
 import pytest
 
 import aq
+from aq.options import Backoff, RateLimit, parse_rate_limit
+from aq import options
 from aq.worker import limits
-from aq.worker.limits import Backoff, RateLimit, RateLimiter, parse_rate_limit
+from aq.worker.limits import RateLimiter
 
 
 class FakeClock:
@@ -30,7 +32,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 class FixedUniform:
-    """Stands in for the ``random`` module inside aq.worker.limits."""
+    """Stands in for the ``random`` module inside aq.options."""
 
     def __init__(self, pick: str) -> None:
         self.pick = pick
@@ -194,9 +196,9 @@ def test_backoff_jitter_spans_half_to_all_of_the_full_delay(
 ) -> None:
     backoff = Backoff(base, maximum)
 
-    monkeypatch.setattr(limits, "random", FixedUniform("low"))
+    monkeypatch.setattr(options, "random", FixedUniform("low"))
     lowest = backoff.delay(attempt)
-    monkeypatch.setattr(limits, "random", FixedUniform("high"))
+    monkeypatch.setattr(options, "random", FixedUniform("high"))
     highest = backoff.delay(attempt)
 
     assert (lowest, highest) == pytest.approx((full / 2, full))

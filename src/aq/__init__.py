@@ -3,8 +3,11 @@
 Define tasks with ``@broker.task``, send them with ``await task.kiq(...)``, run
 them with ``aq worker module:broker``, and await results pushed back to the
 producer. The names below are the whole public API; everything else lives in
-modules you do not need to import.
+modules you do not need to import. ``aq.Worker`` is imported on first use, so a
+process that only sends tasks never loads the worker.
 """
+
+from typing import TYPE_CHECKING
 
 from aq.broker import Broker
 from aq.context import TaskContext, context
@@ -30,7 +33,9 @@ from aq.handle import StreamHandle, TaskHandle
 from aq.message import TaskMessage
 from aq.middleware import Middleware, Outcome
 from aq.task import StreamTask, SyncTask, Task, TaskCall
-from aq.worker.worker import Worker
+
+if TYPE_CHECKING:
+    from aq.worker.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -65,3 +70,11 @@ __all__ = [
     "WorkerCrashed",
     "context",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Worker":
+        from aq.worker.worker import Worker  # the producer side never needs it
+
+        return Worker
+    raise AttributeError(f"module 'aq' has no attribute {name!r}")

@@ -15,25 +15,23 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
 from aq.errors import ConfigurationError, ResultNotFound, SerializationError
-from aq.handle import remote_error
-from aq.message import PROTOCOL_VERSION, TaskMessage, decode_reply, new_id, result_key
+from aq.message import (
+    ControlMessage,
+    TaskMessage,
+    decode_reply,
+    encode_control,
+    remote_error,
+    result_key,
+)
 from aq.middleware import Middleware
+from aq.options import TaskOptions, check_seconds, task_config
 from aq.replies import ReplyListener, ResultWaiter
 from aq.serializer import JSONSerializer, Serializer
-from aq.task import (
-    AnyTask,
-    StreamTask,
-    SyncTask,
-    Task,
-    TaskConfig,
-    check_priority,
-    check_seconds,
-)
+from aq.task import AnyTask, StreamTask, SyncTask, Task
 from aq.transport import Admin, Store, Transport, create_store, create_transport
-from aq.worker.limits import Backoff, parse_rate_limit
 
 __all__ = ["Broker", "TaskDecorator"]
 
@@ -49,9 +47,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 class TaskDecorator:
     """The decorator returned by ``broker.task(...)`` with options."""
 
-    def __init__(self, broker: Broker, settings: dict[str, Any]) -> None:
+    def __init__(self, broker: Broker, options: TaskOptions) -> None:
         self._broker = broker
-        self._settings = settings
+        self._options = options
 
     @overload
     def __call__(self, fn: Callable[P, AsyncIterator[Y]]) -> StreamTask[P, Y]: ...  # type: ignore[overload-overlap]
@@ -60,7 +58,7 @@ class TaskDecorator:
     @overload
     def __call__(self, fn: Callable[P, R]) -> SyncTask[P, R]: ...
     def __call__(self, fn: Callable[..., Any]) -> AnyTask:
-        return self._broker.register(fn, **self._settings)
+        return self._broker.register(fn, **self._options)
 
 
 class Broker:
@@ -222,112 +220,34 @@ class Broker:
     @overload
     def task(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
     @overload
-    def task(
-        self,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 600.0,
-        rate_limit: str | None = None,
-        max_concurrency: int | None = None,
-        priority: int = 0,
-    ) -> TaskDecorator: ...
+    def task(self, **options: Unpack[TaskOptions]) -> TaskDecorator: ...
     def task(  # type: ignore[misc]  # mypy misreads the keyword-only overload
-        self,
-        fn: Callable[..., Any] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 600.0,
-        rate_limit: str | None = None,
-        max_concurrency: int | None = None,
-        priority: int = 0,
+        self, fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptions]
     ) -> Any:
         """Register a function as a task: ``@broker.task`` or ``@broker.task(...)``.
 
-        Args:
-            name: the name workers know it by (default ``module.qualname``).
-            queue: the queue it is sent to (default: the broker's default queue).
-            timeout: seconds an attempt may run before it is cancelled with
-                :class:`aq.TaskTimeout`.
-            retries: how many times a failed attempt is retried before the
-                message is dead-lettered.
-            retry_backoff: the first retry's delay in seconds; doubles each retry,
-                with jitter.
-            retry_backoff_max: the longest retry delay in seconds.
-            rate_limit: at most this many starts per worker, e.g. ``"100/s"``.
-            max_concurrency: at most this many running at once per worker.
-            priority: default priority, 0 to 9 (higher first).
+        The options are those of :class:`aq.options.TaskOptions`: ``name``,
+        ``queue``, ``timeout``, ``retries``, ``retry_backoff``,
+        ``retry_backoff_max``, ``rate_limit``, ``max_concurrency``, ``priority``.
 
         Raises:
             aq.ConfigurationError: an option is invalid or the name is taken.
         """
-        settings: dict[str, Any] = {
-            "name": name,
-            "queue": queue,
-            "timeout": timeout,
-            "retries": retries,
-            "retry_backoff": retry_backoff,
-            "retry_backoff_max": retry_backoff_max,
-            "rate_limit": rate_limit,
-            "max_concurrency": max_concurrency,
-            "priority": priority,
-        }
         if fn is not None:
-            return self.register(fn, **settings)
-        return TaskDecorator(self, settings)
+            return self.register(fn, **options)
+        return TaskDecorator(self, options)
 
-    def register(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 600.0,
-        rate_limit: str | None = None,
-        max_concurrency: int | None = None,
-        priority: int = 0,
-    ) -> AnyTask:
+    def register(self, fn: Callable[..., Any], **options: Unpack[TaskOptions]) -> AnyTask:
         """Register ``fn`` as a task; the non-decorator form of :meth:`task`."""
         if not callable(fn):
             raise ConfigurationError(f"@broker.task needs a function, not {fn!r}")
-        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        task_name = options.get("name") or f"{fn.__module__}.{fn.__qualname__}"
         if task_name in self.tasks:
             raise ConfigurationError(
                 f"a task named {task_name!r} is already registered; "
                 "pass name=... to tell them apart"
             )
-        if not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"retries must be a non-negative int, not {retries!r}")
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise ConfigurationError(
-                f"max_concurrency must be a positive int, not {max_concurrency!r}"
-            )
-        check_seconds("timeout", timeout)
-        check_seconds("retry_backoff", retry_backoff)
-        check_seconds("retry_backoff_max", retry_backoff_max)
-        config = TaskConfig(
-            name=task_name,
-            queue=queue or self.default_queue,
-            timeout=timeout,
-            retries=retries,
-            backoff=Backoff(retry_backoff, retry_backoff_max),
-            rate_limit=parse_rate_limit(rate_limit) if rate_limit is not None else None,
-            max_concurrency=max_concurrency,
-            priority=check_priority(priority),
-        )
+        config = task_config(task_name, self.default_queue, options)
         task: AnyTask
         if inspect.isasyncgenfunction(fn):
             task = StreamTask(self, fn, config)
@@ -404,9 +324,9 @@ class Broker:
     async def cancel(self, task_id: str) -> None:
         """Cancel task ``task_id`` wherever it is: queued tasks will not run, running ones stop."""
         await self.startup()
-        command = {"v": PROTOCOL_VERSION, "op": "cancel", "task_id": task_id, "id": new_id()}
-        body = self.serializer.dumps(command)
-        await self.transport.broadcast(body)
+        await self.transport.broadcast(
+            encode_control(ControlMessage("cancel", task_id), self.serializer)
+        )
 
     async def get_result(self, task_id: str, task: AnyTask | None = None) -> Any:
         """Look up the outcome of ``task_id`` kept by a broker with ``result_ttl``.

@@ -7,7 +7,7 @@ import datetime
 import importlib
 import os
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -15,8 +15,13 @@ from aq import admin
 from aq.broker import Broker
 from aq.errors import AQError, ConfigurationError
 from aq.logs import configure
-from aq.worker.handoff import DEFAULT_HANDOFF_TIMEOUT
-from aq.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT
+from aq.worker.options import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_HANDOFF_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    CrashMode,
+    WorkerOptions,
+)
 
 __all__ = ["app", "load_broker", "main"]
 
@@ -138,7 +143,7 @@ def worker(
         ),
     ] = True,
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
-    isolation: Annotated[bool, typer.Option("--isolation", hidden=True)] = False,
+    crashes: Annotated[str, typer.Option("--crashes", hidden=True)] = "isolate",
 ) -> None:
     """Run a worker that executes the tasks of APP's broker."""
     level = log_level.upper()
@@ -165,23 +170,22 @@ def worker(
         _fail(ConfigurationError(f"{option} needs the supervisor: drop --no-supervise"))
     from aq.worker import launch
 
-    options = launch.Options(
-        app_spec,
-        concurrency,
-        queues,
-        shutdown_timeout,
-        max_tasks_per_child,
-        level,
-        loop,
-        handoff_timeout,
-    )
     try:
+        options = WorkerOptions(
+            tuple(q.strip() for q in queues.split(",") if q.strip()) if queues else None,
+            concurrency,
+            shutdown_timeout,
+            max_tasks_per_child,
+            cast(CrashMode, crashes),
+            handoff_timeout,
+        )
+        how = launch.Launch(app_spec, level, loop, options)
         if supervised:  # a child of the supervisor
-            launch.run_child(broker, options, isolation=isolation)
+            launch.run_child(broker, how)
         elif supervise:
-            launch.run_supervisor(broker, options, processes)
+            launch.run_supervisor(broker, how, processes)
         else:
-            launch.run_unsupervised(broker, options)
+            launch.run_unsupervised(broker, how)
     except AQError as exc:
         _fail(exc)
 

@@ -17,12 +17,8 @@ from aq.coerce import Converter
 from aq.errors import (
     ResultTimeout,
     SerializationError,
-    TaskCancelled,
-    TaskExpired,
-    TaskFailed,
-    TaskTimeout,
-    WorkerCrashed,
 )
+from aq.message import remote_error
 from aq.replies import ProgressCallback, ResultWaiter
 
 if TYPE_CHECKING:
@@ -33,24 +29,7 @@ __all__ = ["StreamHandle", "TaskHandle"]
 R = TypeVar("R")
 Y = TypeVar("Y")
 
-_REMOTE_ERRORS: dict[str, type[TaskFailed]] = {
-    "aq.errors.TaskTimeout": TaskTimeout,
-    "aq.errors.TaskCancelled": TaskCancelled,
-    "aq.errors.TaskExpired": TaskExpired,
-    "aq.errors.WorkerCrashed": WorkerCrashed,
-}
-
-
 _CONVERSION_ERRORS = (TypeError, ValueError, AttributeError, KeyError, ArithmeticError)
-
-
-def remote_error(task_id: str, payload: Any) -> TaskFailed:
-    """Rebuild the producer-side exception from an error reply's payload."""
-    if not isinstance(payload, dict):
-        payload = {"type": "unknown", "message": repr(payload)}
-    kind = str(payload.get("type", "unknown"))
-    cls = _REMOTE_ERRORS.get(kind, TaskFailed)
-    return cls(task_id, kind, str(payload.get("message", "")), str(payload.get("traceback", "")))
 
 
 class TaskHandle(Generic[R]):

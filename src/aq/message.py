@@ -1,11 +1,15 @@
-"""The versioned wire envelopes: task messages and reply messages.
+"""The wire protocol: every encoding that crosses the broker, built and parsed here.
 
 A :class:`TaskMessage` is what a producer publishes and a worker consumes; a
 :class:`Reply` is what a worker sends back to the producer's reply address
-(outcome, progress, stream items). Both are plain JSON objects whose fields are
-specified in docs/protocol.md. Decoding validates every field before anything
-acts on it, so a malformed message becomes a :class:`MessageDecodeError` (and a
-dead letter) rather than a crash or a surprise.
+(outcome, progress, stream items); a :class:`ControlMessage` is what
+``broker.cancel()`` broadcasts to every worker. An error reply's payload is
+built by :func:`error_payload` and turned back into an exception by
+:func:`remote_error`, with the type names of aq's own outcomes from
+:func:`error_type`. All are plain JSON objects whose fields are specified in
+docs/protocol.md. Decoding validates every field before anything acts on it,
+so a malformed message becomes a :class:`MessageDecodeError` (and a dead
+letter) rather than a crash or a surprise.
 """
 
 from __future__ import annotations
@@ -13,22 +17,37 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from aq.errors import MessageDecodeError
+from aq.errors import (
+    MessageDecodeError,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
+    TaskTimeout,
+    WorkerCrashed,
+)
 from aq.serializer import Serializer
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "ControlMessage",
     "Reply",
     "ReplyKind",
     "TaskMessage",
+    "decode_control",
     "decode_reply",
     "decode_task",
+    "encode_control",
     "encode_reply",
     "encode_task",
+    "error_payload",
+    "error_type",
     "new_id",
+    "outcome_error",
+    "remote_error",
     "result_key",
 ]
 
@@ -230,3 +249,84 @@ def decode_reply(data: bytes, serializer: Serializer) -> Reply:
     if kind not in _REPLY_KINDS:
         raise MessageDecodeError(f"unknown reply kind {kind!r}")
     return Reply(correlation_id, task_id, kind, payload, seq)
+
+
+# -- control -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """A command broadcast to every worker; today only ``cancel``."""
+
+    op: Literal["cancel"]
+    task_id: str
+    id: str = field(default_factory=lambda: new_id())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "op": self.op, "task_id": self.task_id, "id": self.id}
+
+
+def encode_control(command: ControlMessage, serializer: Serializer) -> bytes:
+    """Encode a control message."""
+    return serializer.dumps(command.to_dict())
+
+
+def decode_control(data: bytes, serializer: Serializer) -> ControlMessage:
+    """Decode and validate a control message; raises :class:`MessageDecodeError`
+    saying why it cannot be acted on."""
+    obj = _object(data, serializer)
+    version = obj.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise MessageDecodeError(f"not a v{PROTOCOL_VERSION} control message")
+    op, task_id, command_id = obj.get("op"), obj.get("task_id"), obj.get("id", "")
+    if op != "cancel":
+        raise MessageDecodeError(f"unknown control operation {op!r}")
+    if not isinstance(task_id, str) or not isinstance(command_id, str):
+        raise MessageDecodeError("task_id and id must be strings")
+    return ControlMessage(op, task_id, command_id)
+
+
+# -- errors --------------------------------------------------------------------------
+
+#: aq's own outcomes, by the type name an error reply carries for them.
+_OUTCOMES: dict[str, type[TaskFailed]] = {}
+
+
+def error_type(cls: type[BaseException]) -> str:
+    """The type name an error reply carries for ``cls``: bare for builtins
+    (``"ValueError"``), qualified otherwise (``"aq.errors.TaskTimeout"``)."""
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+for _outcome in (TaskTimeout, TaskCancelled, TaskExpired, WorkerCrashed):
+    _OUTCOMES[error_type(_outcome)] = _outcome
+
+
+def outcome_error(cls: type[TaskFailed], task_id: str, text: str) -> TaskFailed:
+    """One of aq's own outcomes (``TaskTimeout``, ``TaskCancelled`` ...) for a task,
+    as both sides of the wire name it."""
+    return cls(task_id, error_type(cls), text)
+
+
+def error_payload(exc: BaseException, with_traceback: bool = True) -> dict[str, str]:
+    """Describe ``exc`` for an error reply: type name, message, traceback text."""
+    if isinstance(exc, TaskFailed):  # aq's own outcomes already carry type and message
+        kind, text = exc.remote_type, exc.remote_message
+    else:
+        kind, text = error_type(type(exc)), str(exc)
+    return {
+        "type": kind,
+        "message": text,
+        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+    }
+
+
+def remote_error(task_id: str, payload: Any) -> TaskFailed:
+    """The exception a producer raises for an error reply's ``payload``: the
+    matching subclass for aq's own outcomes, :class:`TaskFailed` otherwise."""
+    if not isinstance(payload, dict):
+        payload = {"type": "unknown", "message": repr(payload)}
+    kind = str(payload.get("type", "unknown"))
+    cls = _OUTCOMES.get(kind, TaskFailed)
+    return cls(task_id, kind, str(payload.get("message", "")), str(payload.get("traceback", "")))

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from aq.coerce import ArgumentConverter, Converter, return_converter
 from aq.errors import ConfigurationError
 from aq.handle import StreamHandle, TaskHandle
-from aq.message import MAX_PRIORITY, TaskMessage, new_id
+from aq.message import TaskMessage, new_id
+from aq.options import TaskConfig, check_priority, check_seconds
 from aq.replies import ResultWaiter
-from aq.worker.limits import Backoff, RateLimit
 
 if TYPE_CHECKING:
     from aq.broker import Broker
@@ -36,24 +35,6 @@ Y = TypeVar("Y")
 H = TypeVar("H", bound=TaskHandle[Any])
 
 TaskKind = Literal["async", "sync", "stream"]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskConfig:
-    """A task's settings, fixed at decoration time."""
-
-    name: str
-    queue: str
-    timeout: float | None = None
-    retries: int = 0
-    backoff: Backoff = field(default_factory=Backoff)
-    rate_limit: RateLimit | None = None
-    max_concurrency: int | None = None
-    priority: int = 0
-
-    @property
-    def max_attempts(self) -> int:
-        return self.retries + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,24 +72,6 @@ def _timestamp(value: dt.datetime) -> float:
             "(for example datetime.now(timezone.utc))"
         )
     return value.timestamp()
-
-
-def check_priority(priority: int) -> int:
-    """Validate a priority (0..9, higher first)."""
-    if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
-        raise ConfigurationError(
-            f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}"
-        )
-    return priority
-
-
-def check_seconds(name: str, value: float | None) -> float | None:
-    """Validate a duration in seconds: positive and finite, or None."""
-    if value is not None and (
-        not isinstance(value, int | float) or not math.isfinite(value) or value <= 0
-    ):
-        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
-    return value
 
 
 class _BaseTask(Generic[P, H]):

@@ -8,7 +8,7 @@ import pytest
 
 import aq
 from aq.testing import running_worker
-from aq.worker.crashes import CrashMode
+from aq.worker.options import CrashMode
 
 
 async def _delivered_twice_unsettled(broker: aq.Broker, body: bytes) -> None:

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aq.broker import Broker
-from aq.worker.crashes import CrashMode
+from aq.worker.options import CrashMode
 from aq.worker.worker import Worker
 
 __all__ = ["drain", "running_worker"]

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aq.errors import ConfigurationError
+from aq.worker.options import CrashMode
 
 __all__ = ["CrashMode", "CrashPolicy", "Verdict"]
 
 #: ``inline``: no isolation; ``isolate``: move suspects to isolation;
 #: ``isolated``: this worker runs the isolation queues.
-CrashMode = Literal["inline", "isolate", "isolated"]
 Verdict = Literal["run", "isolate", "dead"]
 
 

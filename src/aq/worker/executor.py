@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -34,7 +33,16 @@ from aq.errors import (
     WorkerCrashed,
 )
 from aq.logs import event
-from aq.message import PROTOCOL_VERSION, ReplyKind, TaskMessage, decode_task, result_key
+from aq.message import (
+    Reply,
+    ReplyKind,
+    TaskMessage,
+    decode_task,
+    encode_reply,
+    error_payload,
+    outcome_error,
+    result_key,
+)
 from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
@@ -46,22 +54,6 @@ __all__ = ["Executor"]
 
 log = logging.getLogger("aq.worker")
 _MAX_REASON = 2000
-
-
-def error_payload(exc: BaseException, with_traceback: bool = True) -> dict[str, str]:
-    """Describe ``exc`` for an error reply: qualified type, message, traceback text."""
-    cls = type(exc)
-    module = cls.__module__
-    if isinstance(exc, TaskFailed):  # aq's own outcomes already carry type and message
-        kind, text = exc.remote_type, exc.remote_message
-    else:
-        kind = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-        text = str(exc)
-    return {
-        "type": kind,
-        "message": text,
-        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
-    }
 
 
 class Executor:
@@ -122,7 +114,7 @@ class Executor:
             await self._cancelled(
                 message,
                 delivery,
-                TaskCancelled(message.id, "aq.errors.TaskCancelled", "cancelled before it started"),
+                outcome_error(TaskCancelled, message.id, "cancelled before it started"),
             )
             return
         event(
@@ -153,7 +145,7 @@ class Executor:
                 note="its workers died while it ran; it runs next alone",
             )
             return False
-        error = WorkerCrashed(message.id, "aq.errors.WorkerCrashed", reason)
+        error = outcome_error(WorkerCrashed, message.id, reason)
         await self._reply(message, "error", error_payload(error, with_traceback=False))
         await self._patiently(message, delivery.dead_letter, reason)
         event(
@@ -170,7 +162,7 @@ class Executor:
     async def _expire(self, message: TaskMessage, delivery: Delivery) -> None:
         """Tell the producer, and dead-letter a message whose ``expires`` time has passed."""
         event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
-        expired = TaskExpired(message.id, "aq.errors.TaskExpired", "expired before it ran")
+        expired = outcome_error(TaskExpired, message.id, "expired before it ran")
         await self._reply(message, "error", error_payload(expired, with_traceback=False))
         await self._patiently(message, delivery.dead_letter, "expired before it ran")
 
@@ -256,7 +248,7 @@ class Executor:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            error = TaskCancelled(message.id, "aq.errors.TaskCancelled", "cancelled while running")
+            error = outcome_error(TaskCancelled, message.id, "cancelled while running")
             return Outcome("cancelled", error=error, duration=time.perf_counter() - started)
         except Exception as exc:
             retry = message.attempt < message.max_attempts
@@ -308,9 +300,7 @@ class Executor:
         except TimeoutError:
             if not deadline.expired():
                 raise  # the task's own TimeoutError: an ordinary failure
-            raise TaskTimeout(
-                message.id, "aq.errors.TaskTimeout", f"ran longer than {timeout} s"
-            ) from None
+            raise outcome_error(TaskTimeout, message.id, f"ran longer than {timeout} s") from None
 
     async def _call(
         self, task: AnyTask, message: TaskMessage, args: list[Any], kwargs: dict[str, Any]
@@ -402,16 +392,8 @@ class Executor:
             if settle is not None:
                 await self._patiently(message, settle.ack)
             return
-        body = self.serializer.dumps(
-            {
-                "v": PROTOCOL_VERSION,
-                "correlation_id": message.correlation_id or message.id,
-                "task_id": message.id,
-                "kind": kind,
-                "seq": seq,
-                "payload": payload,
-            }
-        )
+        reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)
+        body = encode_reply(reply, self.serializer)
         if keep:
             ttl = self.broker.result_ttl
             assert ttl is not None

@@ -24,13 +24,13 @@ from collections.abc import Awaitable, Callable
 
 from aq.errors import AQError, BrokerUnavailable, ConnectionLost
 from aq.logs import event
+from aq.worker.options import DEFAULT_HANDOFF_TIMEOUT
 
-__all__ = ["DEFAULT_HANDOFF_TIMEOUT", "OUTAGE", "HandOff", "HandOffAbandoned"]
+__all__ = ["OUTAGE", "HandOff", "HandOffAbandoned"]
 
 log = logging.getLogger("aq.worker")
 
 #: Seconds a worker keeps an outcome it cannot hand off, by default.
-DEFAULT_HANDOFF_TIMEOUT = 300.0
 #: The errors that mean the broker could not be reached.
 OUTAGE = (BrokerUnavailable, ConnectionLost)
 _FIRST_DELAY = 0.5

@@ -24,84 +24,55 @@ from dataclasses import dataclass
 from aq.broker import Broker
 from aq.logs import event
 from aq.worker import runner
-from aq.worker.crashes import CrashMode
+from aq.worker.options import CrashMode, WorkerOptions
 from aq.worker.supervisor import Supervisor
 
-__all__ = ["Options", "run_child", "run_supervisor", "run_unsupervised"]
+__all__ = ["Launch", "run_child", "run_supervisor", "run_unsupervised"]
 
 log = logging.getLogger("aq.cli")
 
 
 @dataclass(frozen=True, slots=True)
-class Options:
-    """The ``aq worker`` options every process of one worker shares."""
+class Launch:
+    """How ``aq worker`` runs: the app, its process-wide settings and the worker's."""
 
     app: str
-    concurrency: int
-    queues: str | None
-    shutdown_timeout: float
-    max_tasks_per_child: int | None
     log_level: str
     loop: str
-    handoff_timeout: float
+    worker: WorkerOptions
 
-    @property
-    def queue_list(self) -> list[str] | None:
-        return [q.strip() for q in self.queues.split(",") if q.strip()] if self.queues else None
-
-    def child_args(self, *, isolation: bool = False) -> list[str]:
+    def child_args(self, crashes: CrashMode) -> list[str]:
         """The arguments after ``python -m aq`` that start one child worker."""
-        args = ["worker", self.app, "--supervised"]
-        args += ["--shutdown-timeout", str(self.shutdown_timeout)]
-        args += ["--handoff-timeout", str(self.handoff_timeout)]
-        args += ["--log-level", self.log_level, "--loop", self.loop]
-        if self.queues:
-            args += ["--queues", self.queues]
-        if isolation:
-            return [*args, "--isolation"]
-        args += ["--concurrency", str(self.concurrency)]
-        if self.max_tasks_per_child is not None:
-            args += ["--max-tasks-per-child", str(self.max_tasks_per_child)]
-        return args
+        worker = self.worker.replace(crashes=crashes)
+        if crashes == "isolated":  # one message at a time, for as long as it lives
+            worker = worker.replace(max_tasks_per_child=None)
+        args = ["worker", self.app, "--supervised", "--log-level", self.log_level]
+        return [*args, "--loop", self.loop, *worker.child_args()]
 
 
-def run_supervisor(broker: Broker, options: Options, processes: int) -> None:
+def run_supervisor(broker: Broker, launch: Launch, processes: int) -> None:
     """Supervise ``processes`` workers, and the isolation worker for network brokers."""
     in_process = _in_process(broker, "each worker process has its own queues")
-    isolation = None if in_process else options.child_args(isolation=True)
-    supervisor = Supervisor(options.child_args(), processes, options.shutdown_timeout, isolation)
+    isolation = None if in_process else launch.child_args("isolated")
+    children = launch.child_args(_crash_mode(broker))
+    supervisor = Supervisor(children, processes, launch.worker.shutdown_timeout, isolation)
     asyncio.run(supervisor.run())
 
 
-def run_unsupervised(broker: Broker, options: Options) -> None:
+def run_unsupervised(broker: Broker, launch: Launch) -> None:
     """Run one worker in this process, with the isolation worker as its child."""
     in_process = _in_process(broker, "this worker only runs tasks sent from its own process")
     runner.run(
         broker,
-        queues=options.queue_list,
-        concurrency=options.concurrency,
-        shutdown_timeout=options.shutdown_timeout,
-        handoff_timeout=options.handoff_timeout,
-        loop=options.loop,
-        crashes=_crash_mode(broker),
-        isolation_args=None if in_process else options.child_args(isolation=True),
+        launch.worker.replace(crashes=_crash_mode(broker)),
+        loop=launch.loop,
+        isolation_args=None if in_process else launch.child_args("isolated"),
     )
 
 
-def run_child(broker: Broker, options: Options, *, isolation: bool) -> None:
-    """Run one worker started by a supervisor: a plain one, or the isolation worker."""
-    crashes: CrashMode = "isolated" if isolation else _crash_mode(broker)
-    runner.run(
-        broker,
-        queues=options.queue_list,
-        concurrency=options.concurrency,
-        shutdown_timeout=options.shutdown_timeout,
-        handoff_timeout=options.handoff_timeout,
-        max_tasks=None if isolation else options.max_tasks_per_child,
-        watch_parent=True,
-        loop=options.loop,
-        crashes=crashes,
-    )
+def run_child(broker: Broker, launch: Launch) -> None:
+    """Run one worker started by a supervisor (its crash mode is in its options)."""
+    runner.run(broker, launch.worker, loop=launch.loop, watch_parent=True)
 
 
 def _crash_mode(broker: Broker) -> CrashMode:

@@ -1,65 +1,26 @@
-"""Per-task limits inside one worker: rate limits, concurrency caps and backoff.
+"""Per-task limits inside one worker: rate limits and concurrency caps.
 
-A rate limit such as ``"100/s"`` is a token bucket that holds one period's worth
-of tokens, so a burst up to the limit runs at once and the rest is spaced
-evenly. Reservations may drive the bucket below zero; each caller then sleeps
-exactly until its token exists, which keeps waiters in arrival order without a
-lock. Retry backoff is exponential with "equal jitter": half the delay is
-fixed, half random, so retries of a burst of failures spread out.
+A rate limit such as ``"100/s"`` (parsed in :mod:`aq.options`) is a token
+bucket that holds one period's worth of tokens, so a burst up to the limit runs
+at once and the rest is spaced evenly. Reservations may drive the bucket below
+zero; each caller then sleeps exactly until its token exists, which keeps
+waiters in arrival order without a lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aq.task import _BaseTask
 
-from aq.errors import ConfigurationError
+from aq.options import RateLimit
 
-__all__ = ["Backoff", "RateLimit", "RateLimiter", "TaskLimits", "parse_rate_limit"]
-
-_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """``count`` executions per ``period`` seconds."""
-
-    count: float
-    period: float
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.period
-
-
-def parse_rate_limit(text: str) -> RateLimit:
-    """Parse ``"100/s"``, ``"10/m"``, ``"5/h"`` or ``"3/10s"``.
-
-    Raises:
-        aq.ConfigurationError: the text is not of that form or the rate is not positive.
-    """
-    match = _RATE.match(text.lower())
-    unit = _UNITS.get(match.group(3)) if match else None
-    if match is None or unit is None:
-        raise ConfigurationError(
-            f"invalid rate limit {text!r}: write COUNT/UNIT such as '100/s', '10/m', '5/h' "
-            "or '3/10s'"
-        )
-    count = float(match.group(1))
-    period = float(match.group(2) or 1) * unit
-    if count <= 0 or period <= 0:
-        raise ConfigurationError(f"invalid rate limit {text!r}: the rate must be positive")
-    return RateLimit(count, period)
+__all__ = ["RateLimiter", "TaskLimits"]
 
 
 class RateLimiter:
@@ -86,23 +47,6 @@ class RateLimiter:
         wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with equal jitter, in seconds.
-
-    Attempt ``n`` (1-based, the attempt that failed) waits between half and all
-    of ``min(maximum, base * 2 ** (n - 1))``.
-    """
-
-    base: float = 1.0
-    maximum: float = 600.0
-
-    def delay(self, attempt: int) -> float:
-        exponent = min(max(0, attempt - 1), 64)  # beyond 2**64 every delay is the maximum
-        full = min(self.maximum, self.base * 2.0**exponent)
-        return full / 2 + random.uniform(0, full / 2)
 
 
 class _Limits:

@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 
 from aq.broker import Broker
 from aq.errors import ConfigurationError
-from aq.worker.crashes import CrashMode
-from aq.worker.handoff import DEFAULT_HANDOFF_TIMEOUT
+from aq.worker.options import WorkerOptions
 from aq.worker.supervisor import Supervisor, report_ready
 from aq.worker.worker import Worker
 
@@ -55,15 +54,10 @@ def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def serve(
     broker: Broker,
+    options: WorkerOptions,
     *,
-    queues: Sequence[str] | None = None,
-    concurrency: int,
-    shutdown_timeout: float,
-    max_tasks: int | None = None,
     watch_parent: bool = False,
-    crashes: CrashMode = "inline",
     isolation_args: Sequence[str] | None = None,
-    handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
 ) -> None:
     """Run a worker until a signal (or ``max_tasks``) stops it.
 
@@ -73,18 +67,11 @@ async def serve(
     process also keeps an isolation worker running as its child (``aq worker
     --no-supervise``), and stops it with itself.
     """
-    worker = Worker(
-        broker,
-        queues=queues,
-        concurrency=concurrency,
-        shutdown_timeout=shutdown_timeout,
-        max_tasks=max_tasks,
-        crashes=crashes,
-        handoff_timeout=handoff_timeout,
-    )
+    worker = Worker.from_options(broker, options)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
-    keeper = Supervisor([], 0, shutdown_timeout, isolation_args) if isolation_args else None
+    grace = options.shutdown_timeout
+    keeper = Supervisor([], 0, grace, isolation_args) if isolation_args else None
 
     def on_signal() -> None:
         if keeper is not None:
@@ -131,34 +118,17 @@ _GC_GEN0_THRESHOLD = 50_000
 
 def run(
     broker: Broker,
+    options: WorkerOptions,
     *,
-    queues: Sequence[str] | None = None,
-    concurrency: int,
-    shutdown_timeout: float,
-    max_tasks: int | None = None,
     watch_parent: bool = False,
     loop: str = "auto",
-    crashes: CrashMode = "inline",
     isolation_args: Sequence[str] | None = None,
-    handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
 ) -> None:
     """Run a worker in a fresh event loop (see ``loop_factory``) until it is stopped."""
     factory = loop_factory(loop)
     tune_gc()
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(
-            serve(
-                broker,
-                queues=queues,
-                concurrency=concurrency,
-                shutdown_timeout=shutdown_timeout,
-                max_tasks=max_tasks,
-                watch_parent=watch_parent,
-                crashes=crashes,
-                isolation_args=isolation_args,
-                handoff_timeout=handoff_timeout,
-            )
-        )
+        runner.run(serve(broker, options, watch_parent=watch_parent, isolation_args=isolation_args))
 
 
 async def _stop_on_eof(worker: Worker, stop: Callable[[], None]) -> None:

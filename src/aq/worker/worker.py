@@ -23,19 +23,23 @@ from aq import background
 from aq.broker import Broker
 from aq.errors import ConfigurationError, MessageDecodeError
 from aq.logs import event
-from aq.message import PROTOCOL_VERSION
+from aq.message import decode_control
 from aq.transport.base import Consumer, Delivery, Inbox
 from aq.worker.crashes import CrashMode, CrashPolicy
 from aq.worker.executor import Executor
-from aq.worker.handoff import DEFAULT_HANDOFF_TIMEOUT, HandOff, HandOffAbandoned
+from aq.worker.handoff import HandOff, HandOffAbandoned
 from aq.worker.limits import TaskLimits
+from aq.worker.options import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_HANDOFF_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    WorkerOptions,
+)
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("aq.worker")
 
-DEFAULT_CONCURRENCY = 1000
-DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _REVOKED_MAX = 100_000
 _REVOKED_TTL = 3600.0
 _INTERNAL_ERROR_LIMIT = 5
@@ -77,24 +81,21 @@ class Worker:
         crashes: CrashMode = "inline",
         handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
     ) -> None:
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be a positive int, not {concurrency!r}")
-        if shutdown_timeout < 0:
-            raise ConfigurationError("shutdown_timeout must not be negative")
-        if not handoff_timeout > 0:
-            raise ConfigurationError("handoff_timeout must be a positive number of seconds")
-        if max_tasks is not None and max_tasks < 1:
-            raise ConfigurationError("max_tasks must be a positive int")
-        if crashes not in ("inline", "isolate", "isolated"):
-            raise ConfigurationError(
-                f"crashes must be 'inline', 'isolate' or 'isolated', not {crashes!r}"
-            )
+        options = WorkerOptions(
+            tuple(queues) if queues else None,
+            concurrency,
+            shutdown_timeout,
+            max_tasks,
+            crashes,
+            handoff_timeout,
+        )
+        self.options = options
         self.broker = broker
-        self.queues = broker.queue_names(queues)
-        self.crashes = CrashPolicy(crashes, broker.transport.max_deliveries)
-        self.concurrency = 1 if crashes == "isolated" else concurrency
-        self.shutdown_timeout = shutdown_timeout
-        self.max_tasks = max_tasks
+        self.queues = broker.queue_names(options.queues)
+        self.crashes = CrashPolicy(options.crashes, broker.transport.max_deliveries)
+        self.concurrency = 1 if options.crashes == "isolated" else options.concurrency
+        self.shutdown_timeout = options.shutdown_timeout
+        self.max_tasks = options.max_tasks_per_child
         self.started_count = 0
         self.finished_count = 0
         #: Tasks cancelled by shutdown, whose messages go back to the queue.
@@ -108,7 +109,7 @@ class Worker:
             self._running,
             self._is_revoked,
             self.crashes,
-            HandOff(handoff_timeout),
+            HandOff(options.handoff_timeout),
         )
         self._inflight: dict[Delivery, asyncio.Task[None]] = {}
         self._room: asyncio.Future[None] | None = None
@@ -121,6 +122,19 @@ class Worker:
         self._stopped = asyncio.Event()
         self._activity: asyncio.Future[None] | None = None
         self._stopping = False
+
+    @classmethod
+    def from_options(cls, broker: Broker, options: WorkerOptions) -> Worker:
+        """A worker for ``broker`` with ``options`` (how ``aq worker`` builds one)."""
+        return cls(
+            broker,
+            queues=options.queues,
+            concurrency=options.concurrency,
+            shutdown_timeout=options.shutdown_timeout,
+            max_tasks=options.max_tasks_per_child,
+            crashes=options.crashes,
+            handoff_timeout=options.handoff_timeout,
+        )
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -292,18 +306,12 @@ class Worker:
         while True:
             body = await control.get()
             try:
-                command = serializer.loads(body)
-            except MessageDecodeError:
-                event(log, logging.WARNING, "control.ignored", reason="not JSON")
+                command = decode_control(body, serializer)
+            except MessageDecodeError as exc:
+                event(log, logging.WARNING, "control.ignored", reason=str(exc))
                 continue
-            version = command.get("v") if isinstance(command, dict) else None
-            if type(version) is not int or version != PROTOCOL_VERSION:
-                event(log, logging.WARNING, "control.ignored", reason="not a v1 control message")
-                continue
-            if command.get("op") == "cancel":
-                task_id = command.get("task_id")
-                if isinstance(task_id, str):
-                    self._revoke(task_id)
+            if command.op == "cancel":
+                self._revoke(command.task_id)
 
     async def _heartbeat(self, interval: float) -> None:
         """Keep the claims of long-running deliveries fresh so they are not redelivered."""

@@ -1,0 +1,188 @@
+"""Task settings: what ``@broker.task(...)`` accepts, checked once, and the policies
+it builds.
+
+:class:`TaskOptions` is the one list of ``@broker.task`` keyword options (a
+``TypedDict``, so ``broker.task`` and ``broker.register`` take them as typed
+keywords without writing them out again); :func:`task_config` checks them and
+builds the task's :class:`TaskConfig`. The policies those options
+describe live here too, because the producer builds them and the worker
+applies them: :class:`Backoff` (retry delays) and :class:`RateLimit` (parsed
+from ``"100/s"`` by :func:`parse_rate_limit`). Adding a task option is adding
+it to :class:`TaskOptions` and :class:`TaskConfig`, checking it in
+:func:`task_config`, and reading it where it applies.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from aq.errors import ConfigurationError
+from aq.message import MAX_PRIORITY
+
+__all__ = [
+    "Backoff",
+    "RateLimit",
+    "TaskConfig",
+    "TaskOptions",
+    "check_count",
+    "check_priority",
+    "check_seconds",
+    "parse_rate_limit",
+    "task_config",
+]
+
+_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+
+
+class TaskOptions(TypedDict, total=False):
+    """The keyword options of ``@broker.task(...)``.
+
+    Attributes:
+        name: the name workers know it by (default ``module.qualname``).
+        queue: the queue it is sent to (default: the broker's default queue).
+        timeout: seconds an attempt may run before it is cancelled with
+            :class:`aq.TaskTimeout`.
+        retries: how many times a failed attempt is retried before the
+            message is dead-lettered (default 0).
+        retry_backoff: the first retry's delay in seconds; doubles each retry,
+            with jitter (default 1).
+        retry_backoff_max: the longest retry delay in seconds (default 600).
+        rate_limit: at most this many starts per worker, e.g. ``"100/s"``.
+        max_concurrency: at most this many running at once per worker.
+        priority: default priority, 0 to 9 (higher first; default 0).
+    """
+
+    name: str | None
+    queue: str | None
+    timeout: float | None
+    retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    rate_limit: str | None
+    max_concurrency: int | None
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``count`` executions per ``period`` seconds."""
+
+    count: float
+    period: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period
+
+
+def parse_rate_limit(text: str) -> RateLimit:
+    """Parse ``"100/s"``, ``"10/m"``, ``"5/h"`` or ``"3/10s"``.
+
+    Raises:
+        aq.ConfigurationError: the text is not of that form or the rate is not positive.
+    """
+    match = _RATE.match(text.lower())
+    unit = _UNITS.get(match.group(3)) if match else None
+    if match is None or unit is None:
+        raise ConfigurationError(
+            f"invalid rate limit {text!r}: write COUNT/UNIT such as '100/s', '10/m', '5/h' "
+            "or '3/10s'"
+        )
+    count = float(match.group(1))
+    period = float(match.group(2) or 1) * unit
+    if count <= 0 or period <= 0:
+        raise ConfigurationError(f"invalid rate limit {text!r}: the rate must be positive")
+    return RateLimit(count, period)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with equal jitter, in seconds.
+
+    Attempt ``n`` (1-based, the attempt that failed) waits between half and all
+    of ``min(maximum, base * 2 ** (n - 1))``.
+    """
+
+    base: float = 1.0
+    maximum: float = 600.0
+
+    def delay(self, attempt: int) -> float:
+        exponent = min(max(0, attempt - 1), 64)  # beyond 2**64 every delay is the maximum
+        full = min(self.maximum, self.base * 2.0**exponent)
+        return full / 2 + random.uniform(0, full / 2)
+
+
+def check_priority(priority: int) -> int:
+    """Validate a priority (0..9, higher first)."""
+    if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}"
+        )
+    return priority
+
+
+def check_seconds(name: str, value: float | None) -> float | None:
+    """Validate a duration in seconds: positive and finite, or None."""
+    if value is not None and (
+        not isinstance(value, int | float) or not math.isfinite(value) or value <= 0
+    ):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
+    return value
+
+
+def check_count(name: str, value: int | None, *, least: int) -> int | None:
+    """Validate a whole number of at least ``least``, or None."""
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or value < least
+    ):
+        kind = "a positive" if least == 1 else "a non-negative"
+        raise ConfigurationError(f"{name} must be {kind} int, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    """A task's settings, fixed at decoration time."""
+
+    name: str
+    queue: str
+    timeout: float | None = None
+    retries: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+    rate_limit: RateLimit | None = None
+    max_concurrency: int | None = None
+    priority: int = 0
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+
+def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConfig:
+    """Check ``options`` and build the settings of the task called ``name``.
+
+    Raises:
+        aq.ConfigurationError: an option is invalid (the message names it).
+    """
+    unknown = set(options) - set(TaskOptions.__annotations__)
+    if unknown:
+        raise ConfigurationError(f"unknown task option(s): {', '.join(sorted(unknown))}")
+    rate_limit = options.get("rate_limit")
+    return TaskConfig(
+        name=name,
+        queue=options.get("queue") or default_queue,
+        timeout=check_seconds("timeout", options.get("timeout")),
+        retries=check_count("retries", options.get("retries", 0), least=0) or 0,
+        backoff=Backoff(
+            check_seconds("retry_backoff", options.get("retry_backoff", 1.0)) or 1.0,
+            check_seconds("retry_backoff_max", options.get("retry_backoff_max", 600.0)) or 600.0,
+        ),
+        rate_limit=parse_rate_limit(rate_limit) if rate_limit is not None else None,
+        max_concurrency=check_count("max_concurrency", options.get("max_concurrency"), least=1),
+        priority=check_priority(options.get("priority", 0)),
+    )

@@ -1,0 +1,199 @@
+"""The store contract: what every :class:`~aq.transport.Store` must keep, and refuse.
+
+:class:`StoreContract` is a base class of pytest tests of values with expiry,
+set-if-absent, idempotent membership counts, and leases with fencing tokens, as
+the :class:`~aq.transport.Store` docstrings specify them. Tests of expiry wait
+past a short time to live (:attr:`StoreContract.short_ttl`): there, time itself
+is what is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+import pytest
+
+from aq.transport import Lease, Store
+
+__all__ = ["StoreContract"]
+
+
+class StoreContract:
+    """Tests every store must pass; subclass it as ``TestMyStore``.
+
+    The subclass provides a fixture ``store``: an async fixture yielding a
+    connected :class:`~aq.transport.Store` on a fresh namespace (no keys or
+    leases left from another test).
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    #: Seconds the tests of expiry keep a value or a lease.
+    short_ttl: ClassVar[float] = 0.2
+    #: Seconds the other tests keep them: longer than any test runs.
+    long_ttl: ClassVar[float] = 60.0
+
+    async def _expire(self) -> None:
+        """Wait until whatever was written with :attr:`short_ttl` has expired."""
+        await asyncio.sleep(self.short_ttl + 0.1)
+
+    async def _taken_over(self, store: Store, name: str) -> tuple[Lease, Lease]:
+        """``name``'s lease held by "a" until it expired, then taken by "b"."""
+        first = await store.acquire_lease(name, "a", ttl=self.short_ttl)
+        assert first is not None
+        await self._expire()
+        second = await store.acquire_lease(name, "b", ttl=self.long_ttl)
+        assert second is not None
+        return first, second
+
+    # -- values ----------------------------------------------------------------------
+
+    async def test_a_value_set_is_read_back(self, store: Store) -> None:
+        await store.set("value:a", b"1", ttl=self.long_ttl)
+        assert await store.get("value:a") == b"1"
+
+    async def test_set_replaces_the_value(self, store: Store) -> None:
+        await store.set("value:a", b"1", ttl=self.long_ttl)
+        await store.set("value:a", b"2", ttl=self.long_ttl)
+        assert await store.get("value:a") == b"2"
+
+    async def test_a_missing_key_reads_as_none(self, store: Store) -> None:
+        assert await store.get("value:missing") is None
+
+    async def test_delete_removes_the_value_and_says_whether_there_was_one(
+        self, store: Store
+    ) -> None:
+        await store.set("value:a", b"1", ttl=self.long_ttl)
+        assert await store.delete("value:a") is True
+        assert await store.get("value:a") is None
+        assert await store.delete("value:a") is False
+
+    async def test_a_value_expires_after_its_ttl(self, store: Store) -> None:
+        await store.set("value:a", b"1", ttl=self.short_ttl)
+        await self._expire()
+        assert await store.get("value:a") is None
+
+    async def test_set_if_absent_writes_only_the_first_value(self, store: Store) -> None:
+        assert await store.set_if_absent("once:a", b"first", ttl=self.long_ttl) is True
+        assert await store.set_if_absent("once:a", b"second", ttl=self.long_ttl) is False
+        assert await store.get("once:a") == b"first"
+
+    async def test_set_if_absent_writes_again_once_the_value_expired(self, store: Store) -> None:
+        await store.set_if_absent("once:a", b"first", ttl=self.short_ttl)
+        await self._expire()
+        assert await store.set_if_absent("once:a", b"second", ttl=self.long_ttl) is True
+        assert await store.get("once:a") == b"second"
+
+    # -- counting --------------------------------------------------------------------
+
+    async def test_add_member_counts_distinct_members_once_each(self, store: Store) -> None:
+        counts = [
+            await store.add_member("group:g", member, ttl=self.long_ttl)
+            for member in ("a", "b", "a", "c", "b")
+        ]
+        assert counts == [1, 2, 2, 3, 3]
+
+    async def test_a_member_set_expires_after_its_ttl(self, store: Store) -> None:
+        await store.add_member("group:g", "a", ttl=self.short_ttl)
+        await self._expire()
+        assert await store.add_member("group:g", "b", ttl=self.long_ttl) == 1
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def test_a_free_lease_is_acquired(self, store: Store) -> None:
+        lease = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        assert lease is not None
+        assert (lease.name, lease.owner) == ("leader", "a")
+
+    async def test_a_held_lease_is_refused_to_another_owner(self, store: Store) -> None:
+        assert await store.acquire_lease("leader", "a", ttl=self.long_ttl) is not None
+        assert await store.acquire_lease("leader", "b", ttl=self.long_ttl) is None
+
+    async def test_the_holder_acquires_again_with_the_same_token(self, store: Store) -> None:
+        first = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        again = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        assert again == first
+
+    async def test_leases_on_different_names_are_independent(self, store: Store) -> None:
+        assert await store.acquire_lease("one", "a", ttl=self.long_ttl) is not None
+        assert await store.acquire_lease("two", "b", ttl=self.long_ttl) is not None
+
+    async def test_after_expiry_a_new_owner_gets_a_larger_token(self, store: Store) -> None:
+        first, second = await self._taken_over(store, "leader")
+        assert second.owner == "b"
+        assert second.token > first.token
+
+    async def test_after_release_a_new_owner_gets_a_larger_token(self, store: Store) -> None:
+        first = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        assert first is not None
+        assert await store.release_lease(first) is True
+        second = await store.acquire_lease("leader", "b", ttl=self.long_ttl)
+        assert second is not None
+        assert second.token > first.token
+
+    async def test_a_renewed_lease_outlives_its_first_ttl(self, store: Store) -> None:
+        lease = await store.acquire_lease("leader", "a", ttl=self.short_ttl)
+        assert lease is not None
+        assert await store.renew_lease(lease, ttl=self.long_ttl) is True
+        await self._expire()
+        assert await store.acquire_lease("leader", "b", ttl=self.long_ttl) is None
+        assert await store.renew_lease(lease, ttl=self.long_ttl) is True
+
+    async def test_renewing_a_lease_taken_over_fails_and_leaves_the_new_holder(
+        self, store: Store
+    ) -> None:
+        first, _ = await self._taken_over(store, "leader")
+        assert await store.renew_lease(first, ttl=self.long_ttl) is False
+        assert await store.acquire_lease("leader", "c", ttl=self.long_ttl) is None
+
+    async def test_renewing_a_released_lease_fails(self, store: Store) -> None:
+        lease = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        assert lease is not None
+        await store.release_lease(lease)
+        assert await store.renew_lease(lease, ttl=self.long_ttl) is False
+
+    async def test_releasing_a_lost_lease_returns_false_and_leaves_the_new_holder(
+        self, store: Store
+    ) -> None:
+        first = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        assert first is not None
+        await store.release_lease(first)
+        assert await store.acquire_lease("leader", "b", ttl=self.long_ttl) is not None
+        assert await store.release_lease(first) is False
+        assert await store.acquire_lease("leader", "c", ttl=self.long_ttl) is None
+
+    # -- fenced writes ---------------------------------------------------------------
+
+    async def test_set_fenced_writes_while_the_lease_is_held(self, store: Store) -> None:
+        lease = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        assert lease is not None
+        assert await store.set_fenced("state:s", b"a", ttl=self.long_ttl, lease=lease) is True
+        assert await store.get("state:s") == b"a"
+
+    async def test_set_fenced_refuses_a_released_lease(self, store: Store) -> None:
+        lease = await store.acquire_lease("leader", "a", ttl=self.long_ttl)
+        assert lease is not None
+        await store.release_lease(lease)
+        assert await store.set_fenced("state:s", b"a", ttl=self.long_ttl, lease=lease) is False
+        assert await store.get("state:s") is None
+
+    async def test_set_fenced_refuses_a_lease_that_passed_to_another_owner(
+        self, store: Store
+    ) -> None:
+        first, _ = await self._taken_over(store, "leader")
+        assert await store.set_fenced("state:s", b"a", ttl=self.long_ttl, lease=first) is False
+        assert await store.get("state:s") is None
+
+    async def test_set_fenced_refuses_an_older_token_after_a_newer_one_wrote(
+        self, store: Store
+    ) -> None:
+        first = await store.acquire_lease("leader", "a", ttl=self.short_ttl)
+        assert first is not None
+        assert await store.set_fenced("state:s", b"a", ttl=self.long_ttl, lease=first) is True
+        await self._expire()
+        second = await store.acquire_lease("leader", "b", ttl=self.long_ttl)
+        assert second is not None
+        assert await store.set_fenced("state:s", b"b", ttl=self.long_ttl, lease=second) is True
+        assert await store.set_fenced("state:s", b"a2", ttl=self.long_ttl, lease=first) is False
+        assert await store.get("state:s") == b"b"

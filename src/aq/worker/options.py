@@ -1,0 +1,78 @@
+"""``WorkerOptions``: every setting of one worker, carried whole from the CLI to it.
+
+``aq worker`` builds one :class:`WorkerOptions` from its flags; the launcher
+hands it to the worker of this process, or turns it back into flags for each
+child process (:meth:`WorkerOptions.child_args`, generated from the fields), and
+:class:`~aq.worker.worker.Worker` reads it. Adding a worker option is adding a
+field here (with its check in ``__post_init__``) and its flag to ``aq worker``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from aq.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_HANDOFF_TIMEOUT",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "CrashMode",
+    "WorkerOptions",
+]
+
+DEFAULT_CONCURRENCY = 1000
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+#: Seconds a finished task's outcome is kept through a broker outage (see handoff.py).
+DEFAULT_HANDOFF_TIMEOUT = 300.0
+
+#: What becomes of a message whose workers died while running it (see crashes.py).
+CrashMode = Literal["inline", "isolate", "isolated"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """One worker's settings; see :class:`aq.Worker` for what each means.
+
+    ``max_tasks_per_child`` is the Worker's ``max_tasks``.
+    """
+
+    queues: tuple[str, ...] | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    max_tasks_per_child: int | None = None
+    crashes: CrashMode = "inline"
+    handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT
+
+    def __post_init__(self) -> None:
+        concurrency = self.concurrency
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be a positive int, not {concurrency!r}")
+        if self.shutdown_timeout < 0:
+            raise ConfigurationError("shutdown_timeout must not be negative")
+        if not self.handoff_timeout > 0:
+            raise ConfigurationError("handoff_timeout must be a positive number of seconds")
+        if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
+            raise ConfigurationError("max_tasks must be a positive int")
+        if self.crashes not in ("inline", "isolate", "isolated"):
+            raise ConfigurationError(
+                f"crashes must be 'inline', 'isolate' or 'isolated', not {self.crashes!r}"
+            )
+
+    def replace(self, **changes: object) -> WorkerOptions:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def child_args(self) -> list[str]:
+        """These options as ``aq worker`` flags for a child process (``--crashes``,
+        which the launcher decides for each child, is a hidden flag)."""
+        args: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            flag = "--" + field.name.replace("_", "-")
+            args += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+        return args
