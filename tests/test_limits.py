@@ -1,12 +1,12 @@
-"""Specification of aq.options and aq.worker.limits: rate-limit parsing, the token bucket and retry backoff."""
+"""Specification of aq.options and aq.worker.limits: rate limits, the token bucket, backoff."""
 
 from __future__ import annotations
 
 import pytest
 
 import aq
-from aq.options import Backoff, RateLimit, parse_rate_limit
 from aq import options
+from aq.options import Backoff, RateLimit, parse_rate_limit
 from aq.worker import limits
 from aq.worker.limits import RateLimiter
 

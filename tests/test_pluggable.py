@@ -5,7 +5,7 @@ aq offers to such backends."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,7 @@ class WrappedTransport(Transport):
         self.published.append(queue)
         await self.inner.publish(queue, body, priority=priority, eta=eta)
 
-    async def consume(
-        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
-    ) -> Consumer:
+    async def open_consumer(self, queues: list[str], prefetch: int, isolated: bool) -> Consumer:
         return await self.inner.consume(queues, prefetch, isolated=isolated)
 
     async def open_inbox(self) -> Inbox:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+from aq.errors import BrokerError
 from aq.transport.admin import Admin
 from aq.transport.store import Store
 
@@ -158,7 +159,6 @@ class Transport(abc.ABC):
             eta: a UNIX time before which the message must not be delivered.
         """
 
-    @abc.abstractmethod
     async def consume(
         self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
     ) -> Consumer:
@@ -167,7 +167,18 @@ class Transport(abc.ABC):
         With ``isolated``, consume their isolation queues instead (see
         :meth:`Delivery.isolate`); those deliveries dead-letter into, and count
         in the stats of, the queue they came from.
+
+        Raises:
+            aq.BrokerError: no queue was named.
         """
+        if not queues:
+            raise BrokerError("consume() needs at least one queue")
+        return await self.open_consumer(list(queues), max(1, prefetch), isolated)
+
+    @abc.abstractmethod
+    async def open_consumer(self, queues: list[str], prefetch: int, isolated: bool) -> Consumer:
+        """:meth:`consume`, its arguments checked: at least one queue, a prefetch of
+        at least 1."""
 
     @abc.abstractmethod
     async def open_inbox(self) -> Inbox:

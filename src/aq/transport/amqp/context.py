@@ -29,6 +29,7 @@ from aq.transport.amqp.declare import Declarer
 from aq.transport.amqp.errors import retrying, translated
 from aq.transport.amqp.settings import AmqpSettings
 from aq.transport.amqp.topology import Names, QueueNames, delay_route
+from aq.transport.kit import connected
 
 __all__ = ["CLOSE_TIMEOUT", "DEAD_AT", "DEAD_QUEUE", "REASON", "AmqpContext", "Holder"]
 
@@ -69,9 +70,7 @@ class AmqpContext:
 
     @property
     def connection(self) -> AbstractRobustConnection:
-        if self._connection is None:
-            raise BrokerError("the RabbitMQ transport is not connected; call connect() first")
-        return self._connection
+        return connected(self._connection, "RabbitMQ transport")
 
     async def retrying(self, what: str, operation: Callable[[float], Awaitable[T]]) -> T:
         """Run ``operation(seconds_left)`` through outages of up to ``publish_timeout``."""
@@ -146,9 +145,7 @@ class AmqpContext:
         what: str,
     ) -> None:
         """Publish and wait for RabbitMQ's confirm, riding out short outages."""
-        publisher = self._publisher
-        if publisher is None:
-            raise BrokerError("the RabbitMQ transport is not connected; call connect() first")
+        publisher = connected(self._publisher, "RabbitMQ transport")
         properties = spec.Basic.Properties(
             delivery_mode=2 if persistent else 1,
             priority=priority,

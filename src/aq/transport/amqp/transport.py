@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aq.errors import BrokerError, ConfigurationError
@@ -92,13 +92,9 @@ class AmqpTransport(Transport):
                 exchange, routing_key, body, headers=headers, priority=level, what=what
             )
 
-    async def consume(
-        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
-    ) -> Consumer:
-        if not queues:
-            raise BrokerError("consume() needs at least one queue")
+    async def open_consumer(self, queues: list[str], prefetch: int, isolated: bool) -> Consumer:
         names = [self.names.queue(q) for q in queues]
-        consumer = AmqpConsumer(self.context, names, max(1, prefetch), isolated)
+        consumer = AmqpConsumer(self.context, names, prefetch, isolated)
         self.context.consumers.add(consumer)
         try:
             await consumer.start()

@@ -5,7 +5,8 @@
   outage until a deadline (:func:`retry_until`);
 * :mod:`~aq.transport.kit.consumer`: a delivery settled at most once
   (:class:`OnceDelivery`) and a consumer that buffers deliveries and hands them
-  out one at a time (:class:`BufferedConsumer`);
+  out one at a time (:class:`BufferedConsumer`); what a backend may use only
+  while connected (:func:`connected`);
 * :mod:`~aq.transport.kit.turns`: doing the work asked for during one turn of
   the event loop in one go on the next (:class:`LoopTurn`), and sharing one
   batch's outcome among its callers (:func:`complete`);
@@ -15,7 +16,7 @@
 A backend built on these fills in only what its server does differently.
 """
 
-from aq.transport.kit.consumer import BufferedConsumer, OnceDelivery
+from aq.transport.kit.consumer import BufferedConsumer, OnceDelivery, connected
 from aq.transport.kit.options import CommonSettings, read_options
 from aq.transport.kit.retry import ReconnectDelay, retry_until
 from aq.transport.kit.turns import LoopTurn, complete
@@ -27,6 +28,7 @@ __all__ = [
     "OnceDelivery",
     "ReconnectDelay",
     "complete",
+    "connected",
     "read_options",
     "retry_until",
 ]

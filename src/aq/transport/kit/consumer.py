@@ -21,9 +21,10 @@ from typing import Generic, TypeVar
 from aq.errors import BrokerError
 from aq.transport.base import Consumer, Delivery
 
-__all__ = ["BufferedConsumer", "OnceDelivery", "wake"]
+__all__ = ["BufferedConsumer", "OnceDelivery", "connected", "wake"]
 
 D = TypeVar("D", bound="OnceDelivery")
+T = TypeVar("T")
 
 
 class OnceDelivery(Delivery):
@@ -133,3 +134,14 @@ def wake(future: asyncio.Future[None] | None) -> None:
     """Resolve ``future`` if it is still pending (a waiter's wake-up call)."""
     if future is not None and not future.done():
         future.set_result(None)
+
+
+def connected(value: T | None, what: str) -> T:
+    """``value`` (a client, a connection), which exists only while ``what`` is connected.
+
+    Raises:
+        aq.BrokerError: it is not connected.
+    """
+    if value is None:
+        raise BrokerError(f"the {what} is not connected; call connect() first")
+    return value

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aq.errors import BrokerError, ConfigurationError
+from aq.errors import ConfigurationError
+from aq.transport.kit import connected
 from aq.transport.memory.hub import Hub, attach, detach, hub_name
 from aq.transport.store import Lease, Store
 
@@ -43,9 +44,7 @@ class MemoryStore(Store):
     def hub(self) -> Hub:
         if self._shared is not None:
             return self._shared()
-        if self._hub is None:
-            raise BrokerError("the memory store is not connected; call connect() first")
-        return self._hub
+        return connected(self._hub, "memory store")
 
     async def connect(self) -> None:
         if self._shared is None and self._hub is None:

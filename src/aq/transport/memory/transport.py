@@ -16,13 +16,13 @@ import contextlib
 import heapq
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from aq.errors import BrokerError, ConfigurationError
+from aq.errors import ConfigurationError
 from aq.transport.admin import DeadLetter
 from aq.transport.base import Consumer, Inbox, Transport
-from aq.transport.kit import BufferedConsumer, OnceDelivery
+from aq.transport.kit import BufferedConsumer, OnceDelivery, connected
 from aq.transport.kit.consumer import wake
 from aq.transport.memory.admin import MemoryAdmin
 from aq.transport.memory.hub import Entry, Hub, MemoryQueue, attach, detach, hub_name, next_sequence
@@ -186,9 +186,7 @@ class MemoryTransport(Transport):
 
     @property
     def hub(self) -> Hub:
-        if self._hub is None:
-            raise BrokerError("the memory transport is not connected; call connect() first")
-        return self._hub
+        return connected(self._hub, "memory transport")
 
     @property
     def admin(self) -> MemoryAdmin:
@@ -216,14 +214,10 @@ class MemoryTransport(Transport):
         else:
             q.push(entry)
 
-    async def consume(
-        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
-    ) -> Consumer:
-        if not queues:
-            raise BrokerError("consume() needs at least one queue")
+    async def open_consumer(self, queues: list[str], prefetch: int, isolated: bool) -> Consumer:
         hub = self.hub
         pick = hub.isolation_queue if isolated else hub.queue
-        return _MemoryConsumer(hub, [pick(name) for name in queues], max(1, prefetch))
+        return _MemoryConsumer(hub, [pick(name) for name in queues], prefetch)
 
     async def open_inbox(self) -> Inbox:
         hub = self.hub

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from aq.errors import BrokerError
+from aq.transport.kit import connected
 from aq.transport.redis import scripts
 from aq.transport.redis.batch import Batcher
 from aq.transport.redis.connection import (
@@ -49,16 +50,12 @@ class RedisContext:
 
     @property
     def client(self) -> Redis:
-        if self._client is None:
-            raise BrokerError("the Redis transport is not connected; call connect() first")
-        return self._client
+        return connected(self._client, "Redis transport")
 
     @property
     def batcher(self) -> Batcher:
         """Sends the commands of one event-loop turn in one pipeline."""
-        if self._batcher is None:
-            raise BrokerError("the Redis transport is not connected; call connect() first")
-        return self._batcher
+        return connected(self._batcher, "Redis transport")
 
     def script(self, name: str) -> Any:
         """The registered Lua script ``name`` of :mod:`aq.transport.redis.scripts`."""

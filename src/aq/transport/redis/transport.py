@@ -17,10 +17,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from aq.errors import BrokerError
 from aq.message import MAX_PRIORITY, new_id
 from aq.transport.base import Consumer, Delivery, Inbox, Transport
 from aq.transport.redis.admin import RedisAdmin
@@ -96,15 +95,11 @@ class RedisTransport(Transport):
 
         await retrying(f"publish to {queue}", add, self.settings.publish_timeout)
 
-    async def consume(
-        self, queues: Sequence[str], prefetch: int, *, isolated: bool = False
-    ) -> Consumer:
-        if not queues:
-            raise BrokerError("consume() needs at least one queue")
+    async def open_consumer(self, queues: list[str], prefetch: int, isolated: bool) -> Consumer:
         keys = [self.context.queue_keys(q) for q in queues]
         if isolated:
             keys = [k.isolation() for k in keys]
-        consumer = RedisConsumer(self.context, keys, max(1, prefetch), self.heartbeat_interval)
+        consumer = RedisConsumer(self.context, keys, prefetch, self.heartbeat_interval)
         await consumer.start()
         return consumer
 
