@@ -1,4 +1,4 @@
-"""Specification of aq.message: the versioned task and reply envelopes on the wire."""
+"""Specification of aq.message: the versioned envelopes on the wire, and error payloads."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ import pytest
 import aq
 from aq.message import (
     PROTOCOL_VERSION,
+    ControlMessage,
     Reply,
     ReplyKind,
     TaskMessage,
+    decode_control,
     decode_reply,
     decode_task,
+    encode_control,
     encode_reply,
     encode_task,
+    error_payload,
     new_id,
+    outcome_error,
+    remote_error,
 )
 from aq.serializer import JSONSerializer
 
@@ -307,3 +313,68 @@ def test_decode_task_rejects_out_of_range_fields(changes: dict[str, object], hin
     body = {"v": 1, "id": "a", "task": "t", "queue": "q", **changes}
     with pytest.raises(aq.MessageDecodeError, match=hint):
         decode_task(orjson.dumps(body), JSONSerializer())
+
+
+def test_a_control_message_round_trips() -> None:
+    command = ControlMessage("cancel", "t-1")
+    decoded = decode_control(encode_control(command, CODEC), CODEC)
+    assert decoded == command
+    assert orjson.loads(encode_control(command, CODEC)) == {
+        "v": 1,
+        "op": "cancel",
+        "task_id": "t-1",
+        "id": command.id,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff", "not application/json"),
+        (b"[1]", "not a v1 control message"),
+        (b'{"v": 2, "op": "cancel", "task_id": "t"}', "not a v1 control message"),
+        (b'{"v": 1, "op": "shutdown", "task_id": "t"}', "unknown control operation 'shutdown'"),
+        (b'{"v": 1, "op": "cancel", "task_id": 7}', "task_id must be a string"),
+    ],
+)
+def test_a_control_message_that_cannot_be_acted_on_says_why(body: bytes, reason: str) -> None:
+    with pytest.raises(aq.MessageDecodeError, match=reason):
+        decode_control(body, CODEC)
+
+
+def test_an_error_payload_names_builtins_bare_and_other_types_qualified() -> None:
+    assert error_payload(ValueError("bad"), with_traceback=False) == {
+        "type": "ValueError",
+        "message": "bad",
+        "traceback": "",
+    }
+    assert error_payload(aq.SerializationError("x"))["type"] == "aq.errors.SerializationError"
+    assert "Traceback" in error_payload(_raised(KeyError("k")))["traceback"]
+
+
+def _raised(exc: Exception) -> Exception:
+    try:
+        raise exc
+    except Exception as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    "cls", [aq.TaskTimeout, aq.TaskCancelled, aq.TaskExpired, aq.WorkerCrashed]
+)
+def test_aq_outcomes_cross_the_wire_as_themselves(cls: type[aq.TaskFailed]) -> None:
+    sent = outcome_error(cls, "t-1", "why")
+    received = remote_error("t-1", error_payload(sent))
+    assert type(received) is cls
+    assert (received.remote_type, received.remote_message) == (sent.remote_type, "why")
+
+
+def test_any_other_remote_error_is_a_task_failed_with_its_type_and_text() -> None:
+    received = remote_error("t-1", {"type": "app.Declined", "message": "no", "traceback": "tb"})
+    assert type(received) is aq.TaskFailed
+    assert (received.remote_type, received.remote_message, received.remote_traceback) == (
+        "app.Declined",
+        "no",
+        "tb",
+    )
+    assert remote_error("t-1", "junk").remote_type == "unknown"

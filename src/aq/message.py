@@ -274,16 +274,19 @@ def encode_control(command: ControlMessage, serializer: Serializer) -> bytes:
 def decode_control(data: bytes, serializer: Serializer) -> ControlMessage:
     """Decode and validate a control message; raises :class:`MessageDecodeError`
     saying why it cannot be acted on."""
-    obj = _object(data, serializer)
-    version = obj.get("v")
+    try:
+        obj = serializer.loads(data)
+    except MessageDecodeError:
+        raise MessageDecodeError(f"not {serializer.content_type}") from None
+    version = obj.get("v") if isinstance(obj, dict) else None
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise MessageDecodeError(f"not a v{PROTOCOL_VERSION} control message")
-    op, task_id, command_id = obj.get("op"), obj.get("task_id"), obj.get("id", "")
+    op, task_id, command_id = obj.get("op"), obj.get("task_id"), obj.get("id")
     if op != "cancel":
         raise MessageDecodeError(f"unknown control operation {op!r}")
-    if not isinstance(task_id, str) or not isinstance(command_id, str):
-        raise MessageDecodeError("task_id and id must be strings")
-    return ControlMessage(op, task_id, command_id)
+    if not isinstance(task_id, str):
+        raise MessageDecodeError("task_id must be a string")
+    return ControlMessage(op, task_id, command_id if isinstance(command_id, str) else "")
 
 
 # -- errors --------------------------------------------------------------------------

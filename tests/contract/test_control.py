@@ -110,7 +110,7 @@ async def test_junk_on_the_control_channel_is_reported_once_each_and_cancels_sti
             await handle.result(timeout=5)
     ignored = [r.getMessage() for r in caplog.records if "control.ignored" in r.getMessage()]
     assert ignored == [
-        'control.ignored reason="not JSON"',
+        'control.ignored reason="not application/json"',
         'control.ignored reason="not a v1 control message"',
         'control.ignored reason="not a v1 control message"',
     ]

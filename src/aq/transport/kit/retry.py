@@ -82,7 +82,7 @@ async def retry_until(
         aq.BrokerError: the server refused the operation (not retried).
     """
     give_up = time.monotonic() + deadline
-    delays = ReconnectDelay(most=most)
+    delays: ReconnectDelay | None = None  # made at the first failure: most calls have none
     cause: BaseException | None = None  # the last error that said more than "timed out"
     while True:
         try:
@@ -97,4 +97,5 @@ async def retry_until(
                     f"{what}: {server} unreachable for {deadline:g} s ({cause!r})"
                 ) from exc
             log.warning("%s: %s; retrying", what, exc)
+            delays = delays or ReconnectDelay(most=most)
             await delays.wait(at_most=left)

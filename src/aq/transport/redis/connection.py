@@ -125,14 +125,15 @@ def translated(what: str) -> Any:
         raise BrokerError(f"{what}: Redis said {exc}") from exc
 
 
-async def retrying(what: str, operation: Callable[[], Awaitable[T]], deadline: float) -> T:
-    """Run ``operation``, retrying connection errors with backoff for ``deadline`` seconds.
+def retrying(what: str, operation: Callable[[], Awaitable[T]], deadline: float) -> Awaitable[T]:
+    """Run ``operation``, retrying connection errors with backoff for ``deadline`` seconds
+    (:func:`aq.transport.kit.retry_until` for Redis; awaited by the caller).
 
     Raises:
         aq.BrokerUnavailable: Redis could not be reached before the deadline.
         aq.BrokerError: Redis refused the operation.
     """
-    return await retry_until(
+    return retry_until(
         what, lambda _left: operation(), deadline, translate=translated, server="Redis", log=log
     )
 
