@@ -396,13 +396,17 @@ class AmqpConsumer(BufferedConsumer[AmqpDelivery]):
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def _accept(self, delivery: AmqpDelivery) -> bool:
+    def _accept(self, delivery: AmqpDelivery) -> bool:
         if delivery.stale:  # RabbitMQ requeued it when its channel closed
             self._unsettled.discard(delivery)
             return False
+        return True
+
+    async def get(self) -> AmqpDelivery:
+        delivery = await super().get()
         if self.isolated:
             await self._hold_only(delivery)
-        return True
+        return delivery
 
     async def _hold_only(self, delivery: AmqpDelivery) -> None:
         """Make ``delivery`` the one message this isolation consumer holds while it runs.

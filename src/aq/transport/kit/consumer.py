@@ -95,9 +95,9 @@ class BufferedConsumer(Consumer, Generic[D]):
     def _forgotten(self, delivery: D) -> None:
         """Called after a delivery stopped being tracked (room for another)."""
 
-    async def _accept(self, delivery: D) -> bool:
-        """Whether a buffered delivery may be handed out now; a refused one is forgotten
-        by this hook's override. Backends override it."""
+    def _accept(self, delivery: D) -> bool:
+        """Whether a buffered delivery may still be handed out (backends override it;
+        the override forgets one it refuses)."""
         return True
 
     async def get(self) -> D:
@@ -106,7 +106,7 @@ class BufferedConsumer(Consumer, Generic[D]):
                 raise BrokerError("consumer is closed")
             if self._ready:
                 delivery = self._ready.popleft()
-                if await self._accept(delivery):
+                if self._accept(delivery):
                     return delivery
                 continue
             await self._wait_for_arrival()

@@ -32,10 +32,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 from aq import background
-from aq.errors import BrokerError
+from aq.errors import BrokerError, ConnectionLost
 from aq.logs import event
 from aq.transport.kit import BufferedConsumer, OnceDelivery, ReconnectDelay
 from aq.transport.kit.consumer import wake
@@ -79,10 +81,10 @@ class RedisDelivery(OnceDelivery):
         self.stream = stream
         self.entry_id = entry_id
 
-    async def _run(
+    def _run(
         self, script: str, keys: list[Any], args: list[Any], merged: bool = False
-    ) -> None:
-        await self._settle(lambda: self._consumer.run_settling(self, script, keys, args, merged))
+    ) -> Awaitable[None]:
+        return self._settle(partial(self._consumer.run_settling, self, script, keys, args, merged))
 
     async def ack(self) -> None:
         if self._consumer.context.cluster:
@@ -258,11 +260,17 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
         """
         context = self.context
 
-        async def attempt() -> Any:
+        def attempt() -> Awaitable[Any]:
             if merged:
-                return await context.batcher.run_merged(context.script(script), keys, args)
-            return await context.run_script(script, keys, args)
+                return context.batcher.run_merged(context.script(script), keys, args)
+            return context.run_script(script, keys, args)
 
+        try:  # the common case, without retry_until's frame
+            with translated("settle"):
+                await attempt()
+            return
+        except ConnectionLost:
+            pass
         await retrying(f"settle {delivery.entry_id}", attempt, self.settings.publish_timeout)
 
     # -- background loops ------------------------------------------------------------
