@@ -115,8 +115,9 @@ class AmqpDelivery(OnceDelivery):
         # Its ack asked for, it is settled, whatever its caller sees.
         return self._settled or self.acking
 
-    async def _run(self, how: Callable[[], Awaitable[None]]) -> None:
-        await self._settle(lambda: self._consumer.run_settling(self, how))
+    def _run(self, how: Callable[[], Awaitable[None]]) -> Awaitable[None]:
+        # Not through _settle(): the consumer settles in one coroutine, the hot path.
+        return self._consumer.settle(self, how)
 
     async def ack(self) -> None:
         await self._run(self._ack)
@@ -140,7 +141,7 @@ class AmqpDelivery(OnceDelivery):
         await asyncio.shield(self._consumer.acks.ack(self.channel, self.tag))
 
     def abandon(self) -> None:
-        self._drop()
+        self.mark_settled()
         if not self.stale:  # the outage was elsewhere: hand the message back now
             self._consumer.nack_later(self.channel, self.tag)
 
@@ -424,11 +425,11 @@ class AmqpConsumer(BufferedConsumer[AmqpDelivery]):
         self._ready.clear()
         await asyncio.gather(*(d.release() for d in others), return_exceptions=True)
 
-    async def run_settling(
-        self, delivery: AmqpDelivery, how: Callable[[], Awaitable[None]]
-    ) -> None:
-        """Run one way of settling ``delivery``; a delivery whose channel closed needs
-        none, since RabbitMQ has given the message back already."""
+    async def settle(self, delivery: AmqpDelivery, how: Callable[[], Awaitable[None]]) -> None:
+        """Settle ``delivery`` once, ``how``; a delivery whose channel closed needs
+        nothing, since RabbitMQ has given the message back already."""
+        if delivery.settled:
+            return
         try:
             if not delivery.stale:
                 with translated(f"settle a message of {delivery.queue}"):
@@ -440,6 +441,7 @@ class AmqpConsumer(BufferedConsumer[AmqpDelivery]):
                 raise
             # The connection dropped mid-way: RabbitMQ gives the message back.
             event(log, logging.WARNING, "amqp.settle_skipped", queue=delivery.queue)
+        delivery.mark_settled()
 
     async def close(self) -> None:
         if not self._stop_handing_out():

@@ -63,6 +63,7 @@ async def retry_until(
     server: str,
     log: logging.Logger,
     most: float = 2.0,
+    after: Callable[[], None] | None = None,
 ) -> T:
     """Run ``attempt(seconds_left)``, again after each lost connection, for
     ``deadline`` seconds.
@@ -72,22 +73,34 @@ async def retry_until(
         attempt: the operation; it is given the seconds left, to bound a step
             that could hang (waiting for a confirm on a dead connection).
         deadline: seconds before giving up.
-        translate: the backend's translation of its client's errors.
+        translate: the backend's translation of its client's errors (entered
+            only when an attempt fails: a context manager costs a microsecond,
+            and this runs for every message sent).
         server: the server's name for messages ("Redis", "RabbitMQ").
         log: where each retry is logged, as a warning.
         most: the longest wait between attempts.
+        after: called after an attempt that worked (Redis: re-raise a
+            cancellation the client swallowed).
 
     Raises:
         aq.BrokerUnavailable: the server could not be reached before the deadline.
         aq.BrokerError: the server refused the operation (not retried).
     """
     give_up = time.monotonic() + deadline
+    left = deadline
     delays: ReconnectDelay | None = None  # made at the first failure: most calls have none
     cause: BaseException | None = None  # the last error that said more than "timed out"
     while True:
         try:
-            with translate(what):
-                return await attempt(max(give_up - time.monotonic(), 0.001))
+            try:
+                result = await attempt(left)
+            except Exception as exc:
+                with translate(what):
+                    raise exc from exc.__cause__
+                raise  # a translation that let it pass: not aq's to judge
+            if after is not None:
+                after()
+            return result
         except ConnectionLost as exc:
             if not isinstance(exc.__cause__, TimeoutError) or cause is None:
                 cause = exc.__cause__
@@ -99,3 +112,4 @@ async def retry_until(
             log.warning("%s: %s; retrying", what, exc)
             delays = delays or ReconnectDelay(most=most)
             await delays.wait(at_most=left)
+            left = max(give_up - time.monotonic(), 0.001)

@@ -21,33 +21,29 @@ __all__ = ["LoopTurn", "complete", "share", "share_outcome"]
 class LoopTurn:
     """Calls ``flush`` on the next event-loop turn after :meth:`request`, once."""
 
-    __slots__ = ("_flush", "_requested", "running")
+    __slots__ = ("_flush", "requested", "running")
 
     def __init__(self, flush: Callable[[], None]) -> None:
         self._flush = flush
-        self._requested = False
+        #: A flush is due on the next turn (read-only outside this class).
+        self.requested = False
         #: Sending tasks started by flushes and not yet finished.
         self.running: set[asyncio.Task[None]] = set()
 
     @property
-    def requested(self) -> bool:
-        """A flush is due on the next turn."""
-        return self._requested
-
-    @property
     def busy(self) -> bool:
         """A flush is due, or something it started is still being sent."""
-        return self._requested or bool(self.running)
+        return self.requested or bool(self.running)
 
     def request(self) -> None:
         """Have ``flush`` run on the next turn (once, however often this is called)."""
-        if not self._requested:
-            self._requested = True
+        if not self.requested:
+            self.requested = True
             asyncio.get_running_loop().call_soon(self._run)
 
     def _run(self) -> None:
-        if self._requested:  # not when flush_now() ran it already
-            self._requested = False
+        if self.requested:  # not when flush_now() ran it already
+            self.requested = False
             self._flush()
 
     def flush_now(self) -> None:

@@ -40,9 +40,9 @@ class _MemoryDelivery(OnceDelivery):
         self._q = q
         self._entry = entry
 
-    def _drop(self) -> None:
+    def mark_settled(self) -> None:
         self._q.unacked -= 1
-        super()._drop()
+        super().mark_settled()
 
     async def ack(self) -> None:
         await self._settle(_nothing)
@@ -74,7 +74,7 @@ class _MemoryDelivery(OnceDelivery):
     def release(self) -> None:
         """Return the message on shutdown; this delivery does not count."""
         if not self.settled:
-            self._drop()
+            self.mark_settled()
             self._entry.delivery_count -= 1
             self._q.push_front(self._entry)
 

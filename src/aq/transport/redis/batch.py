@@ -75,7 +75,8 @@ class Batcher:
         every caller uses, and returns a list with one result per group. Its keys
         may lie in any hash slots, so merged calls serve single-node Redis only.
         """
-        if not (self._turn.busy or self._direct):
+        turn = self._turn
+        if not (turn.requested or turn.running or self._direct):
             # Nothing queued or in flight: waiting a turn would only add latency.
             self._direct += 1
             try:

@@ -134,7 +134,13 @@ def retrying(what: str, operation: Callable[[], Awaitable[T]], deadline: float) 
         aq.BrokerError: Redis refused the operation.
     """
     return retry_until(
-        what, lambda _left: operation(), deadline, translate=translated, server="Redis", log=log
+        what,
+        lambda _left: operation(),
+        deadline,
+        translate=translated,
+        server="Redis",
+        log=log,
+        after=raise_if_cancelling,
     )
 
 

@@ -33,11 +33,10 @@ import os
 import socket
 import time
 from collections.abc import Awaitable
-from functools import partial
 from typing import Any
 
 from aq import background
-from aq.errors import BrokerError, ConnectionLost
+from aq.errors import BrokerError
 from aq.logs import event
 from aq.transport.kit import BufferedConsumer, OnceDelivery, ReconnectDelay
 from aq.transport.kit.consumer import wake
@@ -84,7 +83,8 @@ class RedisDelivery(OnceDelivery):
     def _run(
         self, script: str, keys: list[Any], args: list[Any], merged: bool = False
     ) -> Awaitable[None]:
-        return self._settle(partial(self._consumer.run_settling, self, script, keys, args, merged))
+        # Not through _settle(): the consumer settles in one coroutine, the hot path.
+        return self._consumer.settle(self, script, keys, args, merged)
 
     async def ack(self) -> None:
         if self._consumer.context.cluster:
@@ -243,7 +243,7 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
     def _forgotten(self, delivery: RedisDelivery) -> None:
         wake(self._room)
 
-    async def run_settling(
+    async def settle(
         self,
         delivery: RedisDelivery,
         script: str,
@@ -251,13 +251,36 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
         args: list[Any],
         merged: bool,
     ) -> None:
-        """Run a settling script, retried through outages of up to ``publish_timeout``
-        (the worker's hand-off then waits longer, see aq.worker.handoff); an entry left
-        pending after that is reclaimed by another worker, so it is not lost.
+        """Settle ``delivery`` once with a script, retried through outages of up to
+        ``publish_timeout`` (the worker's hand-off then waits longer, see
+        aq.worker.handoff); an entry left pending after that is reclaimed by another
+        worker, so it is not lost.
 
         ``merged``: one of the ``*_MANY`` scripts, sent as one call with every
         other settlement of this event-loop turn.
         """
+        if delivery.settled:
+            return
+        context = self.context
+        try:  # the common case, in this one coroutine
+            if merged:
+                await context.batcher.run_merged(context.script(script), keys, args)
+            else:
+                await context.run_script(script, keys, args)
+        except Exception:  # retried through an outage, translated to aq's errors
+            await self._settle_patiently(delivery, script, keys, args, merged)
+        else:
+            raise_if_cancelling()
+        delivery.mark_settled()
+
+    async def _settle_patiently(
+        self,
+        delivery: RedisDelivery,
+        script: str,
+        keys: list[Any],
+        args: list[Any],
+        merged: bool,
+    ) -> None:
         context = self.context
 
         def attempt() -> Awaitable[Any]:
@@ -265,12 +288,6 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
                 return context.batcher.run_merged(context.script(script), keys, args)
             return context.run_script(script, keys, args)
 
-        try:  # the common case, without retry_until's frame
-            with translated("settle"):
-                await attempt()
-            return
-        except ConnectionLost:
-            pass
         await retrying(f"settle {delivery.entry_id}", attempt, self.settings.publish_timeout)
 
     # -- background loops ------------------------------------------------------------

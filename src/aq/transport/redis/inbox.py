@@ -40,6 +40,7 @@ class _StreamInbox(Inbox):
         self._stream = stream
         self._last = start_id
         self._buffer: deque[bytes] = deque()
+        self._delays = ReconnectDelay()
 
     async def _read(self) -> Any:
         """One blocking read from ``_last`` on."""
@@ -51,7 +52,7 @@ class _StreamInbox(Inbox):
         """Called after a read failed because the connection was lost."""
 
     async def get(self) -> bytes:
-        delays = ReconnectDelay()
+        delays = self._delays
         while not self._buffer:
             try:
                 result = await self._read()
