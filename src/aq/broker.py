@@ -23,6 +23,7 @@ from aq.message import (
     TaskMessage,
     decode_reply,
     encode_control,
+    encode_task,
     remote_error,
     result_key,
 )
@@ -279,7 +280,7 @@ class Broker:
         """
         serializer = self.serializer
         try:
-            body = serializer.dumps(message.to_dict())
+            body = encode_task(message, serializer)
         except SerializationError as exc:
             raise self._locate(message, task, exc) from exc
         if len(body) > self.max_message_size:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 from aq.errors import BrokerError
 from aq.transport.admin import Admin
+from aq.transport.connection import Connection
 from aq.transport.store import Store
 
 __all__ = ["Consumer", "Delivery", "Inbox", "Transport"]
@@ -95,7 +94,7 @@ class Inbox(abc.ABC):
         """Stop receiving and release the address."""
 
 
-class Transport(abc.ABC):
+class Transport(Connection):
     """A connection to one broker. Use as an async context manager or call connect/close."""
 
     #: Whether producers and workers must share one process (the memory broker).
@@ -125,26 +124,6 @@ class Transport(abc.ABC):
         or ``None`` if the broker keeps no state by key (RabbitMQ): then a feature
         that needs one is given a store with ``aq.Broker(store=...)``."""
         return None
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @abc.abstractmethod
-    async def connect(self) -> None:
-        """Open connections; raises :class:`aq.BrokerUnavailable` if the broker is unreachable."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Close connections. Safe to call more than once."""
 
     @abc.abstractmethod
     async def publish(

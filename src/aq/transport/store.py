@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
+
+from aq.transport.connection import Connection
 
 __all__ = ["Lease", "Store"]
 
@@ -44,33 +44,13 @@ class Lease:
     token: int
 
 
-class Store(abc.ABC):
+class Store(Connection):
     """State kept by key with expiry; see the module docstring.
 
     Use as an async context manager, or call :meth:`connect` and :meth:`close`.
     A store a transport hands out (:meth:`Transport.store`) shares its
     connection: the broker connects the transport, and that store with it.
     """
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @abc.abstractmethod
-    async def connect(self) -> None:
-        """Open connections; raises :class:`aq.BrokerUnavailable` if the server is unreachable."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Close connections. Safe to call more than once."""
 
     # -- values ----------------------------------------------------------------------
 

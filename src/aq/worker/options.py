@@ -3,8 +3,11 @@
 ``aq worker`` builds one :class:`WorkerOptions` from its flags; the launcher
 hands it to the worker of this process, or turns it back into flags for each
 child process (:meth:`WorkerOptions.child_args`, generated from the fields), and
-:class:`~aq.worker.worker.Worker` reads it. Adding a worker option is adding a
-field here (with its check in ``__post_init__``) and its flag to ``aq worker``.
+:class:`~aq.worker.worker.Worker` reads it (``Worker(broker, options=...)``).
+Adding a worker option is adding a field here (with its check in
+``__post_init__``) and its flag to ``aq worker``, then reading
+``worker.options.<field>`` where it applies; a keyword of ``aq.Worker`` of its
+own is optional.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ async def serve(
     process also keeps an isolation worker running as its child (``aq worker
     --no-supervise``), and stops it with itself.
     """
-    worker = Worker.from_options(broker, options)
+    worker = Worker(broker, options=options)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
     grace = options.shutdown_timeout

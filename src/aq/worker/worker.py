@@ -66,6 +66,9 @@ class Worker:
         handoff_timeout: seconds a finished task's outcome is kept while the
             broker cannot be reached, before its message is left to be delivered
             again (see :mod:`aq.worker.handoff`).
+        options: all of the above as one :class:`aq.worker.options.WorkerOptions`
+            (how ``aq worker`` builds its workers); when given, the keywords
+            above are not read.
 
     Use ``async with Worker(broker):`` or :meth:`start` and :meth:`stop`.
     """
@@ -80,15 +83,18 @@ class Worker:
         max_tasks: int | None = None,
         crashes: CrashMode = "inline",
         handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
+        options: WorkerOptions | None = None,
     ) -> None:
-        options = WorkerOptions(
-            tuple(queues) if queues else None,
-            concurrency,
-            shutdown_timeout,
-            max_tasks,
-            crashes,
-            handoff_timeout,
-        )
+        if options is None:
+            options = WorkerOptions(
+                tuple(queues) if queues else None,
+                concurrency,
+                shutdown_timeout,
+                max_tasks,
+                crashes,
+                handoff_timeout,
+            )
+        #: Every setting of this worker (what ``aq worker`` passes whole).
         self.options = options
         self.broker = broker
         self.queues = broker.queue_names(options.queues)
@@ -122,19 +128,6 @@ class Worker:
         self._stopped = asyncio.Event()
         self._activity: asyncio.Future[None] | None = None
         self._stopping = False
-
-    @classmethod
-    def from_options(cls, broker: Broker, options: WorkerOptions) -> Worker:
-        """A worker for ``broker`` with ``options`` (how ``aq worker`` builds one)."""
-        return cls(
-            broker,
-            queues=options.queues,
-            concurrency=options.concurrency,
-            shutdown_timeout=options.shutdown_timeout,
-            max_tasks=options.max_tasks_per_child,
-            crashes=options.crashes,
-            handoff_timeout=options.handoff_timeout,
-        )
 
     async def __aenter__(self) -> Self:
         await self.start()

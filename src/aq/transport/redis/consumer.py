@@ -261,12 +261,8 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
         """
         if delivery.settled:
             return
-        context = self.context
         try:  # the common case, in this one coroutine
-            if merged:
-                await context.batcher.run_merged(context.script(script), keys, args)
-            else:
-                await context.run_script(script, keys, args)
+            await self._settling(script, keys, args, merged)
         except Exception:  # retried through an outage, translated to aq's errors
             await self._settle_patiently(delivery, script, keys, args, merged)
         else:
@@ -281,14 +277,19 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
         args: list[Any],
         merged: bool,
     ) -> None:
+        await retrying(
+            f"settle {delivery.entry_id}",
+            lambda: self._settling(script, keys, args, merged),
+            self.settings.publish_timeout,
+        )
+
+    def _settling(
+        self, script: str, keys: list[Any], args: list[Any], merged: bool
+    ) -> Awaitable[Any]:
         context = self.context
-
-        def attempt() -> Awaitable[Any]:
-            if merged:
-                return context.batcher.run_merged(context.script(script), keys, args)
-            return context.run_script(script, keys, args)
-
-        await retrying(f"settle {delivery.entry_id}", attempt, self.settings.publish_timeout)
+        if merged:
+            return context.batcher.run_merged(context.script(script), keys, args)
+        return context.run_script(script, keys, args)
 
     # -- background loops ------------------------------------------------------------
 
