@@ -4,8 +4,9 @@ one with ``aq.Broker(store="redis://...")``.
 
 Inside the package every module depends on :mod:`.context` (the connection,
 settings, names, declarations and confirmed publishing), never on the
-transport: ``transport`` → ``consumer``, ``inbox``, ``admin`` → ``context`` →
-``declare``, ``errors``, ``settings``, ``topology``.
+transport: ``transport`` → ``consumer`` → ``delivery``; ``transport`` →
+``inbox``, ``admin``; all of them → ``context`` → ``declare``, ``errors``,
+``settings``, ``topology``.
 """
 
 from aq.transport.amqp.transport import AmqpTransport

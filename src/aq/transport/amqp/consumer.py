@@ -47,130 +47,22 @@ from aq.logs import event
 from aq.transport.amqp import inspection
 from aq.transport.amqp.batch import AckWindow
 from aq.transport.amqp.context import CLOSE_TIMEOUT, AmqpContext
+from aq.transport.amqp.delivery import REQUEUES, AmqpDelivery, republish
 from aq.transport.amqp.direct import DirectConsumers, OnMessage
 from aq.transport.amqp.errors import translated
 from aq.transport.amqp.topology import QueueNames, work_arguments
-from aq.transport.kit import BufferedConsumer, OnceDelivery
+from aq.transport.kit import BufferedConsumer
 
-__all__ = ["AmqpConsumer", "AmqpDelivery"]
+__all__ = ["ETA", "AmqpConsumer"]
 
 log = logging.getLogger("aq.amqp")
 
-#: Header counting a message's earlier deliveries that were not settled.
-REQUEUES = "x-aq-requeues"
 #: The headers of a message that has none (shared, never changed).
 _NO_HEADERS: dict[str, Any] = {}
-#: Headers a copy of a message must not carry: RabbitMQ's own delivery count.
-_SERVER_COUNTS = frozenset(("x-delivery-count",))
 #: Header with a delayed message's due time, in UNIX milliseconds.
 ETA = "x-aq-eta"
 #: Seconds between the watchdog's looks at queues that delivered nothing.
 WATCH_INTERVAL = 5.0
-
-
-class AmqpDelivery(OnceDelivery):
-    """A message delivered to this consumer and not yet settled."""
-
-    __slots__ = (
-        "_consumer",
-        "acking",
-        "channel",
-        "copied",
-        "headers",
-        "names",
-        "priority",
-        "source",
-        "tag",
-    )
-
-    def __init__(
-        self,
-        consumer: AmqpConsumer,
-        names: QueueNames,
-        message: DeliveredMessage,
-        headers: dict[str, Any],
-        delivery_count: int,
-    ) -> None:
-        super().__init__(consumer, message.body, names.name, delivery_count)
-        self._consumer = consumer
-        self.names = names
-        #: The RabbitMQ queue it came from: the work queue or the isolation queue.
-        self.source = consumer.source(names)
-        self.channel: aiormq.abc.AbstractChannel = message.channel
-        self.tag: int = message.delivery_tag or 0
-        self.headers = headers
-        self.priority: int = message.header.properties.priority or 0
-        #: Its ack has been asked for: it is settled, whatever its caller sees.
-        self.acking = False
-        #: A copy of it has been confirmed (isolated, returned or requeued).
-        self.copied = False
-
-    @property
-    def stale(self) -> bool:
-        """The channel it came on has closed, so RabbitMQ has requeued it already."""
-        return bool(self.channel.is_closed)
-
-    @property
-    def settled(self) -> bool:
-        # Its ack asked for, it is settled, whatever its caller sees.
-        return self._settled or self.acking
-
-    def _run(self, how: Callable[[], Awaitable[None]]) -> Awaitable[None]:
-        # Not through _settle(): the consumer settles in one coroutine, the hot path.
-        return self._consumer.settle(self, how)
-
-    async def ack(self) -> None:
-        await self._run(self._ack)
-
-    async def requeue(self) -> None:
-        await self._run(self._requeue)
-
-    async def dead_letter(self, reason: str) -> None:
-        async def move() -> None:
-            await self._consumer.context.publish_dead(
-                self.names, self.body, self.headers, self.priority, reason
-            )
-            await self._ack()
-
-        await self._run(move)
-
-    async def _ack(self) -> None:
-        self.acking = True
-        # Shielded: the window's future is shared by the turn's acks, and one
-        # caller's cancellation must not cancel it for the others.
-        await asyncio.shield(self._consumer.acks.ack(self.channel, self.tag))
-
-    def abandon(self) -> None:
-        self.mark_settled()
-        if not self.stale:  # the outage was elsewhere: hand the message back now
-            self._consumer.nack_later(self.channel, self.tag)
-
-    async def isolate(self) -> None:
-        async def move() -> None:
-            await self._republish(self.names.isolated, 0, "isolate")
-            await self._ack()
-
-        await self._run(move)
-
-    async def release(self) -> None:
-        """Return the message on shutdown; this delivery does not count."""
-
-        async def back() -> None:
-            await self._republish(self.source, self.delivery_count - 1, "return")
-            await self._ack()
-
-        await self._run(back)
-
-    async def _requeue(self) -> None:
-        await self._republish(self.source, self.delivery_count, "requeue")
-        await self._ack()
-
-    async def _republish(self, queue: str, earlier: int, what: str) -> None:
-        """Publish a copy to ``queue`` that counts ``earlier`` unsettled deliveries."""
-        await republish(
-            self._consumer.context, queue, self.body, self.headers, self.priority, earlier, what
-        )
-        self.copied = True
 
 
 class AmqpConsumer(BufferedConsumer[AmqpDelivery]):
@@ -479,27 +371,6 @@ class AmqpConsumer(BufferedConsumer[AmqpDelivery]):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await self._channel.close()
         self.context.consumers.discard(self)
-
-
-async def republish(
-    context: AmqpContext,
-    queue: str,
-    body: bytes,
-    headers: dict[str, Any],
-    priority: int,
-    earlier: int,
-    what: str,
-) -> None:
-    """Publish a copy of a message to ``queue`` (confirmed) whose ``x-aq-requeues``
-    says it had ``earlier`` deliveries that were not settled."""
-    copy = {k: v for k, v in headers.items() if k not in _SERVER_COUNTS}
-    if earlier:
-        copy[REQUEUES] = earlier
-    else:
-        copy.pop(REQUEUES, None)
-    await context.publish_raw(
-        "", queue, body, headers=copy or None, priority=priority, what=f"{what} to {queue}"
-    )
 
 
 def _int(value: object) -> int:

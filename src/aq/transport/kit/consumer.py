@@ -16,15 +16,21 @@ import abc
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aq.errors import BrokerError
 from aq.transport.base import Consumer, Delivery
 
-__all__ = ["BufferedConsumer", "OnceDelivery", "connected", "wake"]
+__all__ = ["BufferedConsumer", "Holder", "OnceDelivery", "connected", "wake"]
 
 D = TypeVar("D", bound="OnceDelivery")
 T = TypeVar("T")
+
+
+class Holder(Protocol):
+    """What tracks a delivery until it is settled (a :class:`BufferedConsumer`)."""
+
+    def forget(self, delivery: Any) -> None: ...
 
 
 class OnceDelivery(Delivery):
@@ -39,11 +45,9 @@ class OnceDelivery(Delivery):
 
     __slots__ = ("_holder", "_settled")
 
-    def __init__(
-        self, holder: BufferedConsumer[D], body: bytes, queue: str, delivery_count: int
-    ) -> None:
+    def __init__(self, holder: Holder, body: bytes, queue: str, delivery_count: int) -> None:
         super().__init__(body, queue, delivery_count)
-        self._holder: BufferedConsumer[D] = holder
+        self._holder = holder
         self._settled = False
 
     @property
@@ -62,7 +66,7 @@ class OnceDelivery(Delivery):
         """Count this delivery settled and let its consumer forget it (its step is done,
         or none is needed)."""
         self._settled = True
-        self._holder.forget(self)  # type: ignore[arg-type]
+        self._holder.forget(self)
 
     def abandon(self) -> None:
         """Stop tracking it unsettled; the server delivers it again (see Delivery)."""

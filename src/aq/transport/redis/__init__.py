@@ -3,9 +3,9 @@
 ``aq-tasks[redis]``.
 
 Inside the package every module depends on :mod:`.context` (the client, the
-settings, the key names), never on the transport: ``transport`` → ``consumer``,
-``inbox``, ``admin``, ``store`` → ``context`` → ``batch``, ``connection``,
-``keys``, ``scripts``.
+settings, the key names), never on the transport: ``transport`` → ``consumer`` →
+``delivery``; ``transport`` → ``inbox``, ``admin``, ``store``; all of them →
+``context`` → ``batch``, ``connection``, ``keys``, ``scripts``.
 """
 
 from aq.transport.redis.store import RedisStore

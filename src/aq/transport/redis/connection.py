@@ -39,6 +39,7 @@ from aq.transport.kit.options import option
 
 __all__ = [
     "RedisSettings",
+    "group_gone",
     "make_client",
     "parse_url",
     "raise_if_cancelling",
@@ -142,6 +143,12 @@ def retrying(what: str, operation: Callable[[], Awaitable[T]], deadline: float) 
         log=log,
         after=raise_if_cancelling,
     )
+
+
+def group_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the stream or its consumer group no longer exists."""
+    text = str(exc)
+    return "NOGROUP" in text or "UNBLOCKED the stream key no longer exists" in text
 
 
 def raise_if_cancelling() -> None:

@@ -38,18 +38,20 @@ from typing import Any
 from aq import background
 from aq.errors import BrokerError
 from aq.logs import event
-from aq.transport.kit import BufferedConsumer, OnceDelivery, ReconnectDelay
+from aq.transport.kit import BufferedConsumer, ReconnectDelay
 from aq.transport.kit.consumer import wake
 from aq.transport.redis.connection import (
     CONNECTION_ERRORS,
+    group_gone,
     raise_if_cancelling,
     retrying,
     translated,
 )
 from aq.transport.redis.context import RedisContext
+from aq.transport.redis.delivery import RedisDelivery
 from aq.transport.redis.keys import GROUP, QueueKeys
 
-__all__ = ["RedisConsumer", "RedisDelivery"]
+__all__ = ["RedisConsumer"]
 
 log = logging.getLogger("aq.redis")
 
@@ -58,88 +60,6 @@ _SCHEDULER_IDLE = 0.5  # longest wait between looks at the delayed set
 _MOVE_BATCH = 500
 _DEAD_CONSUMER_IDLE = 3600.0  # a live consumer is heard from every second or so
 _RESTORE_QUIET = 60.0  # seconds between warnings that a queue's groups were restored
-
-
-class RedisDelivery(OnceDelivery):
-    """An entry claimed by this consumer; settles with one atomic script."""
-
-    __slots__ = ("_consumer", "entry_id", "keys", "stream")
-
-    def __init__(
-        self,
-        consumer: RedisConsumer,
-        keys: QueueKeys,
-        stream: str,
-        entry_id: str,
-        body: bytes,
-        delivery_count: int,
-    ) -> None:
-        super().__init__(consumer, body, keys.name, delivery_count)
-        self._consumer = consumer
-        self.keys = keys
-        self.stream = stream
-        self.entry_id = entry_id
-
-    def _run(
-        self, script: str, keys: list[Any], args: list[Any], merged: bool = False
-    ) -> Awaitable[None]:
-        # Not through _settle(): the consumer settles in one coroutine, the hot path.
-        return self._consumer.settle(self, script, keys, args, merged)
-
-    async def ack(self) -> None:
-        if self._consumer.context.cluster:
-            await self._run("ACK", [self.stream], [GROUP, self.entry_id])
-        else:
-            await self._run("ACK_MANY", [self.stream], [GROUP, self.entry_id], merged=True)
-
-    async def reply_and_ack(self, reply_stream: str, alive: str, body: bytes, ttl_ms: int) -> None:
-        """Send a reply and settle, in one step (single-node Redis only)."""
-        await self._run(
-            "REPLY_ACK_MANY",
-            [self.stream, reply_stream, alive],
-            [GROUP, self.entry_id, body, ttl_ms],
-            merged=True,
-        )
-
-    async def requeue(self) -> None:
-        await self._run(
-            "REQUEUE", [self.stream], [GROUP, self.entry_id, self.body, self.delivery_count]
-        )
-
-    async def release(self) -> None:
-        """Return the message on shutdown; this delivery does not count."""
-        await self._run(
-            "REQUEUE", [self.stream], [GROUP, self.entry_id, self.body, self.delivery_count - 1]
-        )
-
-    async def isolate(self) -> None:
-        await self._run(
-            "ISOLATE", [self.stream, self.keys.isolated], [GROUP, self.entry_id, self.body]
-        )
-
-    async def dead_letter(self, reason: str) -> None:
-        await self._run(
-            "DEAD_LETTER",
-            [self.stream, self.keys.dead],
-            [GROUP, self.entry_id, self.body, reason, time.time(), self.keys.name],
-        )
-
-    # abandon(): left pending under this consumer's name, reclaimed after the
-    # visibility timeout.
-
-    async def keep_alive(self) -> None:
-        if self.settled:
-            return
-        stream, name, entry = self.stream, self._consumer.name, self.entry_id
-        try:
-            with translated("refresh a claim"):
-                await self._consumer.context.batcher.run(
-                    lambda pipe: pipe.xclaim(stream, GROUP, name, 0, [entry], justid=True)
-                )
-        except BrokerError as exc:
-            if not _group_gone(exc):
-                raise
-            # Someone deleted the stream or group: there is no claim left to keep.
 
 
 class RedisConsumer(BufferedConsumer[RedisDelivery]):
@@ -333,7 +253,7 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
                 continue
             except Exception as exc:
                 raise_if_cancelling()
-                if _group_gone(exc):
+                if group_gone(exc):
                     if not await self._restore_groups(keys):  # Redis refuses: not in a hot loop
                         await delays.wait()
                     continue
@@ -446,7 +366,7 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
                         raise_if_cancelling()
                         break
                     except Exception as exc:
-                        if not _group_gone(exc):
+                        if not group_gone(exc):
                             raise
                         await self._restore_groups(keys)
                         break
@@ -512,12 +432,6 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
             for delivery in list(self._ready):
                 with contextlib.suppress(BrokerError):
                     await delivery.keep_alive()
-
-
-def _group_gone(exc: BaseException) -> bool:
-    """Whether ``exc`` says the stream or its consumer group no longer exists."""
-    text = str(exc)
-    return "NOGROUP" in text or "UNBLOCKED the stream key no longer exists" in text
 
 
 def _text(value: Any) -> str:

@@ -24,8 +24,9 @@ from aq.message import MAX_PRIORITY, new_id
 from aq.transport.base import Consumer, Delivery, Inbox, Transport
 from aq.transport.redis.admin import RedisAdmin
 from aq.transport.redis.connection import parse_url, retrying
-from aq.transport.redis.consumer import RedisConsumer, RedisDelivery
+from aq.transport.redis.consumer import RedisConsumer
 from aq.transport.redis.context import RedisContext
+from aq.transport.redis.delivery import RedisDelivery
 from aq.transport.redis.inbox import ControlInbox, ReplyInbox
 from aq.transport.redis.store import RedisStore
 
