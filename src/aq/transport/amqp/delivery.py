@@ -96,7 +96,7 @@ class AmqpDelivery(OnceDelivery):
         return self._settled or self.acking
 
     def _run(self, how: Callable[[], Awaitable[None]]) -> Awaitable[None]:
-        # Not through _settle(): the consumer settles in one coroutine, the hot path.
+        # The consumer settles it once, in one coroutine: the hot path.
         return self._consumer.settle(self, how)
 
     async def ack(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from aq.errors import BrokerError
@@ -36,11 +35,12 @@ class Holder(Protocol):
 class OnceDelivery(Delivery):
     """A delivery whose first settlement wins; later ones do nothing.
 
-    Subclasses settle through :meth:`_settle`, which runs the server-side step
-    and, once it has worked, stops the consumer from tracking the delivery. A
-    step that raises leaves the delivery unsettled, so it can be tried again.
-    A consumer whose settling is its hottest path may do the same itself, in one
-    coroutine fewer: check :attr:`settled`, run the step, call :meth:`mark_settled`.
+    A settlement checks :attr:`settled`, does its server-side step, and then
+    calls :meth:`mark_settled`, which stops the consumer from tracking the
+    delivery; a step that raises leaves it unsettled, to be tried again. (The
+    Redis and RabbitMQ consumers do this in their ``settle``, in one coroutine:
+    it is the hottest path a worker has.) A step that cannot fail or wait, as
+    in memory, claims the settlement first with :meth:`_claim`.
     """
 
     __slots__ = ("_holder", "_settled")
@@ -55,12 +55,13 @@ class OnceDelivery(Delivery):
         """Whether a settlement has completed (or one that cannot fail is under way)."""
         return self._settled
 
-    async def _settle(self, step: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run ``step(*args)`` unless this delivery is settled; then it is."""
-        if self.settled:
-            return
-        await step(*args)
+    def _claim(self) -> bool:
+        """Settle it now, if no settlement has; whether this call did (and so does
+        the step, which must not fail)."""
+        if self._settled:
+            return False
         self.mark_settled()
+        return True
 
     def mark_settled(self) -> None:
         """Count this delivery settled and let its consumer forget it (its step is done,
@@ -92,7 +93,9 @@ class BufferedConsumer(Consumer, Generic[D]):
         """Buffer ``delivery`` for :meth:`get` and track it until it is settled."""
         self._unsettled.add(delivery)
         self._ready.append(delivery)
-        wake(self._arrived)
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():  # wake(), inline: once per message
+            arrived.set_result(None)
 
     def forget(self, delivery: D) -> None:
         """Stop tracking ``delivery`` (it was settled or abandoned); frees its slot."""
@@ -116,11 +119,16 @@ class BufferedConsumer(Consumer, Generic[D]):
                 if self._accept(delivery):
                     return delivery
                 continue
-            await self._wait_for_arrival()
+            if not self._fill():
+                await self._wait_for_arrival()
+
+    def _fill(self) -> bool:
+        """Buffer what can be had at once, without waiting; whether anything was
+        (a backend that fetches on demand, as memory does, overrides it)."""
+        return False
 
     async def _wait_for_arrival(self) -> None:
-        """Wait until :meth:`hand_out` buffers something (or the consumer closes).
-        A backend that fetches on demand overrides it to fetch."""
+        """Wait until :meth:`hand_out` buffers something (or the consumer closes)."""
         self._arrived = asyncio.get_running_loop().create_future()
         await self._arrived
 

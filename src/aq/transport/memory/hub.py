@@ -19,12 +19,8 @@ from aq.transport.admin import DeadLetter
 
 __all__ = ["Entry", "Hub", "MemoryQueue", "attach", "detach", "hub_name", "next_sequence"]
 
-_sequence = itertools.count()
-
-
-def next_sequence() -> int:
-    """A number larger than every one before it: the order of arrival."""
-    return next(_sequence)
+#: A number larger than every one before it: the order of arrival.
+next_sequence = itertools.count().__next__
 
 
 @dataclass(slots=True)

@@ -45,42 +45,31 @@ class _MemoryDelivery(OnceDelivery):
         super().mark_settled()
 
     async def ack(self) -> None:
-        await self._settle(_nothing)
+        self._claim()
 
     async def requeue(self) -> None:
-        await self._settle(self._push_front)
-
-    async def _push_front(self) -> None:
-        self._q.push_front(self._entry)
+        if self._claim():
+            self._q.push_front(self._entry)
 
     async def dead_letter(self, reason: str) -> None:
-        async def bury() -> None:
+        if self._claim():
             letter = DeadLetter(
                 self._q.name, self._entry.body, reason, time.time(), str(next_sequence())
             )
             (self._q.home or self._q).dead.append(letter)
 
-        await self._settle(bury)
-
     async def isolate(self) -> None:
-        async def move() -> None:
+        if self._claim():
             self._hub.isolation_queue(self._q.name).push(Entry(self._entry.body, 0))
-
-        await self._settle(move)
 
     def abandon(self) -> None:
         self.release()
 
     def release(self) -> None:
         """Return the message on shutdown; this delivery does not count."""
-        if not self.settled:
-            self.mark_settled()
+        if self._claim():
             self._entry.delivery_count -= 1
             self._q.push_front(self._entry)
-
-
-async def _nothing() -> None:
-    pass
 
 
 class _MemoryConsumer(BufferedConsumer[_MemoryDelivery]):
@@ -93,6 +82,7 @@ class _MemoryConsumer(BufferedConsumer[_MemoryDelivery]):
         self._turn = 0
         self._room: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._next_due: float | None = None
         for q in queues:
             q.consumers += 1
 
@@ -115,15 +105,19 @@ class _MemoryConsumer(BufferedConsumer[_MemoryDelivery]):
                 return None
         return next_due
 
+    def _fill(self) -> bool:
+        if self.holding >= self.prefetch:
+            return False
+        self._next_due = self._take()
+        return bool(self._ready)
+
     async def _wait_for_arrival(self) -> None:
         loop = asyncio.get_running_loop()
         if self.holding >= self.prefetch:
             self._room = loop.create_future()
             await self._room
             return
-        next_due = self._take()
-        if self._ready:
-            return
+        next_due = self._next_due
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         for q in self.queues:
@@ -207,7 +201,7 @@ class MemoryTransport(Transport):
     async def publish(
         self, queue: str, body: bytes, *, priority: int = 0, eta: float | None = None
     ) -> None:
-        q = self.hub.queue(queue)
+        q = (self._hub or self.hub).queue(queue)  # self.hub raises if not connected
         entry = Entry(body, priority)
         if eta is not None and eta > time.time():
             q.push_delayed(entry, eta)
@@ -227,7 +221,7 @@ class MemoryTransport(Transport):
         return _MemoryInbox(address, queue, lambda: hub.inboxes.pop(address, None))
 
     async def send_reply(self, address: str, body: bytes) -> None:
-        inbox = self.hub.inboxes.get(address)
+        inbox = (self._hub or self.hub).inboxes.get(address)
         if inbox is not None:
             inbox.put_nowait(body)
 

@@ -63,7 +63,7 @@ class RedisDelivery(OnceDelivery):
     def _run(
         self, script: str, keys: list[Any], args: list[Any], merged: bool = False
     ) -> Awaitable[None]:
-        # Not through _settle(): the consumer settles in one coroutine, the hot path.
+        # The consumer settles it once, in one coroutine: the hot path.
         return self._consumer.settle(self, script, keys, args, merged)
 
     async def ack(self) -> None:
