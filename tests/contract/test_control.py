@@ -35,32 +35,6 @@ async def test_cancelling_a_running_task_stops_it(broker: aq.Broker) -> None:
     assert await broker.admin.dead_letters("default") == []
 
 
-async def test_a_cancelled_queued_task_never_runs(broker: aq.Broker) -> None:
-    blocker_started = asyncio.Event()
-    release = asyncio.Event()
-    ran: list[str] = []
-
-    @broker.task
-    async def blocker() -> None:
-        blocker_started.set()
-        await release.wait()
-
-    @broker.task
-    async def victim() -> None:
-        ran.append("victim")
-
-    async with running_worker(broker, concurrency=1) as worker:
-        await blocker.kiq()
-        await blocker_started.wait()
-        handle = await victim.kiq()
-        await handle.cancel()
-        release.set()
-        with pytest.raises(aq.TaskCancelled, match="before it started"):
-            await handle.result(timeout=5)
-        await worker.wait_idle()
-    assert ran == []
-
-
 async def test_broker_cancel_by_id_works_without_the_handle(broker: aq.Broker) -> None:
     started = asyncio.Event()
 

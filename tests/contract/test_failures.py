@@ -80,22 +80,6 @@ async def test_a_timeout_error_raised_by_the_task_is_an_ordinary_failure(
     assert info.value.remote_type == "TimeoutError"
 
 
-async def test_failed_attempts_are_retried_until_one_succeeds(broker: aq.Broker) -> None:
-    attempts: list[int] = []
-
-    @broker.task(retries=3, retry_backoff=0.01)
-    async def flaky() -> str:
-        attempts.append(aq.context().attempt)
-        if len(attempts) < 3:
-            raise ConnectionError("try again")
-        return "ok"
-
-    async with running_worker(broker):
-        assert await (await flaky.kiq()).result(timeout=5) == "ok"
-    assert attempts == [1, 2, 3]
-    assert await dead_reasons(broker) == []
-
-
 async def test_retries_wait_with_growing_backoff(broker: aq.Broker) -> None:
     started: list[float] = []
 
@@ -164,22 +148,6 @@ async def test_an_undecodable_message_is_dead_lettered_and_work_goes_on(
     assert len(reasons) == 2
     assert reasons[0].startswith("undecodable message: not valid JSON")
     assert "unsupported protocol version 99" in reasons[1]
-
-
-async def test_an_unknown_task_is_dead_lettered_and_the_producer_told(
-    broker: aq.Broker,
-) -> None:
-    other = aq.Broker(broker.url)  # a producer that knows a task this worker does not
-
-    @other.task(name="not.registered.here")
-    async def ghost() -> None:
-        return None
-
-    async with other, running_worker(broker):
-        with pytest.raises(aq.TaskFailed) as info:
-            await (await ghost.kiq()).result(timeout=5)
-    assert info.value.remote_type == "aq.errors.UnknownTask"
-    assert await dead_reasons(broker) == ["unknown task: 'not.registered.here'"]
 
 
 async def test_an_expired_task_is_dead_lettered_not_run(broker: aq.Broker) -> None:

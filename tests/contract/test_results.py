@@ -28,19 +28,6 @@ async def test_result_is_pushed_back_to_the_producer(broker: aq.Broker) -> None:
         assert handle.done
 
 
-async def test_kiq_returns_once_the_broker_has_the_message(broker: aq.Broker) -> None:
-    @broker.task
-    async def add(x: int, y: int) -> int:
-        return x + y
-
-    handle = await add.kiq(1, 1)
-    stats = await broker.admin.stats(add.config.queue)
-    assert stats.ready == 1
-    assert not handle.done
-    async with running_worker(broker):
-        assert await handle.result(timeout=5) == 2
-
-
 async def test_result_timeout_raises_result_timeout(broker: aq.Broker) -> None:
     @broker.task
     async def noop() -> None:

@@ -4,43 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
 
 import aq
 from aq.testing import running_worker
-
-
-async def test_a_delayed_task_does_not_run_before_its_delay(broker: aq.Broker) -> None:
-    @broker.task
-    async def stamp() -> float:
-        return time.time()
-
-    async with running_worker(broker):
-        sent = time.time()
-        handle = await stamp.options(delay=0.2).kiq()
-        ran_at = await handle.result(timeout=5)
-    assert ran_at - sent >= 0.2
-
-
-async def test_a_task_with_an_eta_does_not_run_before_it(broker: aq.Broker) -> None:
-    @broker.task
-    async def stamp() -> float:
-        return time.time()
-
-    eta = datetime.now(UTC) + timedelta(seconds=0.2)
-    async with running_worker(broker):
-        ran_at = await (await stamp.options(eta=eta).kiq()).result(timeout=5)
-    assert ran_at >= eta.timestamp()
-
-
-async def test_a_delayed_task_is_counted_as_delayed_until_due(broker: aq.Broker) -> None:
-    @broker.task
-    async def noop() -> None:
-        return None
-
-    await noop.options(delay=60).kiq()
-    stats = await broker.admin.stats("default")
-    assert (stats.ready, stats.delayed) == (0, 1)
 
 
 async def test_higher_priority_tasks_run_first(broker: aq.Broker) -> None:
