@@ -11,30 +11,6 @@ import aq
 from aq.testing import running_worker
 
 
-async def test_cancelling_a_running_task_stops_it(broker: aq.Broker) -> None:
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    @broker.task
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    async with running_worker(broker) as worker:
-        handle = await forever.kiq()
-        await started.wait()
-        await handle.cancel()
-        with pytest.raises(aq.TaskCancelled):
-            await handle.result(timeout=5)
-        await worker.wait_idle()
-    assert cancelled.is_set()
-    assert await broker.admin.dead_letters("default") == []
-
-
 async def test_broker_cancel_by_id_works_without_the_handle(broker: aq.Broker) -> None:
     started = asyncio.Event()
 

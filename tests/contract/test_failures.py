@@ -18,24 +18,6 @@ async def dead_reasons(broker: aq.Broker, queue: str = "default") -> list[str]:
     return [d.reason for d in await broker.admin.dead_letters(queue)]
 
 
-async def test_a_raising_task_fails_with_remote_type_message_and_traceback(
-    broker: aq.Broker,
-) -> None:
-    @broker.task
-    async def divide(x: int, y: int) -> float:
-        return x / y
-
-    async with running_worker(broker):
-        handle = await divide.kiq(1, 0)
-        with pytest.raises(aq.TaskFailed) as info:
-            await handle.result(timeout=5)
-    error = info.value
-    assert error.task_id == handle.id
-    assert error.remote_type == "ZeroDivisionError"
-    assert error.remote_message == "division by zero"
-    assert "return x / y" in error.remote_traceback
-
-
 async def test_a_task_past_its_timeout_is_cancelled_and_fails_with_task_timeout(
     broker: aq.Broker,
 ) -> None:
@@ -95,27 +77,6 @@ async def test_retries_wait_with_growing_backoff(broker: aq.Broker) -> None:
     # Equal jitter: attempt n waits between half and all of base * 2 ** (n - 1).
     assert first_wait >= 0.05
     assert second_wait >= 0.1
-
-
-async def test_exhausted_retries_go_to_the_dead_letter_queue_with_the_reason(
-    broker: aq.Broker,
-) -> None:
-    attempts: list[int] = []
-
-    @broker.task(retries=2, retry_backoff=0.01)
-    async def always_fails() -> None:
-        attempts.append(aq.context().attempt)
-        raise ValueError("bad input")
-
-    async with running_worker(broker):
-        with pytest.raises(aq.TaskFailed, match="bad input"):
-            await (await always_fails.kiq()).result(timeout=5)
-    assert attempts == [1, 2, 3]
-    [dead] = await broker.admin.dead_letters("default")
-    assert dead.reason == "failed after 3 attempt(s): ValueError: bad input"
-    message = orjson.loads(dead.body)
-    assert message["task"] == always_fails.name
-    assert message["attempt"] == 3
 
 
 async def test_raising_retry_reruns_the_task_after_the_given_delay(broker: aq.Broker) -> None:

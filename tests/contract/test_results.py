@@ -17,17 +17,6 @@ import aq
 from aq.testing import running_worker
 
 
-async def test_result_is_pushed_back_to_the_producer(broker: aq.Broker) -> None:
-    @broker.task
-    async def add(x: int, y: int) -> int:
-        return x + y
-
-    async with running_worker(broker):
-        handle = await add.kiq(2, 3)
-        assert await handle.result(timeout=5) == 5
-        assert handle.done
-
-
 async def test_result_timeout_raises_result_timeout(broker: aq.Broker) -> None:
     @broker.task
     async def noop() -> None:

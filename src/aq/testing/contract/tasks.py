@@ -113,7 +113,8 @@ class TaskContract:
         [dead] = await broker.admin.dead_letters(always_fails.config.queue)
         assert attempts == [1, 2, 3]
         assert dead.reason == "failed after 3 attempt(s): ValueError: bad input"
-        assert orjson.loads(dead.body)["task"] == always_fails.name
+        message = orjson.loads(dead.body)
+        assert (message["task"], message["attempt"]) == (always_fails.name, 3)
 
     async def test_a_delayed_task_is_counted_as_delayed_until_due(self, broker: aq.Broker) -> None:
         @broker.task

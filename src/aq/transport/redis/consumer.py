@@ -184,24 +184,14 @@ class RedisConsumer(BufferedConsumer[RedisDelivery]):
         try:  # the common case, in this one coroutine
             await self._settling(script, keys, args, merged)
         except Exception:  # retried through an outage, translated to aq's errors
-            await self._settle_patiently(delivery, script, keys, args, merged)
+            await retrying(
+                f"settle {delivery.entry_id}",
+                lambda: self._settling(script, keys, args, merged),
+                self.settings.publish_timeout,
+            )
         else:
             raise_if_cancelling()
         delivery.mark_settled()
-
-    async def _settle_patiently(
-        self,
-        delivery: RedisDelivery,
-        script: str,
-        keys: list[Any],
-        args: list[Any],
-        merged: bool,
-    ) -> None:
-        await retrying(
-            f"settle {delivery.entry_id}",
-            lambda: self._settling(script, keys, args, merged),
-            self.settings.publish_timeout,
-        )
 
     def _settling(
         self, script: str, keys: list[Any], args: list[Any], merged: bool
