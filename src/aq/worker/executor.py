@@ -91,6 +91,14 @@ class Executor:
 
     async def handle(self, delivery: Delivery) -> None:
         """Process ``delivery`` and settle it (ack, retry or dead-letter)."""
+        size, limit = len(delivery.body), self.broker.max_message_size
+        if size > limit:  # never handed to the parser: it could hold the worker for seconds
+            event(
+                log, logging.ERROR, "task.oversized", queue=delivery.queue, size=size, limit=limit
+            )
+            reason = f"message of {size} bytes is over max_message_size ({limit}); not decoded"
+            await self.handoff("-", "-", lambda: delivery.dead_letter(reason))
+            return
         try:
             message = decode_task(delivery.body, self.serializer)
         except MessageDecodeError as exc:

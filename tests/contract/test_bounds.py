@@ -1,0 +1,57 @@
+"""A worker checks what it receives before parsing it: bodies written straight
+into the broker, too large or nested too deep, are dead-lettered with the reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aq
+from aq.serializer import JSONSerializer
+from aq.testing import running_worker
+
+
+class _Watching(JSONSerializer):
+    """The broker's codec, noting the size of every body it is asked to decode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded: list[int] = []
+
+    def loads(self, data: bytes) -> Any:
+        self.decoded.append(len(data))
+        return super().loads(data)
+
+
+async def test_an_oversized_body_is_dead_lettered_unparsed_and_work_goes_on(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def echo(x: int) -> int:
+        return x
+
+    codec = broker.serializer = _Watching()
+    body = b'{"v": 1, "pad": "' + b"x" * (2 * broker.max_message_size) + b'"}'
+    await broker.transport.publish("default", body)
+    async with running_worker(broker) as worker:
+        assert await (await echo.kiq(7)).result(timeout=10) == 7
+        await worker.wait_idle()
+    [letter] = await broker.admin.dead_letters("default")
+    assert letter.reason == (
+        f"message of {len(body)} bytes is over max_message_size "
+        f"({broker.max_message_size}); not decoded"
+    )
+    assert max(codec.decoded) < broker.max_message_size  # the parser never saw it
+
+
+async def test_a_deeply_nested_body_is_dead_lettered_and_work_goes_on(broker: aq.Broker) -> None:
+    @broker.task
+    async def echo(x: int) -> int:
+        return x
+
+    await broker.transport.publish("default", b"[" * 10_000 + b"]" * 10_000)
+    async with running_worker(broker) as worker:
+        assert await (await echo.kiq(7)).result(timeout=10) == 7
+        await worker.wait_idle()
+    [letter] = await broker.admin.dead_letters("default")
+    assert letter.reason.startswith("undecodable message: ")
+    assert "depth limit exceeded" in letter.reason
