@@ -5,7 +5,8 @@ what must be found again by key: the final outcome of a task (``result_ttl``),
 and the coordination state of features that need agreement between processes
 without a coordinator: who leads (a lease with a fencing token), whether a
 thing was done already (set-if-absent), how many distinct members of a group
-have reported (an idempotent membership count).
+have reported (an idempotent membership count), how fast something may go
+(GCRA rate state) and how many may run at once (expiring counted leases).
 
 Every operation is atomic on the server (a Lua script on Redis; one event-loop
 step in memory), and every key it writes expires, or belongs to a lease that
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from aq.transport.connection import Connection
 
-__all__ = ["Lease", "Store"]
+__all__ = ["Lease", "RateDecision", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,20 @@ class Lease:
     name: str
     owner: str
     token: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The answer of :meth:`Store.reserve_rate`.
+
+    Attributes:
+        reserved: whether a place was taken for this event.
+        wait: if reserved, seconds from now until the place's time (0: go at
+            once); if not, seconds until a place could be had at the earliest.
+    """
+
+    reserved: bool
+    wait: float
 
 
 class Store(Connection):
@@ -79,6 +94,53 @@ class Store(Connection):
         it holds. Adding a member twice counts it once, so a step run again after a
         crash does not count twice. The set expires ``ttl`` seconds after its last
         change."""
+
+    @abc.abstractmethod
+    async def members(self, key: str) -> frozenset[str]:
+        """The members of the set at ``key`` (empty if there is none)."""
+
+    @abc.abstractmethod
+    async def remove_member(self, key: str, member: str) -> bool:
+        """Remove ``member`` from the set at ``key``; whether it was there."""
+
+    @abc.abstractmethod
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        """Remove the value at ``key`` only if it is ``value``; whether it was. A
+        holder that gives up what it took cannot remove what a successor took
+        after its own value expired."""
+
+    # -- rates and slots -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def reserve_rate(
+        self, key: str, *, interval: float, burst: int, max_wait: float
+    ) -> RateDecision:
+        """Take a place for one event under the rate kept at ``key``: one event
+        every ``interval`` seconds on average, with up to ``burst`` at once after
+        a quiet spell (GCRA: the state is one theoretical arrival time).
+
+        A place up to ``max_wait`` seconds ahead is reserved (events that ask
+        first get the earlier places); a place further ahead is not taken, and the
+        answer says how long until one could be. The state expires once it no
+        longer limits anything. The clock is the server's, so every process that
+        shares the store counts on one clock.
+        """
+
+    @abc.abstractmethod
+    async def acquire_slot(self, key: str, holder: str, *, limit: int, ttl: float) -> bool:
+        """Take one of ``limit`` slots at ``key`` for ``holder`` for ``ttl`` seconds;
+        whether it was taken. A holder that has one already keeps it (renewed).
+        A slot not renewed within its ``ttl`` frees itself, so a process killed
+        while holding one blocks nobody for longer than that."""
+
+    @abc.abstractmethod
+    async def renew_slot(self, key: str, holder: str, *, ttl: float) -> bool:
+        """Extend ``holder``'s slot at ``key`` to ``ttl`` seconds from now; ``False``
+        if it had expired (and may be taken by another)."""
+
+    @abc.abstractmethod
+    async def release_slot(self, key: str, holder: str) -> bool:
+        """Free ``holder``'s slot at ``key``; whether it held one."""
 
     # -- leases ----------------------------------------------------------------------
 

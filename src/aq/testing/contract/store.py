@@ -1,8 +1,8 @@
 """The store contract: what every :class:`~aq.transport.Store` must keep, and refuse.
 
 :class:`StoreContract` is a base class of pytest tests of values with expiry,
-set-if-absent, idempotent membership counts, and leases with fencing tokens, as
-the :class:`~aq.transport.Store` docstrings specify them. Tests of expiry wait
+set-if-absent, membership sets, GCRA rates, expiring slots, and leases with
+fencing tokens, as the :class:`~aq.transport.Store` docstrings specify them. Tests of expiry wait
 past a short time to live (:attr:`StoreContract.short_ttl`): there, time itself
 is what is tested.
 """
@@ -98,6 +98,102 @@ class StoreContract:
         await store.add_member("group:g", "a", ttl=self.short_ttl)
         await self._expire()
         assert await store.add_member("group:g", "b", ttl=self.long_ttl) == 1
+
+    async def test_members_lists_each_member_once(self, store: Store) -> None:
+        for member in ("a", "b", "a"):
+            await store.add_member("group:g", member, ttl=self.long_ttl)
+        assert await store.members("group:g") == {"a", "b"}
+        assert await store.members("group:none") == frozenset()
+
+    async def test_remove_member_takes_one_member_out(self, store: Store) -> None:
+        await store.add_member("group:g", "a", ttl=self.long_ttl)
+        await store.add_member("group:g", "b", ttl=self.long_ttl)
+        assert await store.remove_member("group:g", "a") is True
+        assert await store.remove_member("group:g", "a") is False
+        assert await store.members("group:g") == {"b"}
+
+    async def test_delete_if_removes_only_the_value_named(self, store: Store) -> None:
+        await store.set("value:a", b"mine", ttl=self.long_ttl)
+        assert await store.delete_if("value:a", b"theirs") is False
+        assert await store.get("value:a") == b"mine"
+        assert await store.delete_if("value:a", b"mine") is True
+        assert await store.get("value:a") is None
+        assert await store.delete_if("value:a", b"mine") is False
+
+    # -- rates -----------------------------------------------------------------------
+
+    async def test_a_burst_goes_at_once_and_the_next_place_is_one_interval_on(
+        self, store: Store
+    ) -> None:
+        decisions = [
+            await store.reserve_rate("rate:r", interval=10.0, burst=3, max_wait=60.0)
+            for _ in range(4)
+        ]
+        assert [d.reserved for d in decisions] == [True] * 4
+        assert [d.wait for d in decisions[:3]] == [0.0] * 3
+        assert 9.0 < decisions[3].wait <= 10.0
+
+    async def test_places_further_ahead_than_max_wait_are_refused_not_taken(
+        self, store: Store
+    ) -> None:
+        assert (await store.reserve_rate("rate:r", interval=10.0, burst=1, max_wait=5.0)).reserved
+        refused = await store.reserve_rate("rate:r", interval=10.0, burst=1, max_wait=5.0)
+        assert refused.reserved is False
+        assert 9.0 < refused.wait <= 10.0
+        later = await store.reserve_rate("rate:r", interval=10.0, burst=1, max_wait=15.0)
+        assert later.reserved is True
+        assert 9.0 < later.wait <= 10.0  # the refused call took nothing
+
+    async def test_rates_at_different_keys_are_independent(self, store: Store) -> None:
+        for key in ("rate:a", "rate:b"):
+            decision = await store.reserve_rate(key, interval=10.0, burst=1, max_wait=0.0)
+            assert decision.reserved is True
+
+    async def test_a_quiet_rate_allows_a_full_burst_again(self, store: Store) -> None:
+        interval = self.short_ttl / 2
+        for _ in range(2):
+            assert (
+                await store.reserve_rate("rate:r", interval=interval, burst=2, max_wait=0.0)
+            ).reserved
+        await self._expire()
+        again = [
+            await store.reserve_rate("rate:r", interval=interval, burst=2, max_wait=0.0)
+            for _ in range(2)
+        ]
+        assert [d.reserved for d in again] == [True, True]
+
+    # -- slots -----------------------------------------------------------------------
+
+    async def test_slots_are_given_up_to_the_limit(self, store: Store) -> None:
+        taken = [
+            await store.acquire_slot("slots:s", holder, limit=2, ttl=self.long_ttl)
+            for holder in ("a", "b", "c")
+        ]
+        assert taken == [True, True, False]
+
+    async def test_a_holder_asking_again_keeps_its_one_slot(self, store: Store) -> None:
+        for _ in range(2):
+            assert await store.acquire_slot("slots:s", "a", limit=2, ttl=self.long_ttl)
+        assert await store.acquire_slot("slots:s", "b", limit=2, ttl=self.long_ttl)
+
+    async def test_a_released_slot_goes_to_the_next_holder(self, store: Store) -> None:
+        await store.acquire_slot("slots:s", "a", limit=1, ttl=self.long_ttl)
+        assert await store.release_slot("slots:s", "a") is True
+        assert await store.release_slot("slots:s", "a") is False
+        assert await store.acquire_slot("slots:s", "b", limit=1, ttl=self.long_ttl)
+
+    async def test_a_slot_not_renewed_frees_itself(self, store: Store) -> None:
+        await store.acquire_slot("slots:s", "a", limit=1, ttl=self.short_ttl)
+        assert not await store.acquire_slot("slots:s", "b", limit=1, ttl=self.long_ttl)
+        await self._expire()
+        assert await store.acquire_slot("slots:s", "b", limit=1, ttl=self.long_ttl)
+        assert await store.renew_slot("slots:s", "a", ttl=self.long_ttl) is False
+
+    async def test_a_renewed_slot_outlives_its_first_ttl(self, store: Store) -> None:
+        await store.acquire_slot("slots:s", "a", limit=1, ttl=self.short_ttl)
+        assert await store.renew_slot("slots:s", "a", ttl=self.long_ttl) is True
+        await self._expire()
+        assert not await store.acquire_slot("slots:s", "b", limit=1, ttl=self.long_ttl)
 
     # -- leases ----------------------------------------------------------------------
 

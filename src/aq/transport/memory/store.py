@@ -16,7 +16,7 @@ from typing import Any
 from aq.errors import ConfigurationError
 from aq.transport.kit import connected
 from aq.transport.memory.hub import Hub, attach, detach, hub_name
-from aq.transport.store import Lease, Store
+from aq.transport.store import Lease, RateDecision, Store
 
 __all__ = ["MemoryStore"]
 
@@ -96,6 +96,72 @@ class MemoryStore(Store):
         members = members | {member}
         self._write(key, members, ttl)
         return len(members)
+
+    async def members(self, key: str) -> frozenset[str]:
+        found = self._read(key)
+        return found if isinstance(found, frozenset) else frozenset()
+
+    async def remove_member(self, key: str, member: str) -> bool:
+        found = self.hub.values.get(key)
+        if found is None or not isinstance(found[1], frozenset) or member not in found[1]:
+            return False
+        self.hub.values[key] = (found[0], found[1] - {member})
+        return True
+
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        if self._read(key) != value:
+            return False
+        del self.hub.values[key]
+        return True
+
+    async def reserve_rate(
+        self, key: str, *, interval: float, burst: int, max_wait: float
+    ) -> RateDecision:
+        now = time.time()
+        found = self._read(key)
+        due = max(found if isinstance(found, float) else now, now) + interval
+        wait = due - burst * interval - now
+        if wait > max_wait:
+            return RateDecision(False, wait)
+        self._write(key, due, due - now)
+        return RateDecision(True, max(0.0, wait))
+
+    def _slots(self, key: str, now: float) -> dict[str, float]:
+        found = self._read(key)
+        held = found if isinstance(found, dict) else {}
+        return {holder: until for holder, until in held.items() if until > now}
+
+    def _keep_slots(self, key: str, held: dict[str, float], now: float) -> None:
+        if held:
+            self._write(key, held, max(held.values()) - now)
+        else:
+            self.hub.values.pop(key, None)
+
+    async def acquire_slot(self, key: str, holder: str, *, limit: int, ttl: float) -> bool:
+        now = time.time()
+        held = self._slots(key, now)
+        if holder not in held and len(held) >= limit:
+            return False
+        held[holder] = now + ttl
+        self._keep_slots(key, held, now)
+        return True
+
+    async def renew_slot(self, key: str, holder: str, *, ttl: float) -> bool:
+        now = time.time()
+        held = self._slots(key, now)
+        if holder not in held:
+            return False
+        held[holder] = now + ttl
+        self._keep_slots(key, held, now)
+        return True
+
+    async def release_slot(self, key: str, holder: str) -> bool:
+        now = time.time()
+        held = self._slots(key, now)
+        if held.pop(holder, None) is None:
+            return False
+        self._keep_slots(key, held, now)
+        return True
 
     def _holder(self, name: str) -> tuple[str, int] | None:
         held = self._read(f"lease:{name}")

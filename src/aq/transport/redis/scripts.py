@@ -30,8 +30,12 @@ __all__ = [
     "REPLY_ACK_MANY",
     "REQUEUE",
     "STORE_ACQUIRE_LEASE",
+    "STORE_ACQUIRE_SLOT",
     "STORE_ADD_MEMBER",
+    "STORE_DELETE_IF",
     "STORE_END_LEASE",
+    "STORE_RENEW_SLOT",
+    "STORE_RESERVE_RATE",
     "STORE_SET_FENCED",
 ]
 
@@ -278,5 +282,59 @@ if tonumber(ARGV[3]) < seen then return 0 end
 if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return 1
+"""
+
+#: Delete KEYS[1] if its value is ARGV[1]. Returns 1 if deleted, else 0.
+STORE_DELETE_IF = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+#: GCRA on the theoretical arrival time kept at KEYS[1], in microseconds of the
+#: server's clock. ARGV: interval (us), burst, most a place may lie ahead (us).
+#: Reserves the place if it lies within that bound. Returns {reserved (1 or 0),
+#: wait in us}.
+STORE_RESERVE_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local due = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + interval
+local wait = due - tonumber(ARGV[2]) * interval - now
+if wait > tonumber(ARGV[3]) then return {0, wait} end
+redis.call('SET', KEYS[1], string.format('%.0f', due), 'PX',
+           math.floor((due - now) / 1000) + 1)
+return {1, math.max(wait, 0)}
+"""
+
+#: Slots in the sorted set KEYS[1]: holder -> expiry (ms of the server's clock).
+#: Drops expired slots, then gives holder ARGV[1] a slot for ARGV[3] ms if it has
+#: one or fewer than ARGV[2] are held. Returns 1 if it holds one now, else 0.
+STORE_ACQUIRE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
+#: Extend holder ARGV[1]'s unexpired slot in KEYS[1] to ARGV[2] ms from now.
+#: Returns 1 if it held one, else 0.
+STORE_RENEW_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+if held <= now then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 """

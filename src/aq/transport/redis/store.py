@@ -17,7 +17,7 @@ from typing import Any
 
 from aq.transport.redis.connection import parse_url, retrying, translated
 from aq.transport.redis.context import RedisContext
-from aq.transport.store import Lease, Store
+from aq.transport.store import Lease, RateDecision, Store
 
 __all__ = ["RedisStore"]
 
@@ -27,6 +27,10 @@ _COUNTER_TTL_MS = 30 * 24 * 3600 * 1000
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _us(seconds: float) -> int:
+    return max(0, round(seconds * 1_000_000))
 
 
 class RedisStore(Store):
@@ -90,6 +94,37 @@ class RedisStore(Store):
 
     async def add_member(self, key: str, member: str, *, ttl: float) -> int:
         return int(await self._script("STORE_ADD_MEMBER", [self._key(key)], [member, _ms(ttl)]))
+
+    async def members(self, key: str) -> frozenset[str]:
+        with translated("read from the store"):
+            found: Any = await self._context.client.smembers(self._key(key))
+        return frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in found)
+
+    async def remove_member(self, key: str, member: str) -> bool:
+        name = self._key(key)
+        return bool(await self._retrying("write to the store", lambda p: p.srem(name, member)))
+
+    async def delete_if(self, key: str, value: bytes) -> bool:
+        return bool(await self._script("STORE_DELETE_IF", [self._key(key)], [value]))
+
+    async def reserve_rate(
+        self, key: str, *, interval: float, burst: int, max_wait: float
+    ) -> RateDecision:
+        args = [max(1, _us(interval)), burst, _us(max_wait)]
+        reserved, wait = await self._script("STORE_RESERVE_RATE", [self._key(key)], args)
+        return RateDecision(bool(reserved), int(wait) / 1e6)
+
+    async def acquire_slot(self, key: str, holder: str, *, limit: int, ttl: float) -> bool:
+        args = [holder, limit, _ms(ttl)]
+        return bool(await self._script("STORE_ACQUIRE_SLOT", [self._key(key)], args))
+
+    async def renew_slot(self, key: str, holder: str, *, ttl: float) -> bool:
+        args = [holder, _ms(ttl)]
+        return bool(await self._script("STORE_RENEW_SLOT", [self._key(key)], args))
+
+    async def release_slot(self, key: str, holder: str) -> bool:
+        name = self._key(key)
+        return bool(await self._retrying("write to the store", lambda p: p.zrem(name, holder)))
 
     def _lease_keys(self, name: str) -> list[str]:
         key = self._key(f"lease:{name}")
