@@ -229,10 +229,14 @@ class Broker:
 
         The options are those of :class:`aq.options.TaskOptions`: ``name``,
         ``queue``, ``timeout``, ``retries``, ``retry_backoff``,
-        ``retry_backoff_max``, ``rate_limit``, ``max_concurrency``, ``priority``.
+        ``retry_backoff_max``, ``rate_limit``, ``max_concurrency``, ``priority``,
+        ``global_rate_limit``, ``global_max_concurrency``, ``limit_key`` and
+        ``unique_for``.
 
         Raises:
-            aq.ConfigurationError: an option is invalid or the name is taken.
+            aq.ConfigurationError: an option is invalid, the name is taken, or an
+                option needs a store (the global limits, ``unique_for``) and the
+                broker has none.
         """
         if fn is not None:
             return self.register(fn, **options)
@@ -249,6 +253,13 @@ class Broker:
                 "pass name=... to tell them apart"
             )
         config = task_config(task_name, self.default_queue, options)
+        for needs, given in (
+            ("global_rate_limit", config.global_rate_limit),
+            ("global_max_concurrency", config.global_max_concurrency),
+            ("unique_for", config.unique_for),
+        ):
+            if given is not None:
+                self.require_store(f"{needs} (task {task_name!r})")
         task: AnyTask
         if inspect.isasyncgenfunction(fn):
             task = StreamTask(self, fn, config)

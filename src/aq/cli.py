@@ -18,6 +18,7 @@ from aq.logs import configure
 from aq.worker.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_HANDOFF_TIMEOUT,
+    DEFAULT_LEASE_TIME,
     DEFAULT_SHUTDOWN_TIMEOUT,
     CrashMode,
     WorkerOptions,
@@ -123,6 +124,15 @@ def worker(
             "reached, before its message is left to be delivered again.",
         ),
     ] = DEFAULT_HANDOFF_TIMEOUT,
+    lease_time: Annotated[
+        float,
+        typer.Option(
+            "--lease-time",
+            min=0.001,
+            help="Seconds a global concurrency slot held by a worker that died stays "
+            "taken; renewed every third of this while its task runs.",
+        ),
+    ] = DEFAULT_LEASE_TIME,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -178,6 +188,7 @@ def worker(
             max_tasks_per_child,
             cast(CrashMode, crashes),
             handoff_timeout,
+            lease_time,
         )
         how = launch.Launch(app_spec, level, loop, options)
         if supervised:  # a child of the supervisor

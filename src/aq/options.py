@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from aq.errors import ConfigurationError
 from aq.message import MAX_PRIORITY
@@ -35,7 +36,16 @@ __all__ = [
     "task_config",
 ]
 
-_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
 
 
@@ -55,6 +65,16 @@ class TaskOptions(TypedDict, total=False):
         rate_limit: at most this many starts per worker, e.g. ``"100/s"``.
         max_concurrency: at most this many running at once per worker.
         priority: default priority, 0 to 9 (higher first; default 0).
+        global_rate_limit: at most this many starts across every worker of the
+            cluster, e.g. ``"100/s"`` (kept in the broker's store; see docs/limits.md).
+        global_max_concurrency: at most this many running at once across the cluster.
+        limit_key: a function of the task's arguments returning a key (a string)
+            that makes the two global limits apply per key (per customer, per token).
+        unique_for: seconds: while a task with the same key (by default its name
+            and arguments; ``.options(unique_key=...)`` names one) is queued or
+            running, another ``kiq()`` returns a handle to it instead of sending a
+            second. The key frees when the task ends, or after this many seconds
+            if its worker dies.
     """
 
     name: str | None
@@ -66,6 +86,10 @@ class TaskOptions(TypedDict, total=False):
     rate_limit: str | None
     max_concurrency: int | None
     priority: int
+    global_rate_limit: str | None
+    global_max_concurrency: int | None
+    limit_key: Callable[..., Any] | None
+    unique_for: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +105,7 @@ class RateLimit:
 
 
 def parse_rate_limit(text: str) -> RateLimit:
-    """Parse ``"100/s"``, ``"10/m"``, ``"5/h"`` or ``"3/10s"``.
+    """Parse ``"100/s"``, ``"10/m"``, ``"5/h"``, ``"1000/d"`` or ``"3/10s"``.
 
     Raises:
         aq.ConfigurationError: the text is not of that form or the rate is not positive.
@@ -90,8 +114,8 @@ def parse_rate_limit(text: str) -> RateLimit:
     unit = _UNITS.get(match.group(3)) if match else None
     if match is None or unit is None:
         raise ConfigurationError(
-            f"invalid rate limit {text!r}: write COUNT/UNIT such as '100/s', '10/m', '5/h' "
-            "or '3/10s'"
+            f"invalid rate limit {text!r}: write COUNT/UNIT such as '100/s', '10/m', '5/h', "
+            "'1000/d' or '3/10s' (units: s, m, h, d)"
         )
     count = float(match.group(1))
     period = float(match.group(2) or 1) * unit
@@ -157,10 +181,19 @@ class TaskConfig:
     rate_limit: RateLimit | None = None
     max_concurrency: int | None = None
     priority: int = 0
+    global_rate_limit: RateLimit | None = None
+    global_max_concurrency: int | None = None
+    limit_key: Callable[..., Any] | None = None
+    unique_for: float | None = None
 
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    @property
+    def cluster_limited(self) -> bool:
+        """Whether a limit shared by the whole cluster applies to this task."""
+        return self.global_rate_limit is not None or self.global_max_concurrency is not None
 
 
 def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConfig:
@@ -173,6 +206,20 @@ def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConf
     if unknown:
         raise ConfigurationError(f"unknown task option(s): {', '.join(sorted(unknown))}")
     rate_limit = options.get("rate_limit")
+    global_rate = options.get("global_rate_limit")
+    limit_key = options.get("limit_key")
+    if limit_key is not None and not callable(limit_key):
+        raise ConfigurationError(
+            f"limit_key must be a function of the task's arguments, not {limit_key!r}"
+        )
+    global_concurrency = check_count(
+        "global_max_concurrency", options.get("global_max_concurrency"), least=1
+    )
+    if limit_key is not None and global_rate is None and global_concurrency is None:
+        raise ConfigurationError(
+            "limit_key makes global_rate_limit or global_max_concurrency apply per key: "
+            "give one of them too"
+        )
     return TaskConfig(
         name=name,
         queue=options.get("queue") or default_queue,
@@ -185,4 +232,8 @@ def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConf
         rate_limit=parse_rate_limit(rate_limit) if rate_limit is not None else None,
         max_concurrency=check_count("max_concurrency", options.get("max_concurrency"), least=1),
         priority=check_priority(options.get("priority", 0)),
+        global_rate_limit=parse_rate_limit(global_rate) if global_rate is not None else None,
+        global_max_concurrency=global_concurrency,
+        limit_key=limit_key,
+        unique_for=check_seconds("unique_for", options.get("unique_for")),
     )

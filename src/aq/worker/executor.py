@@ -46,6 +46,7 @@ from aq.message import (
 from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
+from aq.worker.cluster import Admission, ClusterLimits, Deferral, LimitKeyFailed
 from aq.worker.crashes import CrashPolicy
 from aq.worker.handoff import OUTAGE, HandOff
 from aq.worker.limits import TaskLimits
@@ -69,6 +70,7 @@ class Executor:
         cancelled: ids whose cancellation was requested (running or not yet seen).
         crashes: what becomes of a message whose workers died while it ran.
         handoff: how hand-off steps ride out broker outages.
+        cluster: the limits shared by every worker (``global_rate_limit``...).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Executor:
         cancelled: Callable[[str], bool],
         crashes: CrashPolicy,
         handoff: HandOff,
+        cluster: ClusterLimits,
     ) -> None:
         self.broker = broker
         self.transport = broker.transport
@@ -88,6 +91,7 @@ class Executor:
         self.is_cancelled = cancelled
         self.crashes = crashes
         self.handoff = handoff
+        self.cluster = cluster
 
     async def handle(self, delivery: Delivery) -> None:
         """Process ``delivery`` and settle it (ack, retry or dead-letter)."""
@@ -175,7 +179,16 @@ class Executor:
         await self._patiently(message, delivery.dead_letter, "expired before it ran")
 
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
-        outcome = await self._attempt(task, message, delivery)
+        if task.config.cluster_limited:
+            admission = await self._admit(task, message, delivery)
+            if admission is None:
+                return
+            try:
+                outcome = await self._attempt(task, message, delivery)
+            finally:
+                await self.cluster.release(admission)
+        else:
+            outcome = await self._attempt(task, message, delivery)
         if outcome is None:  # it expired while it waited for its turn under the task's limits
             await self._expire(message, delivery)
             return
@@ -213,6 +226,45 @@ class Executor:
             await self._fail(message, delivery, outcome, "failed")
         if middleware:
             await self._after_hooks("on_result", message, outcome)
+
+    async def _admit(
+        self, task: AnyTask, message: TaskMessage, delivery: Delivery
+    ) -> Admission | None:
+        """Wait for the task's turn under its cluster-wide limits; ``None`` if the
+        message was sent back to the broker or dead-lettered instead."""
+        try:
+            admission = await self.cluster.admit(task, message)
+        except LimitKeyFailed as exc:
+            event(log, logging.ERROR, "task.limit_key_failed", task_id=message.id, error=exc)
+            await self._reply(message, "error", error_payload(exc, with_traceback=False))
+            await self._patiently(message, delivery.dead_letter, str(exc)[:_MAX_REASON])
+            return None
+        except OUTAGE as exc:
+            admission = Deferral(1.0, f"the store could not be reached ({exc})")
+        if isinstance(admission, Deferral):
+            await self._send_back(message, delivery, admission.delay)
+            event(
+                log,
+                logging.DEBUG,
+                "task.deferred",
+                task_id=message.id,
+                name=message.task,
+                delay=admission.delay,
+                reason=admission.reason,
+            )
+            return None
+        return admission
+
+    async def _send_back(self, message: TaskMessage, delivery: Delivery, delay: float) -> None:
+        """Publish ``message`` again, due ``delay`` seconds from now; then ack ``delivery``."""
+        message.eta = time.time() + delay
+        body = self.broker.encode(message)
+        publish = self.transport.publish
+        await self._patiently(
+            message,
+            lambda: publish(message.queue, body, priority=message.priority, eta=message.eta),
+        )
+        await self._patiently(message, delivery.ack)
 
     async def _after_hooks(self, hook: str, message: TaskMessage, outcome: Outcome) -> None:
         # The attempt has happened: a failing hook is logged, never a reason to run it again.
@@ -332,14 +384,7 @@ class Executor:
         if delay is None:
             delay = task.config.backoff.delay(message.attempt)
         message.attempt += 1
-        message.eta = time.time() + delay
-        body = self.broker.encode(message)
-        publish = self.transport.publish
-        await self._patiently(
-            message,
-            lambda: publish(message.queue, body, priority=message.priority, eta=message.eta),
-        )
-        await self._patiently(message, delivery.ack)
+        await self._send_back(message, delivery, delay)
         event(
             log,
             logging.WARNING,

@@ -21,6 +21,7 @@ from aq.errors import ConfigurationError
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_HANDOFF_TIMEOUT",
+    "DEFAULT_LEASE_TIME",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "CrashMode",
     "WorkerOptions",
@@ -30,6 +31,8 @@ DEFAULT_CONCURRENCY = 1000
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 #: Seconds a finished task's outcome is kept through a broker outage (see handoff.py).
 DEFAULT_HANDOFF_TIMEOUT = 300.0
+#: Seconds a lease of a worker (a global concurrency slot) outlives it if it dies.
+DEFAULT_LEASE_TIME = 30.0
 
 #: What becomes of a message whose workers died while running it (see crashes.py).
 CrashMode = Literal["inline", "isolate", "isolated"]
@@ -48,6 +51,7 @@ class WorkerOptions:
     max_tasks_per_child: int | None = None
     crashes: CrashMode = "inline"
     handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT
+    lease_time: float = DEFAULT_LEASE_TIME
 
     def __post_init__(self) -> None:
         concurrency = self.concurrency
@@ -57,6 +61,8 @@ class WorkerOptions:
             raise ConfigurationError("shutdown_timeout must not be negative")
         if not self.handoff_timeout > 0:
             raise ConfigurationError("handoff_timeout must be a positive number of seconds")
+        if not self.lease_time > 0:
+            raise ConfigurationError("lease_time must be a positive number of seconds")
         if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
             raise ConfigurationError("max_tasks must be a positive int")
         if self.crashes not in ("inline", "isolate", "isolated"):

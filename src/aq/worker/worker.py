@@ -25,6 +25,7 @@ from aq.errors import ConfigurationError, MessageDecodeError
 from aq.logs import event
 from aq.message import decode_control
 from aq.transport.base import Consumer, Delivery, Inbox
+from aq.worker.cluster import ClusterLimits
 from aq.worker.crashes import CrashMode, CrashPolicy
 from aq.worker.executor import Executor
 from aq.worker.handoff import HandOff, HandOffAbandoned
@@ -32,6 +33,7 @@ from aq.worker.limits import TaskLimits
 from aq.worker.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_HANDOFF_TIMEOUT,
+    DEFAULT_LEASE_TIME,
     DEFAULT_SHUTDOWN_TIMEOUT,
     WorkerOptions,
 )
@@ -66,6 +68,8 @@ class Worker:
         handoff_timeout: seconds a finished task's outcome is kept while the
             broker cannot be reached, before its message is left to be delivered
             again (see :mod:`aq.worker.handoff`).
+        lease_time: seconds a ``global_max_concurrency`` slot this worker holds
+            stays taken if the worker dies; renewed every third of it meanwhile.
         options: all of the above as one :class:`aq.worker.options.WorkerOptions`
             (how ``aq worker`` builds its workers); when given, the keywords
             above are not read.
@@ -83,6 +87,7 @@ class Worker:
         max_tasks: int | None = None,
         crashes: CrashMode = "inline",
         handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
+        lease_time: float = DEFAULT_LEASE_TIME,
         options: WorkerOptions | None = None,
     ) -> None:
         if options is None:
@@ -93,6 +98,7 @@ class Worker:
                 max_tasks,
                 crashes,
                 handoff_timeout,
+                lease_time,
             )
         #: Every setting of this worker (what ``aq worker`` passes whole).
         self.options = options
@@ -109,6 +115,7 @@ class Worker:
         #: Task id -> its deliveries running now (several when messages share an id).
         self._running: dict[str, set[Delivery]] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
+        self._cluster = ClusterLimits(broker.store, lease_time=options.lease_time)
         self._executor = Executor(
             broker,
             TaskLimits(),
@@ -116,6 +123,7 @@ class Worker:
             self._is_revoked,
             self.crashes,
             HandOff(options.handoff_timeout),
+            self._cluster,
         )
         self._inflight: dict[Delivery, asyncio.Task[None]] = {}
         self._room: asyncio.Future[None] | None = None
@@ -124,6 +132,7 @@ class Worker:
         self._consume_task: asyncio.Task[None] | None = None
         self._control_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
         self._self_stop: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._activity: asyncio.Future[None] | None = None
@@ -162,6 +171,8 @@ class Worker:
         consumer, control = self._consumer, self._control
         self._consume_task = background.start("aq-consume", lambda: self._consume(consumer))
         self._control_task = background.start("aq-control", lambda: self._listen(control))
+        if any(t.config.global_max_concurrency for t in self.broker.tasks.values()):
+            self._renew_task = background.start("aq-renew-slots", self._cluster.renew)
         interval = transport.heartbeat_interval
         if interval:
             self._heartbeat_task = background.start(
@@ -205,7 +216,7 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
         if self.interrupted_count:
             event(log, logging.WARNING, "worker.requeued", count=self.interrupted_count)
-        for loop_task in (self._control_task, self._heartbeat_task):
+        for loop_task in (self._control_task, self._heartbeat_task, self._renew_task):
             if loop_task is not None:
                 loop_task.cancel()
                 await asyncio.gather(loop_task, return_exceptions=True)

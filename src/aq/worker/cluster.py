@@ -1,0 +1,228 @@
+"""Limits that hold across the whole cluster: ``global_rate_limit`` and
+``global_max_concurrency``, each optionally per ``limit_key``.
+
+The policy lives here; the state lives in the broker's
+:class:`~aq.transport.Store`, in two atomic operations every process shares:
+
+- **Rate** (GCRA, :meth:`Store.reserve_rate`): a task asks for a place in the
+  rate. A place within :attr:`ClusterLimits.max_wait` is waited for here; one
+  further ahead, up to :attr:`ClusterLimits.horizon`, is reserved and the
+  message goes back to the broker due at its place, with the place written in
+  the ``aq-rate-place`` header, so it runs then without asking again: it keeps
+  the place it was given, in the order it asked. Beyond the horizon nothing is
+  reserved (a purged backlog must not leave the rate booked for hours) and the
+  message comes back when the horizon reaches it.
+- **Concurrency** (expiring counted slots, :meth:`Store.acquire_slot`): a task
+  takes a slot before it runs and frees it when it ends. A slot is renewed
+  every third of ``lease_time`` while its task runs, so a worker killed while
+  holding one blocks the others for at most ``lease_time``. A task that finds
+  every slot taken waits up to ``max_wait``, woken at once when a task of this
+  worker frees a slot of the same key (others' are seen at growing intervals,
+  never in a busy loop), then goes back to the broker with a delay that grows
+  with each time it was sent back (header ``aq-deferrals``), up to 5 s.
+
+The slot is taken before the rate place, so waiting for a slot never burns a
+place in the rate; a task sent back for its rate frees its slot first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aq.errors import AQError, BrokerError
+from aq.logs import event
+from aq.message import TaskMessage
+from aq.options import RateLimit
+from aq.task import AnyTask
+from aq.transport.store import Store
+
+__all__ = ["PLACE_HEADER", "Admission", "ClusterLimits", "Deferral", "LimitKeyFailed"]
+
+log = logging.getLogger("aq.worker")
+
+#: Header of a message sent back with a place reserved in its rate: the rate key.
+PLACE_HEADER = "aq-rate-place"
+#: Header counting how many times a message was sent back for a concurrency slot.
+DEFERRALS_HEADER = "aq-deferrals"
+
+_FIRST_PAUSE = 0.05
+_MAX_SLOT_DELAY = 5.0
+
+
+class LimitKeyFailed(AQError):
+    """The task's ``limit_key`` function raised or returned something unusable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A task let in: the slot it holds while it runs, if its task has a cap."""
+
+    slot: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """A task to send back to the broker, due ``delay`` seconds from now."""
+
+    delay: float
+    reason: str
+
+
+_ADMITTED = Admission()
+
+
+class ClusterLimits:
+    """Applies the cluster-wide limits of tasks in one worker; see the module docstring.
+
+    Args:
+        store: the broker's store (``None`` only when no task has such a limit:
+            the broker refuses the options without one).
+        lease_time: seconds a slot outlives a worker killed while holding it.
+        max_wait: the longest a task waits inside the worker for its turn.
+        horizon: how far ahead places in a rate are reserved for messages sent back.
+    """
+
+    def __init__(
+        self,
+        store: Store | None,
+        *,
+        lease_time: float = 30.0,
+        max_wait: float = 0.5,
+        horizon: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.lease_time = lease_time
+        self.max_wait = max_wait
+        self.horizon = horizon
+        self._owner = uuid.uuid4().hex[:12]
+        self._numbers = itertools.count()
+        #: holder -> slot key, for every slot this worker holds.
+        self._held: dict[str, str] = {}
+        #: slot key -> resolved when a task of this worker frees a slot there.
+        self._freed: dict[str, asyncio.Future[None]] = {}
+
+    async def admit(self, task: AnyTask, message: TaskMessage) -> Admission | Deferral:
+        """Let ``message`` run now (after a short wait at most) or say when to retry.
+
+        Raises:
+            LimitKeyFailed: the task's ``limit_key`` raised; the message cannot run.
+            aq.BrokerError: the store could not be reached.
+        """
+        config, store = task.config, self.store
+        assert store is not None, "the broker refuses cluster limits without a store"
+        scope = task.name if config.limit_key is None else f"{task.name}:{_key(task, message)}"
+        slot: tuple[str, str] | None = None
+        cap = config.global_max_concurrency
+        if cap is not None:
+            key, holder = f"slots:{scope}", f"{self._owner}:{next(self._numbers)}"
+            if not await self._take_slot(store, key, holder, cap):
+                deferrals = int(message.headers.get(DEFERRALS_HEADER, 0))
+                message.headers[DEFERRALS_HEADER] = deferrals + 1
+                full = min(_MAX_SLOT_DELAY, 0.25 * 2.0**deferrals)
+                return Deferral(random.uniform(full / 2, full), f"{key} has {cap} running")
+            slot = (key, holder)
+            self._held[holder] = key
+        rate = config.global_rate_limit
+        if rate is not None:
+            wait = await self._place(store, f"rate:{scope}", rate, message)
+            if isinstance(wait, Deferral):
+                if slot is not None:
+                    await self.release(Admission(slot))
+                return wait
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return _ADMITTED if slot is None else Admission(slot)
+
+    async def _take_slot(self, store: Store, key: str, holder: str, cap: int) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        pause = _FIRST_PAUSE
+        while not await store.acquire_slot(key, holder, limit=cap, ttl=self.lease_time):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            freed = self._freed.get(key)
+            if freed is None:
+                freed = self._freed[key] = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(freed), min(pause, left))
+            pause *= 2
+        return True
+
+    async def _place(
+        self, store: Store, key: str, rate: RateLimit, message: TaskMessage
+    ) -> float | Deferral:
+        """Seconds to wait for this message's place in the rate, or when to come back."""
+        if message.headers.pop(PLACE_HEADER, None) == key:
+            return 0.0  # it was given its place before it was sent back
+        interval = rate.period / rate.count
+        burst = max(1, int(rate.count))
+        decision = await store.reserve_rate(
+            key, interval=interval, burst=burst, max_wait=self.horizon
+        )
+        if decision.reserved and decision.wait <= self.max_wait:
+            return decision.wait
+        if decision.reserved:
+            message.headers[PLACE_HEADER] = key
+            return Deferral(decision.wait, f"{key} keeps its place {decision.wait:.2f} s ahead")
+        late = decision.wait - self.horizon
+        return Deferral(late + random.uniform(0, interval), f"{key} is booked a horizon ahead")
+
+    async def release(self, admission: Admission) -> None:
+        """Free the slot ``admission`` holds; a store that cannot be reached lets it
+        expire instead."""
+        if admission.slot is None:
+            return
+        key, holder = admission.slot
+        self._held.pop(holder, None)
+        freed = self._freed.pop(key, None)
+        if freed is not None and not freed.done():
+            freed.set_result(None)
+        assert self.store is not None
+        try:
+            await self.store.release_slot(key, holder)
+        except BrokerError as exc:
+            event(log, logging.WARNING, "limits.release_failed", key=key, error=exc)
+
+    async def renew(self) -> None:
+        """Keep the slots of running tasks: renew each every third of ``lease_time``
+        (run as a background loop of the worker)."""
+        store = self.store
+        assert store is not None
+        while True:
+            await asyncio.sleep(self.lease_time / 3)
+            held = list(self._held.items())
+            if not held:
+                continue
+            renewals = [store.renew_slot(key, holder, ttl=self.lease_time) for holder, key in held]
+            results = await asyncio.gather(*renewals, return_exceptions=True)
+            for (holder, key), kept in zip(held, results, strict=True):
+                if kept is False and holder in self._held:
+                    event(log, logging.WARNING, "limits.slot_lost", key=key, holder=holder)
+                elif isinstance(kept, BaseException):
+                    event(log, logging.WARNING, "limits.renew_failed", key=key, error=kept)
+
+
+def _key(task: AnyTask, message: TaskMessage) -> str:
+    """The task's ``limit_key`` of this message's arguments, as a string."""
+    limit_key = task.config.limit_key
+    assert limit_key is not None
+    try:
+        args, kwargs = task.argument_converter(message.args, message.kwargs)
+        key: Any = limit_key(*args, **kwargs)
+    except Exception as exc:
+        raise LimitKeyFailed(
+            f"limit_key of task {task.name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(key, str | int) or isinstance(key, bool):
+        raise LimitKeyFailed(
+            f"limit_key of task {task.name!r} returned {key!r}: return a str or an int"
+        )
+    return str(key)
