@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -174,6 +175,33 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
     finally:
         if kind.startswith("redis"):
             await _delete_prefix(b.url)
+
+
+_STORE_URLS: weakref.WeakKeyDictionary[aq.Broker, str | None] = weakref.WeakKeyDictionary()
+
+
+def twin(broker: aq.Broker) -> aq.Broker:
+    """Another producer on ``broker``'s server and store (a :func:`stored_broker`)."""
+    return aq.Broker(broker.url, store=_STORE_URLS[broker])
+
+
+@pytest.fixture(params=["memory", "redis", "amqp"])
+async def stored_broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
+    """A started broker with a store: its own, or for RabbitMQ one in Redis."""
+    kind = str(request.param)
+    store = broker_url("redis") if kind == "amqp" else None
+    b = aq.Broker(broker_url(kind), store=store)
+    _STORE_URLS[b] = store
+    try:
+        async with b:
+            yield b
+            if kind == "amqp":
+                await b.transport.purge_namespace()  # type: ignore[attr-defined]
+                _amqp_declared.update(b.transport.declarer.declared)  # type: ignore[attr-defined]
+    finally:
+        for url in (b.url, store):
+            if url is not None and url.startswith("redis"):
+                await _delete_prefix(url)
 
 
 @pytest.fixture

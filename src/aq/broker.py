@@ -202,6 +202,11 @@ class Broker:
         """The reply address if the listener runs already (the fast path of ``kiq``)."""
         return self._listener.address if self._listening else None
 
+    def register_waiter(self, task_id: str) -> ResultWaiter:
+        """The waiter this producer's replies for ``task_id`` go to (shared by
+        every handle of that id in this process)."""
+        return self._listener.register(task_id)
+
     async def reply_address(self) -> str:
         """This producer's reply address, starting the connection and listener if needed."""
         if not self._listening:

@@ -23,6 +23,7 @@ from aq.handle import StreamHandle, TaskHandle
 from aq.message import TaskMessage, new_id
 from aq.options import TaskConfig, check_priority, check_seconds
 from aq.replies import ResultWaiter
+from aq.unique import default_key, send_unique
 
 if TYPE_CHECKING:
     from aq.broker import Broker
@@ -54,6 +55,8 @@ class SendOptions:
     expires_in: float | None = None
     expires_at: float | None = None
     timeout: float | None = None
+    unique_key: str | None = None
+    unique_for: float | None = None
 
     def due(self, now: float) -> float | None:
         return now + self.delay if self.delay else self.eta
@@ -129,6 +132,8 @@ class _BaseTask(Generic[P, H]):
         headers: Mapping[str, Any] | None = None,
         expires: float | dt.datetime | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
+        unique_for: float | None = None,
     ) -> TaskCall[P, H]:
         """Per-call settings; returns an object whose ``kiq`` sends with them.
 
@@ -142,9 +147,15 @@ class _BaseTask(Generic[P, H]):
             expires: seconds from now, or a datetime, after which the task is
                 dead-lettered instead of run.
             timeout: the task's time limit for this call, overriding its default.
+            unique_key: while a task sent with this key is queued or running,
+                ``kiq()`` returns a handle to it instead of sending another
+                (see docs/limits.md); needs ``unique_for`` here or on the task.
+            unique_for: seconds the key is held at most (it frees when the task
+                ends), overriding the task's ``unique_for``.
 
         Raises:
-            aq.ConfigurationError: an option is out of range, or both delay and eta given.
+            aq.ConfigurationError: an option is out of range, both delay and eta
+                given, or a unique key without ``unique_for``.
         """
         if delay is not None and eta is not None:
             raise ConfigurationError("give delay or eta, not both")
@@ -157,6 +168,16 @@ class _BaseTask(Generic[P, H]):
         check_seconds("timeout", timeout)
         if task_id is not None and (not isinstance(task_id, str) or not task_id):
             raise ConfigurationError("task_id must be a non-empty string")
+        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key):
+            raise ConfigurationError("unique_key must be a non-empty string")
+        check_seconds("unique_for", unique_for)
+        if unique_key is not None and unique_for is None and self.config.unique_for is None:
+            raise ConfigurationError(
+                f"unique_key needs unique_for: pass .options(unique_key=..., unique_for=SECONDS) "
+                f"or @broker.task(unique_for=SECONDS) on {self.name!r}"
+            )
+        if (unique_key or unique_for) and task_id is not None:
+            raise ConfigurationError("a unique task's id is chosen by aq: drop task_id")
         expires_in = expires_at = None
         if isinstance(expires, dt.datetime):
             expires_at = _timestamp(expires)
@@ -172,6 +193,8 @@ class _BaseTask(Generic[P, H]):
             expires_in=expires_in,
             expires_at=expires_at,
             timeout=timeout,
+            unique_key=unique_key,
+            unique_for=unique_for,
         )
         return TaskCall(self, options)
 
@@ -206,7 +229,12 @@ class _BaseTask(Generic[P, H]):
             correlation_id=task_id,
             created_at=now,
         )
-        waiter = await broker.publish(message, self)
+        unique_for = options.unique_for or config.unique_for
+        if unique_for is not None:
+            key = options.unique_key or default_key(broker, config.name, args, kwargs)
+            task_id, waiter = await send_unique(broker, self, message, key, unique_for)
+        else:
+            waiter = await broker.publish(message, self)
         return self._handle(task_id, waiter)
 
     def _handle(self, task_id: str, waiter: ResultWaiter) -> H:

@@ -17,26 +17,15 @@ import pytest
 
 import aq
 from aq.testing import running_worker
-from tests.conftest import _delete_prefix, broker_url
+from tests.conftest import broker_url
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["memory", "redis", "amqp"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
-    """A broker with a store: its own, or for RabbitMQ one in Redis."""
-    kind = str(request.param)
-    store = broker_url("redis") if kind == "amqp" else None
-    b = aq.Broker(broker_url(kind), store=store)
-    try:
-        async with b:
-            yield b
-            if kind == "amqp":
-                await b.transport.purge_namespace()  # type: ignore[attr-defined]
-    finally:
-        for url in (b.url, store):
-            if url is not None and url.startswith("redis"):
-                await _delete_prefix(url)
+@pytest.fixture
+def broker(stored_broker: aq.Broker) -> aq.Broker:
+    """Each broker, with a store (on RabbitMQ, in Redis)."""
+    return stored_broker
 
 
 class Ledger:

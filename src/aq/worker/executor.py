@@ -46,6 +46,7 @@ from aq.message import (
 from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
+from aq.unique import UNIQUE_HEADER, finish_unique
 from aq.worker.cluster import Admission, ClusterLimits, Deferral, LimitKeyFailed
 from aq.worker.crashes import CrashPolicy
 from aq.worker.handoff import OUTAGE, HandOff
@@ -441,12 +442,14 @@ class Executor:
         """
         final = kind in _FINAL
         keep = self.broker.result_ttl is not None and final
-        if message.reply_to is None and not keep:
+        if message.reply_to is None and not keep and UNIQUE_HEADER not in message.headers:
             if settle is not None:
                 await self._patiently(message, settle.ack)
             return
         reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)
         body = encode_reply(reply, self.serializer)
+        if final and UNIQUE_HEADER in message.headers:
+            await self._patiently(message, finish_unique, self.broker, message, body)
         if keep:
             ttl = self.broker.result_ttl
             assert ttl is not None
