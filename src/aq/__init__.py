@@ -3,8 +3,8 @@
 Define tasks with ``@broker.task``, send them with ``await task.kiq(...)``, run
 them with ``aq worker module:broker``, and await results pushed back to the
 producer. The names below are the whole public API; everything else lives in
-modules you do not need to import. ``aq.Worker`` is imported on first use, so a
-process that only sends tasks never loads the worker.
+modules you do not need to import. ``aq.Worker`` and ``aq.Scheduler`` are
+imported on first use, so a process that only sends tasks never loads them.
 """
 
 from typing import TYPE_CHECKING
@@ -32,9 +32,12 @@ from aq.errors import (
 from aq.handle import StreamHandle, TaskHandle
 from aq.message import TaskMessage
 from aq.middleware import Middleware, Outcome
+from aq.scheduling.entry import Schedule
+from aq.scheduling.spec import Cron, Every, ScheduleSpec, cron, every
 from aq.task import StreamTask, SyncTask, Task, TaskCall
 
 if TYPE_CHECKING:
+    from aq.scheduling.scheduler import Scheduler
     from aq.worker.worker import Worker
 
 __version__ = "0.1.0"
@@ -46,12 +49,17 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "ConnectionLost",
+    "Cron",
+    "Every",
     "MessageDecodeError",
     "Middleware",
     "Outcome",
     "ResultNotFound",
     "ResultTimeout",
     "Retry",
+    "Schedule",
+    "ScheduleSpec",
+    "Scheduler",
     "SerializationError",
     "StreamHandle",
     "StreamTask",
@@ -69,6 +77,8 @@ __all__ = [
     "Worker",
     "WorkerCrashed",
     "context",
+    "cron",
+    "every",
 ]
 
 
@@ -77,4 +87,8 @@ def __getattr__(name: str) -> object:
         from aq.worker.worker import Worker  # the producer side never needs it
 
         return Worker
+    if name == "Scheduler":
+        from aq.scheduling.scheduler import Scheduler
+
+        return Scheduler
     raise AttributeError(f"module 'aq' has no attribute {name!r}")

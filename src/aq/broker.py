@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
@@ -30,6 +30,9 @@ from aq.message import (
 from aq.middleware import Middleware
 from aq.options import TaskOptions, check_seconds, task_config
 from aq.replies import ReplyListener, ResultWaiter
+from aq.scheduling.book import ScheduleBook
+from aq.scheduling.entry import DEFAULT_GRACE, Schedule
+from aq.scheduling.spec import ScheduleSpec
 from aq.serializer import JSONSerializer, Serializer
 from aq.task import AnyTask, StreamTask, SyncTask, Task
 from aq.transport import Admin, Store, Transport, create_store, create_transport
@@ -132,6 +135,8 @@ class Broker:
         if result_ttl is not None:
             self.require_store("result_ttl")
         self.tasks: dict[str, AnyTask] = {}
+        #: The schedules: defined in code, and kept in the store (docs/schedules.md).
+        self.schedules = ScheduleBook(self)
         self._listener = ReplyListener(self.transport, self.serializer)
         self._started = False
         self._listening = False
@@ -235,8 +240,8 @@ class Broker:
         The options are those of :class:`aq.options.TaskOptions`: ``name``,
         ``queue``, ``timeout``, ``retries``, ``retry_backoff``,
         ``retry_backoff_max``, ``rate_limit``, ``max_concurrency``, ``priority``,
-        ``global_rate_limit``, ``global_max_concurrency``, ``limit_key`` and
-        ``unique_for``.
+        ``global_rate_limit``, ``global_max_concurrency``, ``limit_key``,
+        ``unique_for`` and ``schedule``.
 
         Raises:
             aq.ConfigurationError: an option is invalid, the name is taken, or an
@@ -257,6 +262,7 @@ class Broker:
                 f"a task named {task_name!r} is already registered; "
                 "pass name=... to tell them apart"
             )
+        schedule = options.get("schedule")
         config = task_config(task_name, self.default_queue, options)
         for needs, given in (
             ("global_rate_limit", config.global_rate_limit),
@@ -272,8 +278,93 @@ class Broker:
             task = Task(self, fn, config)
         else:
             task = SyncTask(self, fn, config)
+        if schedule is not None:
+            self.schedules.define(task, schedule)
         self.tasks[task_name] = task
         return task
+
+    # -- schedules -------------------------------------------------------------------
+
+    def schedule(
+        self,
+        task: AnyTask,
+        spec: ScheduleSpec,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        catch_up: int = 0,
+        grace: float = DEFAULT_GRACE,
+    ) -> Schedule:
+        """Call ``task`` on ``spec`` with these arguments, from whichever scheduler
+        leads (``aq scheduler``, ``aq worker --scheduler``).
+
+        Args:
+            task: a task of this broker.
+            spec: when: ``aq.every(...)`` or ``aq.cron(...)``.
+            args: positional arguments of each call.
+            kwargs: keyword arguments of each call.
+            name: the schedule's name, unique (default: the task's name).
+            queue: the queue to send to (default: the task's).
+            priority: the priority to send with (default: the task's).
+            catch_up: after an outage, how many missed fires to send (default 0:
+                a fire more than ``grace`` seconds late is skipped).
+            grace: seconds late a fire may still be sent (default 60).
+
+        Raises:
+            aq.ConfigurationError: the arguments do not fit the task, the name is
+                taken, or an option is out of range.
+            aq.SerializationError: an argument cannot be encoded.
+        """
+        return self.schedules.define(
+            task,
+            spec,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            catch_up=catch_up,
+            grace=grace,
+        )
+
+    async def add_schedule(
+        self,
+        task: AnyTask,
+        spec: ScheduleSpec,
+        *,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        catch_up: int = 0,
+        grace: float = DEFAULT_GRACE,
+    ) -> Schedule:
+        """:meth:`schedule`, kept in the store until :meth:`remove_schedule`: for
+        schedules made at run time (a reminder per user). Adding a name again
+        replaces that schedule. Running schedulers pick it up at once.
+
+        Raises:
+            aq.ConfigurationError: as :meth:`schedule`, or there is no store.
+        """
+        return await self.schedules.add(
+            task,
+            spec,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            catch_up=catch_up,
+            grace=grace,
+        )
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Remove a schedule added with :meth:`add_schedule`; whether there was one."""
+        return await self.schedules.remove(name)
 
     def get_task(self, name: str) -> AnyTask | None:
         """The registered task called ``name``, if any."""

@@ -129,10 +129,19 @@ def worker(
         typer.Option(
             "--lease-time",
             min=0.001,
-            help="Seconds a global concurrency slot held by a worker that died stays "
-            "taken; renewed every third of this while its task runs.",
+            help="Seconds a lease of a worker that died stays taken (a global "
+            "concurrency slot; the scheduler's leadership with --scheduler); renewed "
+            "every third of this while held.",
         ),
     ] = DEFAULT_LEASE_TIME,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler",
+            help="Also run a scheduler in each worker process: one of all the "
+            "schedulers running leads and fires the schedules.",
+        ),
+    ] = False,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -156,13 +165,7 @@ def worker(
     crashes: Annotated[str, typer.Option("--crashes", hidden=True)] = "isolate",
 ) -> None:
     """Run a worker that executes the tasks of APP's broker."""
-    level = log_level.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        _fail(
-            ConfigurationError(
-                f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
-            )
-        )
+    level = _level(log_level)
     configure(level)
     from aq.worker.runner import loop_factory
 
@@ -189,6 +192,7 @@ def worker(
             cast(CrashMode, crashes),
             handoff_timeout,
             lease_time,
+            scheduler,
         )
         how = launch.Launch(app_spec, level, loop, options)
         if supervised:  # a child of the supervisor
@@ -301,6 +305,84 @@ def dlq_purge(
     broker = _broker_or_exit(app_spec)
     _confirm(f"Delete every dead letter of {queue!r}?", yes)
     typer.echo(f"purged {_run(admin.purge_dead(broker, queue))} dead letter(s) from {queue}")
+
+
+@app.command("scheduler")
+def scheduler_command(
+    app_spec: AppArgument,
+    lease_time: Annotated[
+        float,
+        typer.Option(
+            "--lease-time",
+            min=0.1,
+            help="Seconds a scheduler that died keeps the others from leading (with "
+            "a store lease; RabbitMQ alone hands over when its connection closes).",
+        ),
+    ] = DEFAULT_LEASE_TIME,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+    loop: Annotated[
+        str, typer.Option("--loop", help="The event loop: uvloop, asyncio, or auto.")
+    ] = "auto",
+) -> None:
+    """Run a scheduler: it fires APP's schedules while it leads. Run several for
+    high availability; one leads at a time."""
+    configure(_level(log_level))
+    broker = _broker_or_exit(app_spec)
+    from aq.scheduling import process
+
+    try:
+        process.run(broker, lease_time, loop)
+    except AQError as exc:
+        _fail(exc)
+
+
+@app.command()
+def schedules(app_spec: AppArgument) -> None:
+    """List APP's schedules (from code and added at run time) with their next and
+    last fire, and which scheduler leads."""
+    broker = _broker_or_exit(app_spec)
+
+    async def read() -> tuple[str, list[Any]]:
+        async with broker:
+            active = await broker.schedules.active()
+            return active or _no_leader(broker), await broker.schedules.status()
+
+    active, rows = _run(read())
+    typer.echo(f"active scheduler: {active}")
+    typer.echo(f"{'name':<24} {'task':<28} {'next fire (UTC)':<20} {'last fire (UTC)':<20} when")
+    for row in rows:
+        schedule = row.schedule
+        name = schedule.name + (" *" if schedule.stored else "")
+        typer.echo(
+            f"{name:<24} {schedule.task:<28} {_utc(row.next_fire):<20} "
+            f"{_utc(row.last_fire):<20} {schedule.spec.describe()}"
+        )
+    typer.echo(f"{len(rows)} schedule(s); * added at run time")
+
+
+def _no_leader(broker: Broker) -> str:
+    if broker.store is None:
+        return "not recorded: RabbitMQ elects it, and there is no store to record it in"
+    return "none (no scheduler is running, or none has led for a lease time)"
+
+
+def _utc(when: float | None) -> str:
+    if when is None or when != when or when in (float("inf"), float("-inf")):
+        return "-"
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _level(log_level: str) -> str:
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        _fail(
+            ConfigurationError(
+                f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
+            )
+        )
+    return level
 
 
 @app.callback()

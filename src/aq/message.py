@@ -256,9 +256,11 @@ def decode_reply(data: bytes, serializer: Serializer) -> Reply:
 
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
-    """A command broadcast to every worker; today only ``cancel``."""
+    """A command broadcast to every worker and scheduler: ``cancel`` (the task
+    ``task_id``), or ``schedules`` (the schedules kept in the store changed;
+    ``task_id`` is empty)."""
 
-    op: Literal["cancel"]
+    op: Literal["cancel", "schedules"]
     task_id: str
     id: str = field(default_factory=lambda: new_id())
 
@@ -282,7 +284,7 @@ def decode_control(data: bytes, serializer: Serializer) -> ControlMessage:
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise MessageDecodeError(f"not a v{PROTOCOL_VERSION} control message")
     op, task_id, command_id = obj.get("op"), obj.get("task_id"), obj.get("id")
-    if op != "cancel":
+    if op != "cancel" and op != "schedules":
         raise MessageDecodeError(f"unknown control operation {op!r}")
     if not isinstance(task_id, str):
         raise MessageDecodeError("task_id must be a string")

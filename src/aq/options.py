@@ -23,6 +23,7 @@ from typing import Any, TypedDict
 
 from aq.errors import ConfigurationError
 from aq.message import MAX_PRIORITY
+from aq.scheduling.spec import ScheduleSpec
 
 __all__ = [
     "Backoff",
@@ -75,6 +76,9 @@ class TaskOptions(TypedDict, total=False):
             running, another ``kiq()`` returns a handle to it instead of sending a
             second. The key frees when the task ends, or after this many seconds
             if its worker dies.
+        schedule: when to call the task by itself, with no arguments:
+            ``aq.every(minutes=5)`` or ``aq.cron("0 9 * * MON-FRI", tz=...)``
+            (see docs/schedules.md; ``broker.schedule`` gives arguments).
     """
 
     name: str | None
@@ -90,6 +94,7 @@ class TaskOptions(TypedDict, total=False):
     global_max_concurrency: int | None
     limit_key: Callable[..., Any] | None
     unique_for: float | None
+    schedule: ScheduleSpec | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,16 +24,19 @@ from urllib.parse import urlsplit
 from aq.errors import ConfigurationError
 from aq.transport.admin import Admin, DeadLetter, QueueStats
 from aq.transport.base import Consumer, Delivery, Inbox, Transport
-from aq.transport.store import Lease, Store
+from aq.transport.election import Election
+from aq.transport.store import Lease, RateDecision, Store
 
 __all__ = [
     "Admin",
     "Consumer",
     "DeadLetter",
     "Delivery",
+    "Election",
     "Inbox",
     "Lease",
     "QueueStats",
+    "RateDecision",
     "Store",
     "Transport",
     "create_store",

@@ -9,8 +9,10 @@ it: they are translated into :class:`aq.BrokerError` subclasses at the boundary.
 
 Two neighbours share its connection: its :class:`~aq.transport.admin.Admin`
 (queue administration) and, when its server can keep state by key, a
-:class:`~aq.transport.store.Store`. docs/transports.md says how to write one,
-and :mod:`aq.testing.contract` checks it.
+:class:`~aq.transport.store.Store`; a server that can elect a leader by
+itself also offers an :class:`~aq.transport.election.Election`.
+docs/transports.md says how to write one, and :mod:`aq.testing.contract`
+checks it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from aq.errors import BrokerError
 from aq.transport.admin import Admin
 from aq.transport.connection import Connection
+from aq.transport.election import Election
 from aq.transport.store import Store
 
 __all__ = ["Consumer", "Delivery", "Inbox", "Transport"]
@@ -123,6 +126,12 @@ class Transport(Connection):
         """The :class:`Store` on this transport's own server, sharing its connection,
         or ``None`` if the broker keeps no state by key (RabbitMQ): then a feature
         that needs one is given a store with ``aq.Broker(store=...)``."""
+        return None
+
+    def election(self, name: str) -> Election | None:
+        """A leader election under ``name`` run by the broker itself (RabbitMQ's
+        single-active-consumer queues), or ``None``: then leaders are elected by
+        a lease in the store."""
         return None
 
     @abc.abstractmethod

@@ -31,8 +31,9 @@ DEFAULT_CONCURRENCY = 1000
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 #: Seconds a finished task's outcome is kept through a broker outage (see handoff.py).
 DEFAULT_HANDOFF_TIMEOUT = 300.0
-#: Seconds a lease of a worker (a global concurrency slot) outlives it if it dies.
-DEFAULT_LEASE_TIME = 30.0
+#: Seconds a lease of a worker (a global concurrency slot, the scheduler's
+#: leadership) outlives it if it dies.
+DEFAULT_LEASE_TIME = 10.0
 
 #: What becomes of a message whose workers died while running it (see crashes.py).
 CrashMode = Literal["inline", "isolate", "isolated"]
@@ -52,6 +53,7 @@ class WorkerOptions:
     crashes: CrashMode = "inline"
     handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT
     lease_time: float = DEFAULT_LEASE_TIME
+    scheduler: bool = False
 
     def __post_init__(self) -> None:
         concurrency = self.concurrency
@@ -80,8 +82,11 @@ class WorkerOptions:
         args: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is None:
+            if value is None or value is False:
                 continue
             flag = "--" + field.name.replace("_", "-")
+            if value is True:
+                args.append(flag)
+                continue
             args += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
         return args

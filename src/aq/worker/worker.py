@@ -24,6 +24,8 @@ from aq.broker import Broker
 from aq.errors import ConfigurationError, MessageDecodeError
 from aq.logs import event
 from aq.message import decode_control
+from aq.scheduling.leadership import check_scheduler
+from aq.scheduling.scheduler import Scheduler
 from aq.transport.base import Consumer, Delivery, Inbox
 from aq.worker.cluster import ClusterLimits
 from aq.worker.crashes import CrashMode, CrashPolicy
@@ -68,8 +70,11 @@ class Worker:
         handoff_timeout: seconds a finished task's outcome is kept while the
             broker cannot be reached, before its message is left to be delivered
             again (see :mod:`aq.worker.handoff`).
-        lease_time: seconds a ``global_max_concurrency`` slot this worker holds
-            stays taken if the worker dies; renewed every third of it meanwhile.
+        lease_time: seconds a lease this worker holds (a ``global_max_concurrency``
+            slot, the scheduler's leadership) stays taken if the worker dies;
+            renewed every third of it meanwhile.
+        scheduler: also run a :class:`aq.Scheduler` here (one of all the
+            schedulers running leads and fires the schedules).
         options: all of the above as one :class:`aq.worker.options.WorkerOptions`
             (how ``aq worker`` builds its workers); when given, the keywords
             above are not read.
@@ -88,6 +93,7 @@ class Worker:
         crashes: CrashMode = "inline",
         handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
         lease_time: float = DEFAULT_LEASE_TIME,
+        scheduler: bool = False,
         options: WorkerOptions | None = None,
     ) -> None:
         if options is None:
@@ -99,6 +105,7 @@ class Worker:
                 crashes,
                 handoff_timeout,
                 lease_time,
+                scheduler,
             )
         #: Every setting of this worker (what ``aq worker`` passes whole).
         self.options = options
@@ -133,6 +140,9 @@ class Worker:
         self._control_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
+        self._scheduler_task: asyncio.Task[None] | None = None
+        if options.scheduler:
+            check_scheduler(broker)
         self._self_stop: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._activity: asyncio.Future[None] | None = None
@@ -171,6 +181,9 @@ class Worker:
         consumer, control = self._consumer, self._control
         self._consume_task = background.start("aq-consume", lambda: self._consume(consumer))
         self._control_task = background.start("aq-control", lambda: self._listen(control))
+        if self.options.scheduler:
+            scheduler = Scheduler(self.broker, lease_time=self.options.lease_time)
+            self._scheduler_task = background.start("aq-scheduler", scheduler.run)
         if any(t.config.global_max_concurrency for t in self.broker.tasks.values()):
             self._renew_task = background.start("aq-renew-slots", self._cluster.renew)
         interval = transport.heartbeat_interval
@@ -201,6 +214,9 @@ class Worker:
             return
         self._stopping = True
         grace = self.shutdown_timeout if timeout is None else timeout
+        if self._scheduler_task is not None:  # resigns, so another leads at once
+            self._scheduler_task.cancel()
+            await asyncio.gather(self._scheduler_task, return_exceptions=True)
         consume_loop = self._consume_task
         if consume_loop is not None:
             consume_loop.cancel()

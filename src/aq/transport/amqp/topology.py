@@ -12,7 +12,8 @@ For a queue ``Q`` under prefix ``P`` (default ``aq``):
 * ``P.Q.delay.00`` .. ``P.Q.delay.31``: the delay levels (below).
 
 and for the whole prefix: ``P.control`` (a fanout exchange for control
-messages), ``P.reply.<id>`` (one reply queue per producer) and the delay
+messages), ``P.reply.<id>`` (one reply queue per producer),
+``P.election.<name>`` (a leader election, see election.py) and the delay
 exchanges ``P.delay.00`` .. ``P.delay.31`` and ``P.delay.out``.
 
 **Delays without plugins.** A delay of ``D`` milliseconds (below 2**32) is
@@ -43,7 +44,7 @@ __all__ = ["LEVELS", "MAX_DELAY_MS", "Names", "QueueNames", "delay_route"]
 LEVELS = 32
 MAX_DELAY_MS = 2**LEVELS - 1
 _MAX_NAME = 255 - 2 * LEVELS  # the routing key of a delayed message must fit in 255 bytes
-_RESERVED = re.compile(r"(\.dead|\.isolated|\.delay\.\d\d)$|^(reply|control)\.")
+_RESERVED = re.compile(r"(\.dead|\.isolated|\.delay\.\d\d)$|^(reply|control|election)\.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,9 @@ class Names:
     def control_queue(self, consumer_id: str) -> str:
         return f"{self.prefix}.control.{consumer_id}"
 
+    def election_queue(self, name: str) -> str:
+        return f"{self.prefix}.election.{name}"
+
     def reply_queue(self, inbox_id: str) -> str:
         return f"{self.prefix}.reply.{inbox_id}"
 
@@ -109,7 +113,7 @@ def check_queue_name(name: str) -> None:
         raise ConfigurationError(
             f"queue name {name!r} cannot be used with RabbitMQ: it must be non-empty, "
             "contain no '*' or '#', not end in '.dead', '.isolated' or '.delay.NN', and "
-            "not start with 'reply.' or 'control.'"
+            "not start with 'reply.', 'control.' or 'election.'"
         )
 
 

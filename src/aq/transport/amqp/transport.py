@@ -26,6 +26,7 @@ from aq.transport.amqp.admin import AmqpAdmin
 from aq.transport.amqp.batch import ReplyBatcher
 from aq.transport.amqp.consumer import ETA, AmqpConsumer
 from aq.transport.amqp.context import AmqpContext
+from aq.transport.amqp.election import QueueElection
 from aq.transport.amqp.errors import Unroutable
 from aq.transport.amqp.inbox import open_control_inbox, open_reply_inbox
 from aq.transport.amqp.settings import parse_url
@@ -52,6 +53,9 @@ class AmqpTransport(Transport):
     @property
     def admin(self) -> AmqpAdmin:
         return self._admin
+
+    def election(self, name: str) -> QueueElection:
+        return QueueElection(self.context, name)
 
     async def connect(self) -> None:
         await self.context.connect()

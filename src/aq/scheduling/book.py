@@ -1,0 +1,163 @@
+"""``ScheduleBook``: a broker's schedules, from code and kept in the store, and
+what the store says of them.
+
+Schedules defined in code live in the book itself, in every process that
+imports the app. Schedules added at run time (:meth:`ScheduleBook.add`) are
+kept in the store until removed: the name in the set ``schedules:all`` and
+the schedule at ``schedule:<name>``; after either change a control message
+tells the running schedulers to read them again. The scheduler keeps, per
+schedule, the due time of its last fire at ``schedule-last:<name>``, and its
+leader marks itself at ``scheduler:active``; ``aq schedules`` reads both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aq.errors import ConfigurationError, MessageDecodeError
+from aq.message import ControlMessage, encode_control
+from aq.scheduling.entry import DEFAULT_GRACE, Schedule, define_schedule, schedule_from_json
+from aq.scheduling.spec import ScheduleSpec
+
+if TYPE_CHECKING:
+    from aq.broker import Broker
+    from aq.task import AnyTask
+
+__all__ = ["ScheduleBook", "ScheduleStatus"]
+
+#: How long a schedule added at run time is kept: until removed, in practice.
+KEEP = 10 * 365 * 86400.0
+_NAMES = "schedules:all"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStatus:
+    """A schedule as ``aq schedules`` shows it."""
+
+    schedule: Schedule
+    next_fire: float
+    last_fire: float | None
+
+
+class ScheduleBook:
+    """The schedules of one broker; see the module docstring."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        #: Schedules defined in code, by name.
+        self.code: dict[str, Schedule] = {}
+
+    def define(
+        self,
+        task: AnyTask,
+        spec: ScheduleSpec,
+        *,
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        catch_up: int = 0,
+        grace: float = DEFAULT_GRACE,
+    ) -> Schedule:
+        """Add a schedule defined in code (see :meth:`aq.Broker.schedule`)."""
+        schedule = define_schedule(
+            task,
+            spec,
+            self._broker.serializer,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            catch_up=catch_up,
+            grace=grace,
+        )
+        if schedule.name in self.code:
+            raise ConfigurationError(
+                f"a schedule named {schedule.name!r} is defined already; pass name=... "
+                "to tell them apart"
+            )
+        self.code[schedule.name] = schedule
+        return schedule
+
+    async def add(self, task: AnyTask, spec: ScheduleSpec, **options: Any) -> Schedule:
+        """Keep a schedule in the store (see :meth:`aq.Broker.add_schedule`)."""
+        broker = self._broker
+        store = broker.require_store("schedules added at run time")
+        schedule = define_schedule(task, spec, broker.serializer, added_at=time.time(), **options)
+        if schedule.name in self.code:
+            raise ConfigurationError(
+                f"schedule {schedule.name!r} is defined in code; give the one added at run "
+                "time another name"
+            )
+        await broker.startup()
+        body = broker.serializer.dumps(schedule.to_json())
+        await store.set(f"schedule:{schedule.name}", body, ttl=KEEP)
+        await store.add_member(_NAMES, schedule.name, ttl=KEEP)
+        await self._announce()
+        return schedule
+
+    async def remove(self, name: str) -> bool:
+        """Remove a schedule added at run time; whether there was one."""
+        broker = self._broker
+        store = broker.require_store("schedules added at run time")
+        await broker.startup()
+        removed = await store.delete(f"schedule:{name}")
+        await store.remove_member(_NAMES, name)
+        await self._announce()
+        return removed
+
+    async def _announce(self) -> None:
+        broker = self._broker
+        command = ControlMessage("schedules", "")
+        await broker.transport.broadcast(encode_control(command, broker.serializer))
+
+    async def stored(self) -> list[Schedule]:
+        """The schedules added at run time, read from the store (none without one).
+        One that cannot be read is skipped: it never stops the others."""
+        store = self._broker.store
+        if store is None:
+            return []
+        found = []
+        for name in sorted(await store.members(_NAMES)):
+            body = await store.get(f"schedule:{name}")
+            if body is None:
+                continue
+            try:
+                found.append(schedule_from_json(self._broker.serializer.loads(body)))
+            except (ConfigurationError, MessageDecodeError):
+                continue
+        return found
+
+    async def all(self) -> list[Schedule]:
+        """Every schedule: from code, then added at run time."""
+        return [*self.code.values(), *await self.stored()]
+
+    async def last_fire(self, name: str) -> float | None:
+        """The due time of schedule ``name``'s last fire, if the store knows it."""
+        store = self._broker.store
+        kept = await store.get(f"schedule-last:{name}") if store is not None else None
+        try:
+            return float(kept) if kept is not None else None
+        except ValueError:
+            return None
+
+    async def active(self) -> str | None:
+        """Who leads the schedulers, as the leader wrote it (None: no store, or none)."""
+        store = self._broker.store
+        kept = await store.get("scheduler:active") if store is not None else None
+        return kept.decode(errors="replace") if kept is not None else None
+
+    async def status(self, now: float | None = None) -> list[ScheduleStatus]:
+        """Every schedule with its next and last fire."""
+        now = time.time() if now is None else now
+        statuses = []
+        for schedule in await self.all():
+            last = await self.last_fire(schedule.name)
+            start = max(now, schedule.added_at or now)
+            statuses.append(ScheduleStatus(schedule, schedule.spec.next_after(start), last))
+        return statuses

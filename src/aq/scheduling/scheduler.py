@@ -1,0 +1,260 @@
+"""``aq.Scheduler``: sends the broker's schedules' fires while this process leads.
+
+Any number of schedulers may run (``aq scheduler APP``, or ``aq worker APP
+--scheduler``); they campaign in one election (:mod:`aq.scheduling.leadership`)
+and only the leader fires. The leader:
+
+1. reads every schedule (from code, and those the store keeps) and, where a
+   store exists, the due time of each one's last fire;
+2. sleeps until the earliest next due time, waking early when it loses its
+   place or a control message says the stored schedules changed;
+3. for each schedule due, asks :func:`~aq.scheduling.spec.due_fires` what to
+   send (a fire later than ``grace`` is skipped unless ``catch_up`` says to
+   send it) and sends each fire as a task message whose id is the schedule's
+   name and the due time, delayed by the schedule's jitter. Where a store
+   exists the fire's id is first taken with set-if-absent, so a fire is sent
+   once even if two schedulers briefly both believe they lead; then the due
+   time is written as the last fire (fenced by the lease's token).
+
+Without a store (RabbitMQ alone), a new leader has no record of its
+predecessor's fires and starts from the moment it took over: a fire due
+during the hand-over is missed rather than sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from aq import background
+from aq.broker import Broker
+from aq.errors import BrokerError, MessageDecodeError
+from aq.logs import event
+from aq.message import TaskMessage, decode_control
+from aq.scheduling.book import KEEP
+from aq.scheduling.entry import Schedule, fire_id
+from aq.scheduling.leadership import election_for
+from aq.scheduling.spec import due_fires, jitter_for
+from aq.transport.base import Inbox
+from aq.transport.election import Election
+from aq.worker.options import DEFAULT_LEASE_TIME
+
+__all__ = ["DEFAULT_LEASE_TIME", "Scheduler"]
+
+log = logging.getLogger("aq.scheduler")
+
+#: Seconds between reads of the stored schedules, beside the control messages.
+_RELOAD_EVERY = 60.0
+#: Seconds a fire's id stays taken at the least (a fire older than its grace is
+#: never sent, so a longer memory is never needed).
+_FIRED_TTL = 3600.0
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A schedule as the leader follows it."""
+
+    schedule: Schedule
+    last: float
+    next_due: float
+
+
+class Scheduler:
+    """Fires ``broker``'s schedules while this process leads; see the module docstring.
+
+    Args:
+        broker: the app's broker, with its tasks and schedules.
+        lease_time: with a store lease, how long a dead leader keeps the others
+            waiting; it renews every third of it.
+    """
+
+    def __init__(self, broker: Broker, *, lease_time: float = DEFAULT_LEASE_TIME) -> None:
+        self.broker = broker
+        self.lease_time = lease_time
+        #: This process among the schedulers: host, pid and a random part.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.fired = 0
+        self._changed = asyncio.Event()
+        self._leads = asyncio.Event()
+        self._election: Election | None = None
+
+    @property
+    def leading(self) -> bool:
+        """Whether this scheduler leads now (and so fires)."""
+        return self._election is not None and self._election.leading
+
+    async def wait_leading(self) -> None:
+        """Return once this scheduler has begun to lead."""
+        await self._leads.wait()
+
+    async def run(self) -> None:
+        """Campaign, and fire while leading, until cancelled."""
+        broker = self.broker
+        await broker.startup()
+        election = self._election = election_for(broker, "scheduler", self.owner, self.lease_time)
+        control = await broker.transport.subscribe_control()
+        listener = background.start("aq-scheduler-control", lambda: self._listen(control))
+        event(log, logging.INFO, "scheduler.started", owner=self.owner)
+        try:
+            while True:
+                await election.campaign()
+                event(log, logging.INFO, "scheduler.leading", owner=self.owner)
+                self._leads.set()
+                try:
+                    await self._lead(election)
+                finally:
+                    self._leads.clear()
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await election.resign()
+            await control.close()
+
+    async def _listen(self, control: Inbox) -> None:
+        while True:
+            body = await control.get()
+            try:
+                command = decode_control(body, self.broker.serializer)
+            except MessageDecodeError:
+                continue  # the workers log it
+            if command.op == "schedules":
+                self._changed.set()
+
+    async def _lead(self, election: Election) -> None:
+        took_over = time.time()
+        plans = await self._plans({}, took_over)
+        loaded = time.monotonic()
+        marked = -math.inf
+        while election.leading:
+            if self._changed.is_set() or time.monotonic() - loaded > _RELOAD_EVERY:
+                self._changed.clear()
+                plans, loaded = await self._plans(plans, took_over), time.monotonic()
+            if time.monotonic() - marked > self.lease_time / 3:
+                await self._mark_active(election)
+                marked = time.monotonic()
+            now = time.time()
+            for plan in plans.values():
+                if plan.next_due <= now and election.leading:
+                    await self._fire_due(plan, now, election)
+            wake = min((p.next_due for p in plans.values()), default=math.inf)
+            timeout = min(wake - time.time(), self.lease_time / 3, _RELOAD_EVERY)
+            await self._wait(election, max(0.0, timeout))
+
+    async def _wait(self, election: Election, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or less if leadership is lost or schedules change."""
+        waits = [
+            asyncio.ensure_future(election.wait_lost()),
+            asyncio.ensure_future(self._changed.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _plans(self, old: dict[str, _Plan], took_over: float) -> dict[str, _Plan]:
+        """A plan per schedule; a schedule followed already keeps its own."""
+        plans: dict[str, _Plan] = {}
+        for schedule in await self.broker.schedules.all():
+            kept = old.get(schedule.name)
+            if kept is not None and kept.schedule == schedule:
+                plans[schedule.name] = kept
+                continue
+            last = await self.broker.schedules.last_fire(schedule.name)
+            if last is None:  # never fired: from when it was added, or from the takeover
+                last = max(schedule.added_at or 0.0, took_over)
+            plans[schedule.name] = _Plan(schedule, last, schedule.spec.next_after(last))
+        return plans
+
+    async def _mark_active(self, election: Election) -> None:
+        store = self.broker.store
+        if store is None:
+            return
+        lease = election.lease
+        mark = self.owner + (f" (token {lease.token})" if lease is not None else "")
+        with contextlib.suppress(BrokerError):
+            await store.set("scheduler:active", mark.encode(), ttl=self.lease_time)
+
+    async def _fire_due(self, plan: _Plan, now: float, election: Election) -> None:
+        """Send what is due of ``plan`` at ``now``, and move it on."""
+        schedule = plan.schedule
+        fires, skipped = due_fires(
+            schedule.spec, last=plan.last, now=now, grace=schedule.grace, catch_up=schedule.catch_up
+        )
+        if skipped:
+            event(log, logging.WARNING, "schedule.skipped", schedule=schedule.name, count=skipped)
+        for due in fires:
+            if not election.leading:
+                return
+            if not await self._fire(schedule, due):
+                plan.next_due = time.time() + 1.0  # the broker is down: try again soon
+                return
+            plan.last = due
+            await self._record(schedule.name, due, election)
+        newest = schedule.spec.previous_before(math.nextafter(now, math.inf))
+        plan.last = max(plan.last, newest)
+        plan.next_due = schedule.spec.next_after(plan.last)
+
+    async def _fire(self, schedule: Schedule, due: float) -> bool:
+        """Send the fire of ``schedule`` due at ``due``; whether it was sent (or had
+        been already)."""
+        broker, store = self.broker, self.broker.store
+        task_id = fire_id(schedule.name, due)
+        taken = f"fired:{task_id}"
+        ttl = max(_FIRED_TTL, 2 * schedule.grace + self.lease_time)
+        try:
+            if store is not None and not await store.set_if_absent(
+                taken, self.owner.encode(), ttl=ttl
+            ):
+                return True  # another scheduler sent it
+            await broker.publish(
+                self._message(schedule, due, task_id), broker.tasks.get(schedule.task)
+            )
+        except BrokerError as exc:
+            event(log, logging.ERROR, "schedule.unsent", schedule=schedule.name, error=exc)
+            if store is not None:
+                with contextlib.suppress(BrokerError):
+                    await store.delete_if(taken, self.owner.encode())
+            return False
+        self.fired += 1
+        event(log, logging.DEBUG, "schedule.fired", schedule=schedule.name, task_id=task_id)
+        return True
+
+    def _message(self, schedule: Schedule, due: float, task_id: str) -> TaskMessage:
+        task = self.broker.tasks.get(schedule.task)
+        jitter = jitter_for(schedule.name, due, schedule.spec.jitter)
+        priority = schedule.priority
+        if priority is None:
+            priority = task.config.priority if task is not None else 0
+        queue = schedule.queue or (task.config.queue if task else self.broker.default_queue)
+        return TaskMessage(
+            id=task_id,
+            task=schedule.task,
+            queue=queue,
+            args=list(schedule.args),
+            kwargs=dict(schedule.kwargs),
+            headers={"aq-schedule": schedule.name, "aq-due": due, "aq-scheduler": self.owner},
+            max_attempts=task.config.max_attempts if task is not None else 1,
+            priority=priority,
+            eta=due + jitter if jitter else None,
+            correlation_id=task_id,
+            created_at=time.time(),
+        )
+
+    async def _record(self, name: str, due: float, election: Election) -> None:
+        store = self.broker.store
+        if store is None:
+            return
+        key, value, lease = f"schedule-last:{name}", repr(due).encode(), election.lease
+        with contextlib.suppress(BrokerError):
+            if lease is None:
+                await store.set(key, value, ttl=KEEP)
+            elif not await store.set_fenced(key, value, ttl=KEEP, lease=lease):
+                event(log, logging.WARNING, "scheduler.fenced", schedule=name, token=lease.token)

@@ -1,0 +1,141 @@
+"""Leader election by RabbitMQ itself: a single-active-consumer queue and a token.
+
+Every campaigner consumes the durable queue ``P.election.<name>``, declared
+with ``x-single-active-consumer``, with a prefetch of one and manual acks.
+RabbitMQ delivers to one consumer of such a queue at a time; the queue holds a
+*token* message, and whoever holds it unacked leads. It never acks it: when the
+leader's channel or connection closes (its process died, its network was cut,
+its heartbeats stopped), RabbitMQ returns the token to the queue and activates
+the next consumer, which receives it and leads. So no extra server is needed.
+
+A campaigner that is not leading puts a token in the queue whenever it finds
+none ready, every few seconds, so a lost or purged token is replaced; the
+leader holding one token and one spare waiting does no harm, since only the
+active consumer is ever given them. A leader learns it lost its place when its
+channel closes; it then stops leading at once and campaigns again on a fresh
+channel once the connection is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiormq.abc
+
+from aq import background
+from aq.logs import event
+from aq.transport.amqp.context import AmqpContext
+from aq.transport.amqp.errors import translated
+from aq.transport.election import Election
+from aq.transport.kit import ReconnectDelay
+
+__all__ = ["QueueElection"]
+
+log = logging.getLogger("aq.amqp")
+
+#: Seconds between a campaigner's looks at the queue (is there a token? is it there?).
+_LOOK_INTERVAL = 2.0
+
+
+class QueueElection(Election):
+    """See the module docstring."""
+
+    def __init__(self, context: AmqpContext, name: str) -> None:
+        self._context = context
+        self.queue = context.names.election_queue(name)
+        self._leading = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._lost.set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self._leading.is_set()
+
+    async def campaign(self) -> None:
+        if self._task is None:
+            self._task = background.start(f"aq-election-{self.queue}", self._stand_again)
+        await self._leading.wait()
+
+    async def wait_lost(self) -> None:
+        await self._lost.wait()
+
+    async def resign(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._step_down()
+
+    def _lead(self) -> None:
+        if not self._leading.is_set():
+            self._lost.clear()
+            self._leading.set()
+
+    def _step_down(self) -> None:
+        if self._leading.is_set():
+            event(log, logging.WARNING, "election.lost", queue=self.queue)
+        self._leading.clear()
+        self._lost.set()
+
+    async def _stand_again(self) -> None:
+        delay = ReconnectDelay(0.1, 5.0)
+        while True:
+            try:
+                await self._stand()
+            except Exception as exc:  # a closed channel or connection, in whatever form
+                self._step_down()
+                event(log, logging.DEBUG, "election.retry", queue=self.queue, error=exc)
+                await delay.wait()
+            else:
+                delay.reset()
+
+    async def _stand(self) -> None:
+        """Campaign on one channel until it closes."""
+        connection = self._context.connection
+        with translated("open an election channel"):
+            await connection.ready()
+            underlay = connection.transport
+            if underlay is None:
+                raise ConnectionError("not connected")
+            channel = await underlay.connection.channel(publisher_confirms=False)
+        try:
+            await self._consume(channel)
+            while not channel.is_closed:
+                if not self.leading:
+                    await self._top_up(channel)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(channel.closing), _LOOK_INTERVAL)
+        finally:
+            self._step_down()
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def _consume(self, channel: aiormq.abc.AbstractChannel) -> None:
+        arguments: dict[str, Any] = {"x-single-active-consumer": True}
+        if self._context.settings.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        with translated("declare the election queue"):
+            await channel.basic_qos(prefetch_count=1)
+            await channel.queue_declare(self.queue, durable=True, arguments=arguments)
+
+            async def on_token(message: aiormq.abc.DeliveredMessage) -> None:
+                self._lead()
+                event(log, logging.INFO, "election.won", queue=self.queue)
+
+            await channel.basic_consume(self.queue, on_token, no_ack=False)
+
+    async def _top_up(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Put a token in the queue if none is ready (the leader holds one unacked)."""
+        with translated("look at the election queue"):
+            declared = await channel.queue_declare(self.queue, passive=True)
+            if declared.message_count == 0:
+                await channel.basic_publish(
+                    b"token",
+                    routing_key=self.queue,
+                    properties=aiormq.spec.Basic.Properties(delivery_mode=2),
+                )
