@@ -111,7 +111,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         ours = next((v for v in systems.values() if v["label"] == "aq"), None)
         if ours is None:
             continue
-        peers = [v for v in systems.values() if v["label"] != "aq" and not v["ceiling"]]
+        peers = [
+            v
+            for v in systems.values()
+            if v["label"] != "aq" and not v["ceiling"] and not v.get("variant")
+        ]
         ceiling = next((v for v in systems.values() if v["ceiling"]), None)
         drain = _median(ours, "drain_per_s")
         peer_drains = [d for d in (_median(p, "drain_per_s") for p in peers) if d]
@@ -154,6 +158,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             "{:.0f} MB",
             lambda v: v < 150,
         )
+        for variant in (v for v in systems.values() if v.get("variant")):
+            limited = _median(variant, "drain_per_s")
+            add(
+                f"{name}: drain with {variant['label'].removeprefix('aq + ')} (never binding) "
+                "≥ 80% of plain aq's",
+                limited / drain if limited and drain else None,
+                "{:.0%}",
+                lambda r: r >= 0.8,
+            )
     return rows
 
 
@@ -169,7 +182,7 @@ def _against_previous(results: dict[str, Any], previous: dict[str, Any] | None) 
     ]
     for name, entry in results["systems"].items():
         before = previous["systems"].get(name)
-        if entry["label"] != "aq" or before is None:
+        if not (entry["label"] == "aq" or entry.get("variant")) or before is None:
             continue
         for key, (label, fmt, higher) in METRICS.items():
             now, then = _median(entry, key), _median(before, key)
@@ -178,8 +191,11 @@ def _against_previous(results: dict[str, Any], previous: dict[str, Any] | None) 
             change = now / then - 1
             worse = -change if higher else change
             mark = " **regressed**" if worse > REGRESSION else ""
+            where = BROKERS[entry["broker"]]
+            if entry.get("variant"):
+                where += f" ({entry['label']})"
             lines.append(
-                f"| {BROKERS[entry['broker']]} | {label} | {fmt.format(then)} "
+                f"| {where} | {label} | {fmt.format(then)} "
                 f"| {fmt.format(now)} | {change:+.0%}{mark} |"
             )
     return lines

@@ -225,7 +225,11 @@ def main() -> None:
         "systems": {},
     }
     for system in systems:
-        entry = described[system.name] | {"broker": system.broker, "ceiling": system.ceiling}
+        entry = described[system.name] | {
+            "broker": system.broker,
+            "ceiling": system.ceiling,
+            "variant": system.variant,
+        }
         for workload in entry["workloads"]:
             if (system.name, workload) in runs:
                 summary = summarise(runs[(system.name, workload)])

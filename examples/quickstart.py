@@ -57,8 +57,27 @@ async def countdown(start: int) -> AsyncIterator[int]:
         yield n
 
 
+ticks: list[str] = []
+three_ticks = asyncio.Event()
+
+
+@broker.task(schedule=aq.every(seconds=0.2))
+async def tick() -> None:
+    """Runs by itself every 0.2 s, sent by the scheduler the worker runs."""
+    ticks.append(aq.context().task_id)
+    if len(ticks) == 3:
+        three_ticks.set()
+
+
+@broker.task(unique_for=60)
+async def build_report(report_id: int) -> str:
+    """While one build of a report is queued or running, asking again joins it."""
+    await asyncio.sleep(0.1)
+    return f"report {report_id}"
+
+
 async def main() -> None:
-    async with broker, aq.Worker(broker, concurrency=100):
+    async with broker, aq.Worker(broker, concurrency=100, scheduler=True):
         handle = await add.kiq(2, 3)
         print(f"add(2, 3) = {await handle.result(timeout=5)}  [task {handle.id}]")
 
@@ -75,6 +94,13 @@ async def main() -> None:
         handles = [await add.kiq(i, i) for i in range(1000)]
         results = await asyncio.gather(*(h.result(timeout=10) for h in handles))
         print(f"1000 tasks done, sum of results = {sum(results)}")
+
+        first, again = await build_report.kiq(7), await build_report.kiq(7)
+        print(f"build_report(7) twice: one task ({first.id == again.id}),", end=" ")
+        print(f"both get {await again.result(timeout=5)!r}")
+
+        await asyncio.wait_for(three_ticks.wait(), 5)
+        print(f"tick ran on its schedule: {', '.join(ticks[:3])}")
 
 
 if __name__ == "__main__":

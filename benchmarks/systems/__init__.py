@@ -38,16 +38,19 @@ class System:
     packages: tuple[str, ...]  # distributions whose versions the table records
     venv: str = ".venv-bench"  # the virtualenv whose python runs it
     ceiling: bool = False  # the bare client library: the transport's limit, not a peer
+    variant: bool = False  # aq with a feature switched on: compared with plain aq, not a peer
 
 
 SYSTEMS: tuple[System, ...] = (
     System("aq_redis", "redis", ("aq-tasks", "redis")),
+    System("aq_redis_limited", "redis", ("aq-tasks", "redis"), variant=True),
     System("taskiq_redis", "redis", ("taskiq", "taskiq-redis")),
     System("arq_redis", "redis", ("arq", "redis"), venv=".venv-bench-arq"),
     System("saq_redis", "redis", ("saq",)),
     System("streaq_redis", "redis", ("streaq", "coredis")),
     System("bare_redis", "redis", ("redis", "hiredis"), ceiling=True),
     System("aq_amqp", "amqp", ("aq-tasks", "aio-pika")),
+    System("aq_amqp_limited", "amqp", ("aq-tasks", "aio-pika", "redis"), variant=True),
     System("taskiq_amqp", "amqp", ("taskiq", "taskiq-aio-pika")),
     System("celery_amqp", "amqp", ("celery", "kombu")),
     System("bare_amqp", "amqp", ("aio-pika", "aiormq"), ceiling=True),

@@ -88,13 +88,13 @@ class LeaseElection(Election):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         lease, self._lease = self._lease, None
-        self._step_down()
+        self._step_down(quietly=True)
         if lease is not None:
             with contextlib.suppress(BrokerError):
                 await self.store.release_lease(lease)
 
-    def _step_down(self) -> None:
-        if self._leading.is_set():
+    def _step_down(self, *, quietly: bool = False) -> None:
+        if self._leading.is_set() and not quietly:
             event(log, logging.WARNING, "election.lost", name=self.name, owner=self.owner)
         self._leading.clear()
         self._lost.set()

@@ -50,6 +50,7 @@ class QueueElection(Election):
         self._lost = asyncio.Event()
         self._lost.set()
         self._task: asyncio.Task[None] | None = None
+        self._resigning = False
 
     @property
     def leading(self) -> bool:
@@ -65,18 +66,19 @@ class QueueElection(Election):
 
     async def resign(self) -> None:
         task, self._task = self._task, None
+        self._resigning = True
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        self._step_down()
+        self._step_down(quietly=True)
 
     def _lead(self) -> None:
         if not self._leading.is_set():
             self._lost.clear()
             self._leading.set()
 
-    def _step_down(self) -> None:
-        if self._leading.is_set():
+    def _step_down(self, *, quietly: bool = False) -> None:
+        if self._leading.is_set() and not quietly:
             event(log, logging.WARNING, "election.lost", queue=self.queue)
         self._leading.clear()
         self._lost.set()
@@ -110,7 +112,7 @@ class QueueElection(Election):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(channel.closing), _LOOK_INTERVAL)
         finally:
-            self._step_down()
+            self._step_down(quietly=self._resigning)
             if not channel.is_closed:
                 with contextlib.suppress(Exception):
                     await channel.close()
