@@ -57,6 +57,7 @@ $(ARQ_STAMP): benchmarks/requirements-arq.txt
 bench: $(BENCH_STAMP) $(ARQ_STAMP) services ## aq and its peers side by side: benchmarks/results/
 	$(BENCH_VENV)/bin/python -m benchmarks.suite
 	$(BENCH_VENV)/bin/python -m benchmarks.memory_broker --json benchmarks/results/memory.json
+	$(BENCH_VENV)/bin/python -m benchmarks.schedules --json benchmarks/results/schedules.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(ARQ_VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -31,7 +31,7 @@ async def measure(url: str, fires: int, store: str | None = None) -> dict[str, f
     lateness: list[float] = []
     enough = asyncio.Event()
 
-    @broker.task(name="bench.tick", schedule=aq.every(seconds=INTERVAL))
+    @broker.task(name="bench.tick", schedule=aq.every(seconds=INTERVAL), timeout=5)
     async def tick() -> None:
         lateness.append(time.time() - float(aq.context().headers["aq-due"]))
         if len(lateness) >= fires:

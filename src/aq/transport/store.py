@@ -50,13 +50,21 @@ class RateDecision:
     """The answer of :meth:`Store.reserve_rate`.
 
     Attributes:
-        reserved: whether a place was taken for this event.
-        wait: if reserved, seconds from now until the place's time (0: go at
-            once); if not, seconds until a place could be had at the earliest.
+        granted: how many of the places asked for were reserved (the earliest
+            ones; 0 if none).
+        wait: seconds from now until the first place granted (0 or less: at
+            once); the ``j``-th place granted (from 0) comes ``j * interval``
+            later. If none was granted, seconds until the first place that
+            could be had.
     """
 
-    reserved: bool
+    granted: int
     wait: float
+
+    @property
+    def reserved(self) -> bool:
+        """Whether any place was reserved."""
+        return self.granted > 0
 
 
 class Store(Connection):
@@ -113,17 +121,19 @@ class Store(Connection):
 
     @abc.abstractmethod
     async def reserve_rate(
-        self, key: str, *, interval: float, burst: int, max_wait: float
+        self, key: str, *, interval: float, burst: int, max_wait: float, count: int = 1
     ) -> RateDecision:
-        """Take a place for one event under the rate kept at ``key``: one event
-        every ``interval`` seconds on average, with up to ``burst`` at once after
-        a quiet spell (GCRA: the state is one theoretical arrival time).
+        """Take places for ``count`` events under the rate kept at ``key``: one
+        event every ``interval`` seconds on average, with up to ``burst`` at once
+        after a quiet spell (GCRA: the state is one theoretical arrival time).
 
-        A place up to ``max_wait`` seconds ahead is reserved (events that ask
-        first get the earlier places); a place further ahead is not taken, and the
-        answer says how long until one could be. The state expires once it no
-        longer limits anything. The clock is the server's, so every process that
-        shares the store counts on one clock.
+        Places up to ``max_wait`` seconds ahead are reserved, earliest first
+        (callers that ask first get the earlier places); places further ahead are
+        not taken, and the answer says how long until one could be. Asking for
+        many at once costs one operation: a worker asks for every task that
+        starts in one turn of its event loop together. The state expires once it
+        no longer limits anything. The clock is the server's, so every process
+        that shares the store counts on one clock.
         """
 
     @abc.abstractmethod

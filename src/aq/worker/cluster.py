@@ -5,9 +5,11 @@ The policy lives here; the state lives in the broker's
 :class:`~aq.transport.Store`, in two atomic operations every process shares:
 
 - **Rate** (GCRA, :meth:`Store.reserve_rate`): a task asks for a place in the
-  rate. A place within :attr:`ClusterLimits.max_wait` is waited for here; one
-  further ahead, up to :attr:`ClusterLimits.horizon`, is reserved and the
-  message goes back to the broker due at its place, with the place written in
+  rate (the tasks that start while the worker waits for the store's last
+  answer ask together, in one store operation). A place within
+  :attr:`ClusterLimits.max_wait` is waited for here; one further ahead, up to
+  :attr:`ClusterLimits.horizon`, is reserved and the message goes back to the
+  broker due at its place, with the place written in
   the ``aq-rate-place`` header, so it runs then without asking again: it keeps
   the place it was given, in the order it asked. Beyond the horizon nothing is
   reserved (a purged backlog must not leave the rate booked for hours) and the
@@ -107,6 +109,10 @@ class ClusterLimits:
         self._held: dict[str, str] = {}
         #: slot key -> resolved when a task of this worker frees a slot there.
         self._freed: dict[str, asyncio.Future[None]] = {}
+        #: rate key -> the tasks waiting to ask for a place there.
+        self._asks: dict[str, list[tuple[asyncio.Future[float | Deferral], TaskMessage]]] = {}
+        #: rate key -> the task asking the store for places there (one at a time).
+        self._reserving: dict[str, asyncio.Task[None]] = {}
 
     async def admit(self, task: AnyTask, message: TaskMessage) -> Admission | Deferral:
         """Let ``message`` run now (after a short wait at most) or say when to retry.
@@ -159,21 +165,68 @@ class ClusterLimits:
     async def _place(
         self, store: Store, key: str, rate: RateLimit, message: TaskMessage
     ) -> float | Deferral:
-        """Seconds to wait for this message's place in the rate, or when to come back."""
+        """Seconds to wait for this message's place in the rate, or when to come back.
+
+        One store operation at a time asks for the places of every task at
+        ``key``: those that ask while it is under way are asked for together
+        next, so a busy worker makes one call per round trip, not per task.
+        """
         if message.headers.pop(PLACE_HEADER, None) == key:
             return 0.0  # it was given its place before it was sent back
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[float | Deferral] = loop.create_future()
+        self._asks.setdefault(key, []).append((answer, message))
+        if key not in self._reserving:
+            asker = loop.create_task(self._reserve_while_asked(store, key, rate))
+            self._reserving[key] = asker
+        return await answer
+
+    async def _reserve_while_asked(self, store: Store, key: str, rate: RateLimit) -> None:
+        """Ask for the places of every task waiting for one at ``key``, and again
+        for those that came while the store answered, until none waits."""
+        try:
+            while asks := self._asks.pop(key, None):
+                await self._reserve(store, key, rate, asks)
+        finally:
+            del self._reserving[key]
+
+    async def _reserve(
+        self,
+        store: Store,
+        key: str,
+        rate: RateLimit,
+        asks: list[tuple[asyncio.Future[float | Deferral], TaskMessage]],
+    ) -> None:
         interval = rate.period / rate.count
-        burst = max(1, int(rate.count))
-        decision = await store.reserve_rate(
-            key, interval=interval, burst=burst, max_wait=self.horizon
-        )
-        if decision.reserved and decision.wait <= self.max_wait:
-            return decision.wait
-        if decision.reserved:
-            message.headers[PLACE_HEADER] = key
-            return Deferral(decision.wait, f"{key} keeps its place {decision.wait:.2f} s ahead")
-        late = decision.wait - self.horizon
-        return Deferral(late + random.uniform(0, interval), f"{key} is booked a horizon ahead")
+        try:
+            decision = await store.reserve_rate(
+                key,
+                interval=interval,
+                burst=max(1, int(rate.count)),
+                max_wait=self.horizon,
+                count=len(asks),
+            )
+        except asyncio.CancelledError:
+            for answer, _ in asks:
+                answer.cancel()
+            raise
+        except Exception as exc:  # each asking task meets it (a store outage, say)
+            for answer, _ in asks:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for place, (answer, message) in enumerate(asks):
+            wait = decision.wait + place * interval
+            if answer.done():  # its task was cancelled: the place goes unused
+                continue
+            if place >= decision.granted:
+                late = wait - self.horizon + random.uniform(0, interval)
+                answer.set_result(Deferral(late, f"{key} is booked a horizon ahead"))
+            elif wait <= self.max_wait:
+                answer.set_result(max(0.0, wait))
+            else:
+                message.headers[PLACE_HEADER] = key
+                answer.set_result(Deferral(wait, f"{key} keeps its place {wait:.2f} s ahead"))
 
     async def release(self, admission: Admission) -> None:
         """Free the slot ``admission`` holds; a store that cannot be reached lets it

@@ -129,8 +129,8 @@ class StoreContract:
             await store.reserve_rate("rate:r", interval=10.0, burst=3, max_wait=60.0)
             for _ in range(4)
         ]
-        assert [d.reserved for d in decisions] == [True] * 4
-        assert [d.wait for d in decisions[:3]] == [0.0] * 3
+        assert [d.granted for d in decisions] == [1] * 4
+        assert all(d.wait <= 0 for d in decisions[:3])
         assert 9.0 < decisions[3].wait <= 10.0
 
     async def test_places_further_ahead_than_max_wait_are_refused_not_taken(
@@ -143,6 +143,17 @@ class StoreContract:
         later = await store.reserve_rate("rate:r", interval=10.0, burst=1, max_wait=15.0)
         assert later.reserved is True
         assert 9.0 < later.wait <= 10.0  # the refused call took nothing
+
+    async def test_many_places_are_granted_in_one_call_earliest_first(self, store: Store) -> None:
+        decision = await store.reserve_rate(
+            "rate:r", interval=10.0, burst=2, max_wait=25.0, count=6
+        )
+        # Two go at once (the burst), the next lie 10 and 20 s ahead, the rest beyond.
+        assert decision.granted == 4
+        assert -10.0 <= decision.wait <= 0.0
+        after = await store.reserve_rate("rate:r", interval=10.0, burst=2, max_wait=0.0)
+        assert after.granted == 0
+        assert 29.0 < after.wait <= 30.0
 
     async def test_rates_at_different_keys_are_independent(self, store: Store) -> None:
         for key in ("rate:a", "rate:b"):

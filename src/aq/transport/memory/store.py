@@ -9,6 +9,7 @@ operation runs within one step of the event loop, so it is atomic.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -115,16 +116,18 @@ class MemoryStore(Store):
         return True
 
     async def reserve_rate(
-        self, key: str, *, interval: float, burst: int, max_wait: float
+        self, key: str, *, interval: float, burst: int, max_wait: float, count: int = 1
     ) -> RateDecision:
         now = time.time()
         found = self._read(key)
-        due = max(found if isinstance(found, float) else now, now) + interval
-        wait = due - burst * interval - now
-        if wait > max_wait:
-            return RateDecision(False, wait)
+        base = max(found if isinstance(found, float) else now, now)
+        first = base + interval - burst * interval - now  # the wait for the next place
+        granted = min(count, math.floor((max_wait - first) / interval) + 1)
+        if granted <= 0:
+            return RateDecision(0, first)
+        due = base + granted * interval
         self._write(key, due, due - now)
-        return RateDecision(True, max(0.0, wait))
+        return RateDecision(granted, first)
 
     def _slots(self, key: str, now: float) -> dict[str, float]:
         found = self._read(key)

@@ -292,19 +292,22 @@ return redis.call('DEL', KEYS[1])
 """
 
 #: GCRA on the theoretical arrival time kept at KEYS[1], in microseconds of the
-#: server's clock. ARGV: interval (us), burst, most a place may lie ahead (us).
-#: Reserves the place if it lies within that bound. Returns {reserved (1 or 0),
-#: wait in us}.
+#: server's clock. ARGV: interval (us), burst, most a place may lie ahead (us),
+#: places asked for. Reserves the earliest places that lie within that bound.
+#: Returns {places granted, wait in us for the first place (granted, or next)}.
 STORE_RESERVE_RATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
-local due = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + interval
-local wait = due - tonumber(ARGV[2]) * interval - now
-if wait > tonumber(ARGV[3]) then return {0, wait} end
+local base = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local first = base + interval - tonumber(ARGV[2]) * interval - now
+local granted = math.min(tonumber(ARGV[4]),
+                         math.floor((tonumber(ARGV[3]) - first) / interval) + 1)
+if granted <= 0 then return {0, first} end
+local due = base + granted * interval
 redis.call('SET', KEYS[1], string.format('%.0f', due), 'PX',
            math.floor((due - now) / 1000) + 1)
-return {1, math.max(wait, 0)}
+return {granted, first}
 """
 
 #: Slots in the sorted set KEYS[1]: holder -> expiry (ms of the server's clock).

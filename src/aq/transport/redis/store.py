@@ -108,11 +108,11 @@ class RedisStore(Store):
         return bool(await self._script("STORE_DELETE_IF", [self._key(key)], [value]))
 
     async def reserve_rate(
-        self, key: str, *, interval: float, burst: int, max_wait: float
+        self, key: str, *, interval: float, burst: int, max_wait: float, count: int = 1
     ) -> RateDecision:
-        args = [max(1, _us(interval)), burst, _us(max_wait)]
-        reserved, wait = await self._script("STORE_RESERVE_RATE", [self._key(key)], args)
-        return RateDecision(bool(reserved), int(wait) / 1e6)
+        args = [max(1, _us(interval)), burst, _us(max_wait), count]
+        granted, wait = await self._script("STORE_RESERVE_RATE", [self._key(key)], args)
+        return RateDecision(int(granted), int(wait) / 1e6)
 
     async def acquire_slot(self, key: str, holder: str, *, limit: int, ttl: float) -> bool:
         args = [holder, limit, _ms(ttl)]
