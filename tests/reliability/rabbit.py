@@ -408,7 +408,8 @@ class _Link:
 class TcpProxy:
     """Forwards connections from 127.0.0.1:``port`` to 127.0.0.1:``target_port``;
     ``cut()`` resets every connection open through it, as a network failure would,
-    and ``freeze()`` silences them, as a partition would."""
+    ``freeze()`` silences them, as a partition would, and ``partition()`` silences
+    new ones too."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -416,6 +417,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
         self._frozen: set[_Link] = set()  # open, passing nothing, until cut() or close()
+        self._partitioned = False  # new connections are frozen too
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -447,6 +449,12 @@ class TcpProxy:
             self._frozen.add(link)
         await asyncio.gather(*(link.task for link in links), return_exceptions=True)
 
+    async def partition(self) -> None:
+        """:meth:`freeze`, and freeze every connection made later too, before it
+        reaches the target: whoever is behind the proxy is cut off altogether."""
+        self._partitioned = True
+        await self.freeze()
+
     async def close(self) -> None:
         """Stop listening and drop every connection."""
         if self._server is not None:
@@ -462,6 +470,10 @@ class TcpProxy:
         task = asyncio.current_task()
         assert task is not None
         link = _Link(client, task)
+        if self._partitioned:
+            link.freeze()
+            self._frozen.add(link)
+            return
         self._links.add(link)
         try:
             try:

@@ -1,5 +1,6 @@
 """Scheduler failover across processes: three ``aq scheduler`` processes with a
-one-second schedule, the leader killed (SIGKILL) or paused (SIGSTOP) mid-run.
+one-second schedule, the leader killed (SIGKILL) or paused (SIGSTOP) mid-run;
+and a leader cut off from Redis by a silent partition.
 A ledger of the runs shows each due time sent at most once, and no gap longer
 than the lease time (Redis: a store lease) or than a second (RabbitMQ alone:
 its single-active-consumer queue hands over when the leader's connection closes).
@@ -22,7 +23,10 @@ import pytest
 from redis.asyncio import Redis
 
 import aq
+from aq.testing import running_worker
 from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix, broker_url
+from tests.contract.test_schedules import Fires
+from tests.reliability.rabbit import TcpProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -146,3 +150,38 @@ async def test_a_paused_leader_is_replaced_and_sends_nothing_when_it_wakes(
         await _delete_prefix(url)
     assert len(dues) == len(set(dues)) >= 9
     assert largest_gap(dues) <= LEASE_TIME + 1
+
+
+async def test_a_leader_cut_off_from_redis_steps_down_before_another_leads() -> None:
+    url = broker_url("redis")
+    link = TcpProxy(int(REDIS_URL.rsplit(":", 1)[1].split("/")[0]))
+    await link.start()
+    cut_off, direct = aq.Broker(link.url_for(url)), aq.Broker(url)
+    fires = Fires()
+    for broker in (cut_off, direct):
+        broker.register(fires.record, name="tick", schedule=aq.every(seconds=0.2))
+    first = aq.Scheduler(cut_off, lease_time=LEASE_TIME)
+    second = aq.Scheduler(direct, lease_time=LEASE_TIME)
+    runs: list[asyncio.Task[None]] = []
+    try:
+        async with cut_off, direct, running_worker(direct):
+            runs.append(asyncio.create_task(first.run()))
+            await asyncio.wait_for(first.wait_leading(), 10)
+            runs.append(asyncio.create_task(second.run()))
+            await fires.wait_for(3)
+            loop = asyncio.get_running_loop()
+            await link.partition()  # no byte passes on any connection, old or new
+            frozen = loop.time()
+            await asyncio.wait_for(second.wait_leading(), LEASE_TIME * 3)
+            took_over = loop.time() - frozen
+            assert not first.leading  # it stepped down by its own clock
+            await fires.wait_for(len(fires.runs) + 3)
+    finally:
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+        await link.close()
+        await _delete_prefix(url)
+    assert took_over <= LEASE_TIME + 0.5
+    dues = [due for _, due in fires.runs]
+    assert len(dues) == len(set(dues))
