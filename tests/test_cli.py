@@ -314,6 +314,8 @@ async def test_worker_help_lists_every_public_option(command: tuple[str, ...]) -
         "--log-level",
         "--loop",
         "--no-supervise",
+        "--scheduler",
+        "--lease-time",
     ):
         assert _lists_option(result.stdout, option), f"{option} missing from:\n{result.stdout}"
     for internal in ("--supervised", "--crashes"):  # how the supervisor starts its children

@@ -330,6 +330,14 @@ def scheduler_command(
     high availability; one leads at a time."""
     configure(_level(log_level))
     broker = _broker_or_exit(app_spec)
+    if broker.transport.in_process:
+        _fail(
+            ConfigurationError(
+                f"{broker.url.split(':', 1)[0]}:// brokers live inside one process, so a "
+                "scheduler in another sends nothing its workers see: run it in that "
+                "process (aq.Worker(broker, scheduler=True)), or use Redis or RabbitMQ"
+            )
+        )
     from aq.scheduling import process
 
     try:
