@@ -27,15 +27,17 @@ async def running_worker(
     concurrency: int = 100,
     shutdown_timeout: float = 5.0,
     crashes: CrashMode = "inline",
+    scheduler: bool = False,
 ) -> AsyncIterator[Worker]:
     """Run a worker on ``broker`` in this event loop for the ``async with`` block
-    (``crashes`` as for :class:`aq.Worker`)."""
+    (``crashes`` and ``scheduler`` as for :class:`aq.Worker`)."""
     worker = Worker(
         broker,
         queues=queues,
         concurrency=concurrency,
         shutdown_timeout=shutdown_timeout,
         crashes=crashes,
+        scheduler=scheduler,
     )
     await worker.start()
     try:
