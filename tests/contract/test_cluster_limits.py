@@ -92,6 +92,30 @@ async def test_global_max_concurrency_holds_across_workers(broker: aq.Broker) ->
     assert ledger.most == 2
 
 
+async def test_tasks_waiting_for_a_global_slot_start_in_the_order_they_asked(
+    broker: aq.Broker,
+) -> None:
+    ledger = Ledger()
+
+    @broker.task(global_max_concurrency=1)
+    async def hold(label: str) -> None:
+        ledger.started(label)
+        await asyncio.sleep(0.3)  # longer than a worker waits: the others go back in line
+        ledger.ended()
+
+    async def send() -> AsyncIterator[None]:
+        handles = []
+        for label in "abcde":
+            handles.append(await hold.kiq(label))
+            await asyncio.sleep(0.05)  # each asks before the next is sent
+        await asyncio.gather(*(h.result(timeout=30) for h in handles))
+        yield
+
+    await run_on_two_workers(broker, send)
+    assert [label for _, label in ledger.starts] == list("abcde")
+    assert ledger.most == 1
+
+
 async def test_global_rate_limit_spaces_starts_across_workers(broker: aq.Broker) -> None:
     ledger = Ledger()
 

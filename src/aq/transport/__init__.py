@@ -25,7 +25,7 @@ from aq.errors import ConfigurationError
 from aq.transport.admin import Admin, DeadLetter, QueueStats
 from aq.transport.base import Consumer, Delivery, Inbox, Transport
 from aq.transport.election import Election
-from aq.transport.store import Lease, RateDecision, Store
+from aq.transport.store import Lease, RateDecision, SlotTurn, Store
 
 __all__ = [
     "Admin",
@@ -37,6 +37,7 @@ __all__ = [
     "Lease",
     "QueueStats",
     "RateDecision",
+    "SlotTurn",
     "Store",
     "Transport",
     "create_store",

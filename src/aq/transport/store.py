@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aq.transport.connection import Connection
 
-__all__ = ["Lease", "RateDecision", "Store"]
+__all__ = ["Lease", "RateDecision", "SlotTurn", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,19 @@ class RateDecision:
     def reserved(self) -> bool:
         """Whether any place was reserved."""
         return self.granted > 0
+
+
+@dataclass(frozen=True, slots=True)
+class SlotTurn:
+    """The answer of :meth:`Store.queue_for_slot`.
+
+    Attributes:
+        acquired: whether the caller holds a slot now.
+        ahead: if not, how many waiters stand before it in the line.
+    """
+
+    acquired: bool
+    ahead: int
 
 
 class Store(Connection):
@@ -142,6 +155,17 @@ class Store(Connection):
         whether it was taken. A holder that has one already keeps it (renewed).
         A slot not renewed within its ``ttl`` frees itself, so a process killed
         while holding one blocks nobody for longer than that."""
+
+    @abc.abstractmethod
+    async def queue_for_slot(
+        self, key: str, holder: str, waiter: str, *, limit: int, ttl: float, line_ttl: float
+    ) -> SlotTurn:
+        """:meth:`acquire_slot`, in turn. A caller refused a slot waits in a line at
+        ``key`` under ``waiter`` (an id it keeps from one attempt to the next), and a
+        slot goes to a caller only while more are free than waiters stand before it,
+        so callers get slots in the order they first asked. A waiter keeps its place
+        for ``line_ttl`` seconds from each attempt; one that does not come back in
+        that time leaves the line."""
 
     @abc.abstractmethod
     async def renew_slot(self, key: str, holder: str, *, ttl: float) -> bool:

@@ -14,14 +14,17 @@ The policy lives here; the state lives in the broker's
   the place it was given, in the order it asked. Beyond the horizon nothing is
   reserved (a purged backlog must not leave the rate booked for hours) and the
   message comes back when the horizon reaches it.
-- **Concurrency** (expiring counted slots, :meth:`Store.acquire_slot`): a task
-  takes a slot before it runs and frees it when it ends. A slot is renewed
-  every third of ``lease_time`` while its task runs, so a worker killed while
-  holding one blocks the others for at most ``lease_time``. A task that finds
-  every slot taken waits up to ``max_wait``, woken at once when a task of this
-  worker frees a slot of the same key (others' are seen at growing intervals,
-  never in a busy loop), then goes back to the broker with a delay that grows
-  with each time it was sent back (header ``aq-deferrals``), up to 5 s.
+- **Concurrency** (expiring counted slots, :meth:`Store.queue_for_slot`): a
+  task takes a slot before it runs and frees it when it ends. A slot is
+  renewed every third of ``lease_time`` while its task runs, so a worker
+  killed while holding one blocks the others for at most ``lease_time``. A
+  task that finds every slot taken joins the key's line, under its message
+  id, and waits up to ``max_wait``, woken at once when a task of this worker
+  frees a slot of the same key (others' are seen at growing intervals, never
+  in a busy loop); then it goes back to the broker, due again in a quarter of
+  a second at the head of the line and later further back (at most 5 s). It
+  keeps its place in the line meanwhile, so slots go to tasks in the order
+  they first asked.
 
 The slot is taken before the rate place, so waiting for a slot never burns a
 place in the rate; a task sent back for its rate frees its slot first.
@@ -51,11 +54,13 @@ log = logging.getLogger("aq.worker")
 
 #: Header of a message sent back with a place reserved in its rate: the rate key.
 PLACE_HEADER = "aq-rate-place"
-#: Header counting how many times a message was sent back for a concurrency slot.
-DEFERRALS_HEADER = "aq-deferrals"
-
 _FIRST_PAUSE = 0.05
+#: Seconds until a task at the head of a slot's line comes back; further back, longer.
+_FIRST_SLOT_DELAY = 0.25
 _MAX_SLOT_DELAY = 5.0
+#: Seconds a task sent back keeps its place in a slot's line without asking again:
+#: room for the longest delay, and for the broker to hand the message out late.
+_LINE_TTL = 4 * _MAX_SLOT_DELAY
 
 
 class LimitKeyFailed(AQError):
@@ -128,11 +133,12 @@ class ClusterLimits:
         cap = config.global_max_concurrency
         if cap is not None:
             key, holder = f"slots:{scope}", f"{self._owner}:{next(self._numbers)}"
-            if not await self._take_slot(store, key, holder, cap):
-                deferrals = int(message.headers.get(DEFERRALS_HEADER, 0))
-                message.headers[DEFERRALS_HEADER] = deferrals + 1
-                full = min(_MAX_SLOT_DELAY, 0.25 * 2.0**deferrals)
-                return Deferral(random.uniform(full / 2, full), f"{key} has {cap} running")
+            ahead = await self._take_slot(store, key, holder, message.id, cap)
+            if ahead is not None:
+                # The head of the line comes back soon; those further back, later.
+                full = min(_MAX_SLOT_DELAY, _FIRST_SLOT_DELAY * (1 + ahead / cap))
+                delay = random.uniform(0.8 * full, full)
+                return Deferral(delay, f"{key} has {cap} running, {ahead} waiting ahead")
             slot = (key, holder)
             self._held[holder] = key
         rate = config.global_rate_limit
@@ -146,21 +152,29 @@ class ClusterLimits:
                 await asyncio.sleep(wait)
         return _ADMITTED if slot is None else Admission(slot)
 
-    async def _take_slot(self, store: Store, key: str, holder: str, cap: int) -> bool:
+    async def _take_slot(
+        self, store: Store, key: str, holder: str, waiter: str, cap: int
+    ) -> int | None:
+        """Take a slot in turn, waiting up to ``max_wait``; ``None`` once taken, else
+        how many waiters stand before this one in the line."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait
         pause = _FIRST_PAUSE
-        while not await store.acquire_slot(key, holder, limit=cap, ttl=self.lease_time):
+        while True:
+            turn = await store.queue_for_slot(
+                key, holder, waiter, limit=cap, ttl=self.lease_time, line_ttl=_LINE_TTL
+            )
+            if turn.acquired:
+                return None
             left = deadline - loop.time()
             if left <= 0:
-                return False
+                return turn.ahead
             freed = self._freed.get(key)
             if freed is None:
                 freed = self._freed[key] = loop.create_future()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(freed), min(pause, left))
             pause *= 2
-        return True
 
     async def _place(
         self, store: Store, key: str, rate: RateLimit, message: TaskMessage

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from aq.transport import Lease, Store
+from aq.transport import Lease, SlotTurn, Store
 
 __all__ = ["StoreContract"]
 
@@ -205,6 +205,38 @@ class StoreContract:
         assert await store.renew_slot("slots:s", "a", ttl=self.long_ttl) is True
         await self._expire()
         assert not await store.acquire_slot("slots:s", "b", limit=1, ttl=self.long_ttl)
+
+    async def test_slots_in_turn_go_to_waiters_in_the_order_they_first_asked(
+        self, store: Store
+    ) -> None:
+        async def ask(who: str) -> tuple[bool, int]:
+            turn = await store.queue_for_slot(
+                "slots:s", f"holder-{who}", who, limit=1, ttl=self.long_ttl, line_ttl=self.long_ttl
+            )
+            return turn.acquired, turn.ahead
+
+        assert await ask("a") == (True, 0)
+        assert await ask("b") == (False, 0)
+        assert await ask("c") == (False, 1)
+        await store.release_slot("slots:s", "holder-a")
+        assert await ask("c") == (False, 1)  # b asked first: the free slot is b's
+        assert await ask("b") == (True, 0)
+        await store.release_slot("slots:s", "holder-b")
+        assert await ask("d") == (False, 1)  # a newcomer queues behind c
+        assert await ask("c") == (True, 0)
+
+    async def test_a_waiter_that_does_not_come_back_leaves_the_line(self, store: Store) -> None:
+        await store.acquire_slot("slots:s", "holder-a", limit=1, ttl=self.long_ttl)
+        refused = await store.queue_for_slot(
+            "slots:s", "holder-b", "b", limit=1, ttl=self.long_ttl, line_ttl=self.short_ttl
+        )
+        assert not refused.acquired
+        await store.release_slot("slots:s", "holder-a")
+        await self._expire()
+        turn = await store.queue_for_slot(
+            "slots:s", "holder-c", "c", limit=1, ttl=self.long_ttl, line_ttl=self.long_ttl
+        )
+        assert turn == SlotTurn(True, 0)
 
     # -- leases ----------------------------------------------------------------------
 

@@ -17,12 +17,13 @@ from typing import Any
 from aq.errors import ConfigurationError
 from aq.transport.kit import connected
 from aq.transport.memory.hub import Hub, attach, detach, hub_name
-from aq.transport.store import Lease, RateDecision, Store
+from aq.transport.store import Lease, RateDecision, SlotTurn, Store
 
 __all__ = ["MemoryStore"]
 
 _FENCE = "\0fence"
 _TOKEN = "\0token"
+_LINE = "\0line"
 
 
 class MemoryStore(Store):
@@ -148,6 +149,29 @@ class MemoryStore(Store):
         held[holder] = now + ttl
         self._keep_slots(key, held, now)
         return True
+
+    async def queue_for_slot(
+        self, key: str, holder: str, waiter: str, *, limit: int, ttl: float, line_ttl: float
+    ) -> SlotTurn:
+        now = time.time()
+        held = self._slots(key, now)
+        found = self._read(key + _LINE)
+        line: dict[str, tuple[float, float]] = {
+            w: (first, seen)
+            for w, (first, seen) in (found.items() if isinstance(found, dict) else ())
+            if seen > now - line_ttl
+        }
+        order = sorted(line, key=lambda w: line[w][0])
+        ahead = order.index(waiter) if waiter in line else len(order)
+        if holder in held or limit - len(held) > ahead:
+            held[holder] = now + ttl
+            self._keep_slots(key, held, now)
+            line.pop(waiter, None)
+            self._write(key + _LINE, line, line_ttl)
+            return SlotTurn(True, 0)
+        line[waiter] = (line[waiter][0] if waiter in line else now, now)
+        self._write(key + _LINE, line, line_ttl)
+        return SlotTurn(False, ahead)
 
     async def renew_slot(self, key: str, holder: str, *, ttl: float) -> bool:
         now = time.time()

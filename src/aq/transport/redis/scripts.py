@@ -34,6 +34,7 @@ __all__ = [
     "STORE_ADD_MEMBER",
     "STORE_DELETE_IF",
     "STORE_END_LEASE",
+    "STORE_QUEUE_FOR_SLOT",
     "STORE_RENEW_SLOT",
     "STORE_RESERVE_RATE",
     "STORE_SET_FENCED",
@@ -340,4 +341,37 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 1
+"""
+
+#: STORE_ACQUIRE_SLOT in turn. KEYS: the slots, the line (waiter -> when it first
+#: asked, ms) and when each waiter last asked. ARGV: holder, limit, slot ttl
+#: (ms), waiter, line ttl (ms). Waiters not seen for the line ttl leave the
+#: line; a slot is given while more are free than waiters stand before this one.
+#: Returns {1, 0} if it holds a slot now, else {0, waiters ahead}.
+STORE_QUEUE_FOR_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl, line_ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - line_ttl)) do
+  redis.call('ZREM', KEYS[2], gone)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - line_ttl)
+local rank = redis.call('ZRANK', KEYS[2], ARGV[4])
+local ahead = rank or redis.call('ZCARD', KEYS[2])
+if redis.call('ZSCORE', KEYS[1], ARGV[1])
+   or tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1]) > ahead then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  if rank then
+    redis.call('ZREM', KEYS[2], ARGV[4])
+    redis.call('ZREM', KEYS[3], ARGV[4])
+  end
+  return {1, 0}
+end
+if not rank then redis.call('ZADD', KEYS[2], now, ARGV[4]) end
+redis.call('ZADD', KEYS[3], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], line_ttl)
+redis.call('PEXPIRE', KEYS[3], line_ttl)
+return {0, ahead}
 """

@@ -17,7 +17,7 @@ from typing import Any
 
 from aq.transport.redis.connection import parse_url, retrying, translated
 from aq.transport.redis.context import RedisContext
-from aq.transport.store import Lease, RateDecision, Store
+from aq.transport.store import Lease, RateDecision, SlotTurn, Store
 
 __all__ = ["RedisStore"]
 
@@ -117,6 +117,15 @@ class RedisStore(Store):
     async def acquire_slot(self, key: str, holder: str, *, limit: int, ttl: float) -> bool:
         args = [holder, limit, _ms(ttl)]
         return bool(await self._script("STORE_ACQUIRE_SLOT", [self._key(key)], args))
+
+    async def queue_for_slot(
+        self, key: str, holder: str, waiter: str, *, limit: int, ttl: float, line_ttl: float
+    ) -> SlotTurn:
+        slots = self._key(key)
+        keys = [slots, f"{slots}:line", f"{slots}:seen"]
+        args = [holder, limit, _ms(ttl), waiter, _ms(line_ttl)]
+        acquired, ahead = await self._script("STORE_QUEUE_FOR_SLOT", keys, args)
+        return SlotTurn(bool(acquired), int(ahead))
 
     async def renew_slot(self, key: str, holder: str, *, ttl: float) -> bool:
         args = [holder, _ms(ttl)]
