@@ -9,7 +9,7 @@ import subprocess
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -138,6 +138,18 @@ async def _delete_prefix(url: str) -> None:
     transport = aq.Broker(url).transport
     async with transport:
         await transport.delete_namespace()  # type: ignore[attr-defined]
+
+
+async def delete_amqp_namespace(url: str, queues: Sequence[str] = ("default",)) -> None:
+    """Delete what a test made under ``url``'s prefix on RabbitMQ: ``queues`` with
+    their dead-letter and delay queues, and the schedulers' election queue."""
+    broker: Any = aq.Broker(url)
+    async with broker:
+        context = broker.transport.context
+        async with context.raw_channel() as channel:
+            await channel.queue_delete(context.names.election_queue("scheduler"))
+        broker.transport.declarer.declared.update(queues)
+        await broker.transport.delete_namespace()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,6 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -18,7 +17,7 @@ from typer.testing import CliRunner
 
 import aq
 from aq.cli import app
-from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix
+from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix, delete_amqp_namespace
 from tests.test_cli import PYTHON_M_AQ, ROOT, AqProcess, _env, run_aq
 
 pytestmark = pytest.mark.slow
@@ -37,16 +36,7 @@ def url(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         broker_url = f"{AMQP_URL}?prefix={prefix}"
         yield broker_url
-        asyncio.run(_delete_amqp(broker_url, prefix))
-
-
-async def _delete_amqp(url: str, prefix: str) -> None:
-    broker: Any = aq.Broker(url)
-    async with broker:
-        async with broker.transport.context.raw_channel() as channel:
-            await channel.queue_delete(f"{prefix}.election.scheduler")
-        broker.transport.declarer.declared.add("default")
-        await broker.transport.delete_namespace()
+        asyncio.run(delete_amqp_namespace(broker_url))
 
 
 @contextlib.asynccontextmanager

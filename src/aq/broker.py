@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
@@ -31,7 +31,7 @@ from aq.middleware import Middleware
 from aq.options import TaskOptions, check_seconds, task_config
 from aq.replies import ReplyListener, ResultWaiter
 from aq.scheduling.book import ScheduleBook
-from aq.scheduling.entry import DEFAULT_GRACE, Schedule
+from aq.scheduling.entry import Schedule, ScheduleOptions
 from aq.scheduling.spec import ScheduleSpec
 from aq.serializer import JSONSerializer, Serializer
 from aq.task import AnyTask, StreamTask, SyncTask, Task
@@ -290,58 +290,30 @@ class Broker:
         task: AnyTask,
         spec: ScheduleSpec,
         *,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        catch_up: int = 0,
-        grace: float = DEFAULT_GRACE,
+        **options: Unpack[ScheduleOptions],
     ) -> Schedule:
-        """Call ``task`` on ``spec`` with these arguments, from whichever scheduler
-        leads (``aq scheduler``, ``aq worker --scheduler``).
+        """Call ``task`` on ``spec``, from whichever scheduler leads (``aq
+        scheduler``, ``aq worker --scheduler``).
 
         Args:
             task: a task of this broker.
             spec: when: ``aq.every(...)`` or ``aq.cron(...)``.
-            args: positional arguments of each call.
-            kwargs: keyword arguments of each call.
             name: the schedule's name, unique (default: the task's name).
-            queue: the queue to send to (default: the task's).
-            priority: the priority to send with (default: the task's).
-            catch_up: after an outage, how many missed fires to send (default 0:
-                a fire more than ``grace`` seconds late is skipped).
-            grace: seconds late a fire may still be sent (default 60).
+            options: how to call it (:class:`aq.scheduling.entry.ScheduleOptions`):
+                ``args``, ``kwargs``, ``queue``, ``priority``, ``catch_up`` (after
+                an outage, how many missed fires to send; default 0) and ``grace``
+                (seconds late a fire may still be sent; default 60).
 
         Raises:
             aq.ConfigurationError: the arguments do not fit the task, the name is
                 taken, or an option is out of range.
             aq.SerializationError: an argument cannot be encoded.
         """
-        return self.schedules.define(
-            task,
-            spec,
-            name=name,
-            args=args,
-            kwargs=kwargs,
-            queue=queue,
-            priority=priority,
-            catch_up=catch_up,
-            grace=grace,
-        )
+        return self.schedules.define(task, spec, name=name, **options)
 
     async def add_schedule(
-        self,
-        task: AnyTask,
-        spec: ScheduleSpec,
-        *,
-        name: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        catch_up: int = 0,
-        grace: float = DEFAULT_GRACE,
+        self, task: AnyTask, spec: ScheduleSpec, *, name: str, **options: Unpack[ScheduleOptions]
     ) -> Schedule:
         """:meth:`schedule`, kept in the store until :meth:`remove_schedule`: for
         schedules made at run time (a reminder per user). Adding a name again
@@ -350,17 +322,7 @@ class Broker:
         Raises:
             aq.ConfigurationError: as :meth:`schedule`, or there is no store.
         """
-        return await self.schedules.add(
-            task,
-            spec,
-            name=name,
-            args=args,
-            kwargs=kwargs,
-            queue=queue,
-            priority=priority,
-            catch_up=catch_up,
-            grace=grace,
-        )
+        return await self.schedules.add(task, spec, name=name, **options)
 
     async def remove_schedule(self, name: str) -> bool:
         """Remove a schedule added with :meth:`add_schedule`; whether there was one."""

@@ -17,14 +17,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 import aq
 from aq.testing import running_worker
-from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix, broker_url
+from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix, broker_url, delete_amqp_namespace
 from tests.contract.test_schedules import Fires
 from tests.reliability.rabbit import TcpProxy
 
@@ -51,12 +50,7 @@ async def url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     prefix = f"aqtest-failover-{os.urandom(4).hex()}"
     url = f"{AMQP_URL}?prefix={prefix}"
     yield url
-    broker: Any = aq.Broker(url)
-    async with broker:
-        async with broker.transport.context.raw_channel() as channel:
-            await channel.queue_delete(f"{prefix}.election.scheduler")
-        broker.transport.declarer.declared.add("default")
-        await broker.transport.delete_namespace()
+    await delete_amqp_namespace(url)
 
 
 async def spawn(url: str, record: Redis, *args: str) -> asyncio.subprocess.Process:

@@ -13,13 +13,12 @@ leader marks itself at ``scheduler:active``; ``aq schedules`` reads both.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 from aq.errors import ConfigurationError, MessageDecodeError
 from aq.message import ControlMessage, encode_control
-from aq.scheduling.entry import DEFAULT_GRACE, Schedule, define_schedule, schedule_from_json
+from aq.scheduling.entry import Schedule, ScheduleOptions, define_schedule, schedule_from_json
 from aq.scheduling.spec import ScheduleSpec
 
 if TYPE_CHECKING:
@@ -56,26 +55,10 @@ class ScheduleBook:
         spec: ScheduleSpec,
         *,
         name: str | None = None,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        catch_up: int = 0,
-        grace: float = DEFAULT_GRACE,
+        **options: Unpack[ScheduleOptions],
     ) -> Schedule:
         """Add a schedule defined in code (see :meth:`aq.Broker.schedule`)."""
-        schedule = define_schedule(
-            task,
-            spec,
-            self._broker.serializer,
-            name=name,
-            args=args,
-            kwargs=kwargs,
-            queue=queue,
-            priority=priority,
-            catch_up=catch_up,
-            grace=grace,
-        )
+        schedule = define_schedule(task, spec, self._broker.serializer, name=name, **options)
         if schedule.name in self.code:
             raise ConfigurationError(
                 f"a schedule named {schedule.name!r} is defined already; pass name=... "
@@ -84,11 +67,15 @@ class ScheduleBook:
         self.code[schedule.name] = schedule
         return schedule
 
-    async def add(self, task: AnyTask, spec: ScheduleSpec, **options: Any) -> Schedule:
+    async def add(
+        self, task: AnyTask, spec: ScheduleSpec, *, name: str, **options: Unpack[ScheduleOptions]
+    ) -> Schedule:
         """Keep a schedule in the store (see :meth:`aq.Broker.add_schedule`)."""
         broker = self._broker
         store = broker.require_store("schedules added at run time")
-        schedule = define_schedule(task, spec, broker.serializer, added_at=time.time(), **options)
+        schedule = define_schedule(
+            task, spec, broker.serializer, name=name, added_at=time.time(), **options
+        )
         if schedule.name in self.code:
             raise ConfigurationError(
                 f"schedule {schedule.name!r} is defined in code; give the one added at run "

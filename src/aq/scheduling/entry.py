@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from aq.errors import ConfigurationError, SerializationError
 from aq.scheduling.spec import MAX_WALK, ScheduleSpec, spec_from_json
@@ -26,10 +26,39 @@ if TYPE_CHECKING:
     from aq.serializer import Serializer
     from aq.task import AnyTask
 
-__all__ = ["DEFAULT_GRACE", "Schedule", "define_schedule", "fire_id", "schedule_from_json"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "Schedule",
+    "ScheduleOptions",
+    "define_schedule",
+    "fire_id",
+    "schedule_from_json",
+]
 
 #: Seconds late a fire may still be sent, unless a schedule says otherwise.
 DEFAULT_GRACE = 60.0
+
+
+class ScheduleOptions(TypedDict, total=False):
+    """How a schedule calls its task (the keywords of ``broker.schedule`` and
+    ``broker.add_schedule`` beside the name).
+
+    Attributes:
+        args: positional arguments of each call.
+        kwargs: keyword arguments of each call.
+        queue: the queue to send to (default: the task's).
+        priority: the priority to send with (default: the task's).
+        catch_up: after an outage, how many missed fires to send (default 0: a
+            fire more than ``grace`` seconds late is skipped).
+        grace: seconds late a fire may still be sent (default 60).
+    """
+
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any] | None
+    queue: str | None
+    priority: int | None
+    catch_up: int
+    grace: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +141,11 @@ def define_schedule(
     serializer: Serializer,
     *,
     name: str | None = None,
-    args: Sequence[Any] = (),
-    kwargs: Mapping[str, Any] | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    catch_up: int = 0,
-    grace: float = DEFAULT_GRACE,
     added_at: float | None = None,
+    **options: Unpack[ScheduleOptions],
 ) -> Schedule:
-    """Check and build a schedule of ``task``.
+    """Check and build a schedule of ``task`` (named ``name``, by default the
+    task's; ``added_at`` for one added at run time).
 
     Raises:
         aq.ConfigurationError: the spec is not a schedule, the arguments do not
@@ -129,6 +154,8 @@ def define_schedule(
         aq.SerializationError: an argument cannot be encoded.
     """
     name = task.name if name is None else name
+    args, kwargs = options.get("args", ()), dict(options.get("kwargs") or {})
+    catch_up, grace = options.get("catch_up", 0), options.get("grace", DEFAULT_GRACE)
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"a schedule's name must be a non-empty string, not {name!r}")
     if not isinstance(spec, ScheduleSpec):
@@ -136,7 +163,6 @@ def define_schedule(
             f"schedule {name!r}: {spec!r} is not a schedule; write aq.every(seconds=30) or "
             "aq.cron('*/5 * * * *', tz='Europe/Paris')"
         )
-    kwargs = dict(kwargs or {})
     try:
         inspect.signature(task.fn).bind(*args, **kwargs)
     except TypeError as exc:
@@ -163,8 +189,8 @@ def define_schedule(
         spec=spec,
         args=tuple(args),
         kwargs=kwargs,
-        queue=queue,
-        priority=priority,
+        queue=options.get("queue"),
+        priority=options.get("priority"),
         catch_up=catch_up,
         grace=float(grace),
         added_at=added_at,

@@ -113,17 +113,22 @@ class AmqpContext:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await connection.close()
 
-    @contextlib.asynccontextmanager
-    async def raw_channel(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
-        """A short-lived plain channel, for declarations and inspection: a refused
-        operation closes it without disturbing the robust channels."""
+    async def open_channel(self) -> aiormq.abc.AbstractChannel:
+        """A plain channel on the current connection, which aio-pika neither restores
+        nor closes on its own: the caller closes it."""
         connection = self.connection
         with translated("open a channel"):
             await connection.ready()
             underlay = connection.transport
             if underlay is None:
                 raise ConnectionError("not connected")
-            channel = await underlay.connection.channel(publisher_confirms=False)
+            return await underlay.connection.channel(publisher_confirms=False)
+
+    @contextlib.asynccontextmanager
+    async def raw_channel(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A short-lived plain channel, for declarations and inspection: a refused
+        operation closes it without disturbing the robust channels."""
+        channel = await self.open_channel()
         try:
             with translated("use a channel"):
                 yield channel

@@ -97,13 +97,7 @@ class QueueElection(Election):
 
     async def _stand(self) -> None:
         """Campaign on one channel until it closes."""
-        connection = self._context.connection
-        with translated("open an election channel"):
-            await connection.ready()
-            underlay = connection.transport
-            if underlay is None:
-                raise ConnectionError("not connected")
-            channel = await underlay.connection.channel(publisher_confirms=False)
+        channel = await self._context.open_channel()
         try:
             await self._consume(channel)
             while not channel.is_closed:
