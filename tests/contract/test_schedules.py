@@ -200,3 +200,25 @@ async def test_catch_up_sends_the_newest_missed_fires_and_no_more(broker: aq.Bro
         await fires.wait_for(3)
         await asyncio.sleep(0.3)  # a fourth would have run by now
     assert sorted(due for _, due in fires.runs) == [newest - 7200, newest - 3600, newest]
+
+
+async def test_a_fire_claimed_by_a_scheduler_that_died_is_sent_once_the_claim_lapses(
+    broker: aq.Broker,
+) -> None:
+    if broker.store is None:
+        pytest.skip("without a store there are no claims")
+    fires = Fires()
+
+    @broker.task(name="tick")
+    async def tick() -> None:
+        fires.record()
+
+    spec = aq.every(hours=1)
+    broker.schedule(tick, spec, catch_up=1, name="tick")
+    newest = spec.previous_before(time.time())
+    await broker.store.set("schedule-last:tick", repr(newest - 3600).encode(), ttl=60)
+    # A scheduler claimed the newest fire and died before it sent it.
+    await broker.store.set(f"fired:{fire_id('tick', newest)}", b"ghost claimed", ttl=0.5)
+    async with running_worker(broker), scheduling(broker):
+        await fires.wait_for(1)
+    assert fires.runs == [(fire_id("tick", newest), newest)]

@@ -12,8 +12,10 @@ and only the leader fires. The leader:
    send (a fire later than ``grace`` is skipped unless ``catch_up`` says to
    send it) and sends each fire as a task message whose id is the schedule's
    name and the due time, delayed by the schedule's jitter. Where a store
-   exists the fire's id is first taken with set-if-absent, so a fire is sent
-   once even if two schedulers briefly both believe they lead; then the due
+   exists the fire's id is first claimed with set-if-absent for a lease time,
+   so a fire is sent once even if two schedulers briefly both believe they
+   lead, and marked sent once it was (a claim left by a scheduler that died
+   before sending lapses, and the next leader sends the fire); then the due
    time is written as the last fire (fenced by the lease's token).
 
 Without a store (RabbitMQ alone), a new leader has no record of its
@@ -44,6 +46,7 @@ from aq.scheduling.leadership import election_for
 from aq.scheduling.spec import due_fires, jitter_for
 from aq.transport.base import Inbox
 from aq.transport.election import Election
+from aq.transport.store import Store
 from aq.worker.options import DEFAULT_LEASE_TIME
 
 __all__ = ["DEFAULT_LEASE_TIME", "Scheduler"]
@@ -55,6 +58,10 @@ _RELOAD_EVERY = 60.0
 #: Seconds a fire's id stays taken at the least (a fire older than its grace is
 #: never sent, so a longer memory is never needed).
 _FIRED_TTL = 3600.0
+#: The state of a fire's id: claimed by a scheduler about to send it, or sent.
+_CLAIMED, _SENT = "claimed", "sent"
+#: Seconds between looks at a fire claimed by a scheduler that may have died.
+_CLAIM_LOOK = 0.1
 
 
 @dataclass(slots=True)
@@ -84,6 +91,7 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._leads = asyncio.Event()
         self._election: Election | None = None
+        self._sending: set[asyncio.Future[bool]] = set()
 
     @property
     def leading(self) -> bool:
@@ -113,7 +121,7 @@ class Scheduler:
                     self._leads.clear()
         finally:
             listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            await asyncio.gather(listener, *self._sending, return_exceptions=True)
             await election.resign()
             await control.close()
 
@@ -193,7 +201,12 @@ class Scheduler:
         for due in fires:
             if not election.leading:
                 return
-            if not await self._fire(schedule, due):
+            # Shielded: a scheduler stopped while it sends a fire finishes sending it
+            # (and marks it sent) before it gives its place up.
+            sending = asyncio.ensure_future(self._fire(schedule, due))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+            if not await asyncio.shield(sending):
                 plan.next_due = time.time() + 1.0  # the broker is down: try again soon
                 return
             plan.last = due
@@ -207,25 +220,46 @@ class Scheduler:
         been already)."""
         broker, store = self.broker, self.broker.store
         task_id = fire_id(schedule.name, due)
-        taken = f"fired:{task_id}"
-        ttl = max(_FIRED_TTL, 2 * schedule.grace + self.lease_time)
+        taken, claim = f"fired:{task_id}", f"{self.owner} {_CLAIMED}".encode()
         try:
-            if store is not None and not await store.set_if_absent(
-                taken, self.owner.encode(), ttl=ttl
-            ):
+            if store is not None and not await self._claim(store, taken, claim):
                 return True  # another scheduler sent it
             await broker.publish(
                 self._message(schedule, due, task_id), broker.tasks.get(schedule.task)
             )
+            if store is not None:  # sent: kept for as long as the fire could come up again
+                sent = f"{self.owner} {_SENT}".encode()
+                ttl = max(_FIRED_TTL, 2 * schedule.grace + self.lease_time)
+                await store.set(taken, sent, ttl=ttl)
         except BrokerError as exc:
             event(log, logging.ERROR, "schedule.unsent", schedule=schedule.name, error=exc)
             if store is not None:
                 with contextlib.suppress(BrokerError):
-                    await store.delete_if(taken, self.owner.encode())
+                    await store.delete_if(taken, claim)
             return False
         self.fired += 1
         event(log, logging.DEBUG, "schedule.fired", schedule=schedule.name, task_id=task_id)
         return True
+
+    async def _claim(self, store: Store, taken: str, claim: bytes) -> bool:
+        """Claim a fire's id before sending it; whether this scheduler is to send it.
+
+        A claim lasts a lease time, and becomes a record that the fire was sent
+        once it was. A claim left by a scheduler that died before it sent the fire
+        is waited out (it lapses within a lease time), so the fire is not lost.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.lease_time + 1.0
+        while True:
+            if await store.set_if_absent(taken, claim, ttl=self.lease_time):
+                return True
+            held = await store.get(taken)
+            if held is not None and not held.endswith(_CLAIMED.encode()):
+                return False  # sent
+            if held is not None and loop.time() > give_up:
+                return False
+            if held is not None:  # claimed, not yet sent: wait until sent or lapsed
+                await asyncio.sleep(_CLAIM_LOOK)
 
     def _message(self, schedule: Schedule, due: float, task_id: str) -> TaskMessage:
         task = self.broker.tasks.get(schedule.task)
