@@ -257,8 +257,8 @@ def decode_reply(data: bytes, serializer: Serializer) -> Reply:
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
     """A command broadcast to every worker and scheduler: ``cancel`` (the task
-    ``task_id``), or ``schedules`` (the schedules kept in the store changed;
-    ``task_id`` is empty)."""
+    ``task_id``), or ``schedules`` (the schedule named ``task_id``, kept in the
+    store, changed; ``""``: any of them)."""
 
     op: Literal["cancel", "schedules"]
     task_id: str

@@ -222,3 +222,23 @@ async def test_a_fire_claimed_by_a_scheduler_that_died_is_sent_once_the_claim_la
     async with running_worker(broker), scheduling(broker):
         await fires.wait_for(1)
     assert fires.runs == [(fire_id("tick", newest), newest)]
+
+
+async def test_a_schedule_added_again_under_its_name_is_replaced(broker: aq.Broker) -> None:
+    if broker.store is None:
+        pytest.skip("schedules added at run time live in the store")
+    users: list[int] = []
+    three_of_the_new = asyncio.Event()
+
+    @broker.task(name="remind")
+    async def remind(user: int) -> None:
+        users.append(user)
+        if users.count(2) == 3:
+            three_of_the_new.set()
+
+    async with running_worker(broker), scheduling(broker):
+        await broker.add_schedule(remind, aq.every(seconds=0.2), args=[1], name="remind")
+        await broker.add_schedule(remind, aq.every(seconds=0.2), args=[2], name="remind")
+        await asyncio.wait_for(three_of_the_new.wait(), 10)
+    assert set(users[users.index(2) :]) == {2}
+    assert [s.args for s in await broker.schedules.stored()] == [(2,)]

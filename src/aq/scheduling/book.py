@@ -5,13 +5,14 @@ Schedules defined in code live in the book itself, in every process that
 imports the app. Schedules added at run time (:meth:`ScheduleBook.add`) are
 kept in the store until removed: the name in the set ``schedules:all`` and
 the schedule at ``schedule:<name>``; after either change a control message
-tells the running schedulers to read them again. The scheduler keeps, per
+naming the schedule tells the running schedulers to read that one again. The scheduler keeps, per
 schedule, the due time of its last fire at ``schedule-last:<name>``, and its
 leader marks itself at ``scheduler:active``; ``aq schedules`` reads both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Unpack
@@ -85,7 +86,7 @@ class ScheduleBook:
         body = broker.serializer.dumps(schedule.to_json())
         await store.set(f"schedule:{schedule.name}", body, ttl=KEEP)
         await store.add_member(_NAMES, schedule.name, ttl=KEEP)
-        await self._announce()
+        await self._announce(schedule.name)
         return schedule
 
     async def remove(self, name: str) -> bool:
@@ -95,12 +96,13 @@ class ScheduleBook:
         await broker.startup()
         removed = await store.delete(f"schedule:{name}")
         await store.remove_member(_NAMES, name)
-        await self._announce()
+        await self._announce(name)
         return removed
 
-    async def _announce(self) -> None:
+    async def _announce(self, name: str) -> None:
+        """Tell running schedulers that the stored schedule ``name`` changed."""
         broker = self._broker
-        command = ControlMessage("schedules", "")
+        command = ControlMessage("schedules", name)
         await broker.transport.broadcast(encode_control(command, broker.serializer))
 
     async def stored(self) -> list[Schedule]:
@@ -109,16 +111,20 @@ class ScheduleBook:
         store = self._broker.store
         if store is None:
             return []
-        found = []
-        for name in sorted(await store.members(_NAMES)):
-            body = await store.get(f"schedule:{name}")
-            if body is None:
-                continue
-            try:
-                found.append(schedule_from_json(self._broker.serializer.loads(body)))
-            except (ConfigurationError, MessageDecodeError):
-                continue
-        return found
+        names = sorted(await store.members(_NAMES))
+        found = await asyncio.gather(*(self.stored_one(name) for name in names))
+        return [schedule for schedule in found if schedule is not None]
+
+    async def stored_one(self, name: str) -> Schedule | None:
+        """The schedule ``name`` added at run time, if the store holds one it can read."""
+        store = self._broker.store
+        body = await store.get(f"schedule:{name}") if store is not None else None
+        if body is None:
+            return None
+        try:
+            return schedule_from_json(self._broker.serializer.loads(body))
+        except (ConfigurationError, MessageDecodeError):
+            return None
 
     async def all(self) -> list[Schedule]:
         """Every schedule: from code, then added at run time."""

@@ -89,6 +89,7 @@ class Scheduler:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.fired = 0
         self._changed = asyncio.Event()
+        self._changed_names: set[str] = set()
         self._leads = asyncio.Event()
         self._election: Election | None = None
         self._sending: set[asyncio.Future[bool]] = set()
@@ -132,7 +133,8 @@ class Scheduler:
                 command = decode_control(body, self.broker.serializer)
             except MessageDecodeError:
                 continue  # the workers log it
-            if command.op == "schedules":
+            if command.op == "schedules":  # task_id: the schedule that changed, or ""
+                self._changed_names.add(command.task_id)
                 self._changed.set()
 
     async def _lead(self, election: Election) -> None:
@@ -141,9 +143,13 @@ class Scheduler:
         loaded = time.monotonic()
         marked = -math.inf
         while election.leading:
-            if self._changed.is_set() or time.monotonic() - loaded > _RELOAD_EVERY:
-                self._changed.clear()
+            changed, self._changed_names = self._changed_names, set()
+            self._changed.clear()
+            if "" in changed or time.monotonic() - loaded > _RELOAD_EVERY:
                 plans, loaded = await self._plans(plans, took_over), time.monotonic()
+            else:
+                for name in changed:
+                    await self._replan(plans, name, took_over)
             if time.monotonic() - marked > self.lease_time / 3:
                 await self._mark_active(election)
                 marked = time.monotonic()
@@ -169,17 +175,27 @@ class Scheduler:
 
     async def _plans(self, old: dict[str, _Plan], took_over: float) -> dict[str, _Plan]:
         """A plan per schedule; a schedule followed already keeps its own."""
-        plans: dict[str, _Plan] = {}
-        for schedule in await self.broker.schedules.all():
-            kept = old.get(schedule.name)
-            if kept is not None and kept.schedule == schedule:
-                plans[schedule.name] = kept
-                continue
-            last = await self.broker.schedules.last_fire(schedule.name)
-            if last is None:  # never fired: from when it was added, or from the takeover
-                last = max(schedule.added_at or 0.0, took_over)
-            plans[schedule.name] = _Plan(schedule, last, schedule.spec.next_after(last))
-        return plans
+        schedules = await self.broker.schedules.all()
+        made = await asyncio.gather(*(self._plan(s, old.get(s.name), took_over) for s in schedules))
+        return {plan.schedule.name: plan for plan in made}
+
+    async def _replan(self, plans: dict[str, _Plan], name: str, took_over: float) -> None:
+        """Follow the schedule ``name`` as the store has it now (one added, replaced or
+        removed at run time), leaving the others as they are."""
+        book = self.broker.schedules
+        schedule = book.code.get(name) or await book.stored_one(name)
+        if schedule is None:
+            plans.pop(name, None)
+        else:
+            plans[name] = await self._plan(schedule, plans.get(name), took_over)
+
+    async def _plan(self, schedule: Schedule, kept: _Plan | None, took_over: float) -> _Plan:
+        if kept is not None and kept.schedule == schedule:
+            return kept
+        last = await self.broker.schedules.last_fire(schedule.name)
+        if last is None:  # never fired: from when it was added, or from the takeover
+            last = max(schedule.added_at or 0.0, took_over)
+        return _Plan(schedule, last, schedule.spec.next_after(last))
 
     async def _mark_active(self, election: Election) -> None:
         store = self.broker.store
