@@ -148,9 +148,9 @@ class ScheduleBook:
     async def status(self, now: float | None = None) -> list[ScheduleStatus]:
         """Every schedule with its next and last fire."""
         now = time.time() if now is None else now
-        statuses = []
-        for schedule in await self.all():
-            last = await self.last_fire(schedule.name)
-            start = max(now, schedule.added_at or now)
-            statuses.append(ScheduleStatus(schedule, schedule.spec.next_after(start), last))
-        return statuses
+        schedules = await self.all()
+        lasts = await asyncio.gather(*(self.last_fire(s.name) for s in schedules))
+        return [
+            ScheduleStatus(s, s.spec.next_after(max(now, s.added_at or now)), last)
+            for s, last in zip(schedules, lasts, strict=True)
+        ]
