@@ -139,6 +139,8 @@ class Scheduler:
 
     async def _lead(self, election: Election) -> None:
         took_over = time.time()
+        self._changed_names.clear()  # a leader starts by reading every schedule
+        self._changed.clear()
         plans = await self._plans({}, took_over)
         loaded = time.monotonic()
         marked = -math.inf
