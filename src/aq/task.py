@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from aq.coerce import ArgumentConverter, Converter, return_converter
-from aq.errors import ConfigurationError
+from aq.errors import ConfigurationError, SerializationError
 from aq.handle import StreamHandle, TaskHandle
 from aq.message import TaskMessage, new_id
 from aq.options import TaskConfig, check_priority, check_seconds
@@ -176,8 +176,6 @@ class _BaseTask(Generic[P, H]):
                 f"unique_key needs unique_for: pass .options(unique_key=..., unique_for=SECONDS) "
                 f"or @broker.task(unique_for=SECONDS) on {self.name!r}"
             )
-        if (unique_key or unique_for) and task_id is not None:
-            raise ConfigurationError("a unique task's id is chosen by aq: drop task_id")
         expires_in = expires_at = None
         if isinstance(expires, dt.datetime):
             expires_at = _timestamp(expires)
@@ -231,7 +229,11 @@ class _BaseTask(Generic[P, H]):
         )
         unique_for = options.unique_for or config.unique_for
         if unique_for is not None:
-            key = options.unique_key or default_key(broker, config.name, args, kwargs)
+            try:
+                key = options.unique_key or default_key(broker, config.name, args, kwargs)
+            except SerializationError:
+                broker.encode(message, self)  # raises the error that names the argument
+                raise
             task_id, waiter = await send_unique(broker, self, message, key, unique_for)
         else:
             waiter = await broker.publish(message, self)

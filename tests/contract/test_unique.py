@@ -119,3 +119,11 @@ def test_a_unique_task_without_a_store_fails_at_definition() -> None:
         @broker.task(unique_for=60)
         async def report(n: int) -> int:
             return n
+
+
+async def test_an_argument_that_cannot_be_sent_is_named_at_kiq(broker: aq.Broker) -> None:
+    @broker.task(unique_for=60)
+    async def report(n: object) -> None: ...
+
+    with pytest.raises(aq.SerializationError, match="argument 'n' of task"):
+        await report.kiq(object())
