@@ -198,3 +198,16 @@ def test_the_rabbitmq_consumer_timeout_is_rabbitmqs_default_unless_the_url_decla
     assert aq.Broker("amqp://localhost/").transport.max_hold == 1800
     assert aq.Broker("amqp://localhost/?consumer_timeout=7200").transport.max_hold == 7200
     assert aq.Broker("redis://localhost/0").transport.max_hold is None
+
+
+def test_worker_children_get_every_option_and_the_isolation_worker_no_scheduler() -> None:
+    from aq.worker.launch import Launch
+    from aq.worker.options import WorkerOptions
+
+    options = WorkerOptions(concurrency=5, lease_time=3.0, scheduler=True)
+    launch = Launch("app:broker", "INFO", "auto", options)
+    child = launch.child_args("isolate")
+    assert child[child.index("--lease-time") + 1] == "3.0"
+    assert "--scheduler" in child
+    assert child[child.index("--concurrency") + 1] == "5"
+    assert "--scheduler" not in launch.child_args("isolated")

@@ -45,7 +45,7 @@ class Launch:
         """The arguments after ``python -m aq`` that start one child worker."""
         worker = self.worker.replace(crashes=crashes)
         if crashes == "isolated":  # one message at a time, for as long as it lives
-            worker = worker.replace(max_tasks_per_child=None)
+            worker = worker.replace(max_tasks_per_child=None, scheduler=False)
         args = ["worker", self.app, "--supervised", "--log-level", self.log_level]
         return [*args, "--loop", self.loop, *worker.child_args()]
 
