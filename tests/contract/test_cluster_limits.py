@@ -204,3 +204,46 @@ def test_bad_cluster_options_fail_at_definition(options: dict[str, object], mess
     broker = aq.Broker("memory://")
     with pytest.raises(aq.ConfigurationError, match=message):
         broker.register(lambda customer: None, **options)  # type: ignore[arg-type]
+
+
+async def test_a_task_waiting_for_a_global_slot_can_be_cancelled(broker: aq.Broker) -> None:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    @broker.task(global_max_concurrency=1)
+    async def hold(label: str) -> None:
+        ran.append(label)
+        await release.wait()
+
+    async with running_worker(broker):
+        first = await hold.kiq("first")
+        waiting = await hold.kiq("waiting")
+        await waiting.cancel()
+        with pytest.raises(aq.TaskCancelled):
+            await waiting.result(timeout=10)
+        release.set()
+        await first.result(timeout=10)
+    assert ran == ["first"]
+
+
+async def test_a_worker_takes_global_slots_only_for_tasks_its_own_limits_let_run(
+    broker: aq.Broker,
+) -> None:
+    if broker.transport.in_process:
+        pytest.skip("memory:// hands every message to the first worker with room")
+    ledger = Ledger()
+
+    @broker.task(global_max_concurrency=2, max_concurrency=1)
+    async def hold() -> None:
+        ledger.started("hold")
+        await asyncio.sleep(0.2)
+        ledger.ended()
+
+    async def send() -> AsyncIterator[None]:
+        handles = [await hold.kiq() for _ in range(6)]
+        await asyncio.gather(*(h.result(timeout=30) for h in handles))
+        yield
+
+    await run_on_two_workers(broker, send)
+    # Each worker runs one at a time, so both global slots are used, one per worker.
+    assert ledger.most == 2

@@ -112,8 +112,10 @@ class ClusterLimits:
         self._numbers = itertools.count()
         #: holder -> slot key, for every slot this worker holds.
         self._held: dict[str, str] = {}
-        #: slot key -> resolved when a task of this worker frees a slot there.
+        #: slot key -> resolved when a task of this worker frees a slot there, and
+        #: how many tasks of this worker wait at that key.
         self._freed: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, int] = {}
         #: rate key -> the tasks waiting to ask for a place there.
         self._asks: dict[str, list[tuple[asyncio.Future[float | Deferral], TaskMessage]]] = {}
         #: rate key -> the task asking the store for places there (one at a time).
@@ -142,14 +144,20 @@ class ClusterLimits:
             slot = (key, holder)
             self._held[holder] = key
         rate = config.global_rate_limit
-        if rate is not None:
+        if rate is None:
+            return _ADMITTED if slot is None else Admission(slot)
+        try:
             wait = await self._place(store, f"rate:{scope}", rate, message)
-            if isinstance(wait, Deferral):
-                if slot is not None:
-                    await self.release(Admission(slot))
-                return wait
-            if wait > 0:
+            if not isinstance(wait, Deferral) and wait > 0:
                 await asyncio.sleep(wait)
+        except BaseException:  # a store outage, a cancellation: the slot is not kept
+            if slot is not None:
+                await self.release(Admission(slot))
+            raise
+        if isinstance(wait, Deferral):
+            if slot is not None:
+                await self.release(Admission(slot))
+            return wait
         return _ADMITTED if slot is None else Admission(slot)
 
     async def _take_slot(
@@ -160,21 +168,28 @@ class ClusterLimits:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait
         pause = _FIRST_PAUSE
-        while True:
-            turn = await store.queue_for_slot(
-                key, holder, waiter, limit=cap, ttl=self.lease_time, line_ttl=_LINE_TTL
-            )
-            if turn.acquired:
-                return None
-            left = deadline - loop.time()
-            if left <= 0:
-                return turn.ahead
-            freed = self._freed.get(key)
-            if freed is None:
-                freed = self._freed[key] = loop.create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(freed), min(pause, left))
-            pause *= 2
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            while True:
+                turn = await store.queue_for_slot(
+                    key, holder, waiter, limit=cap, ttl=self.lease_time, line_ttl=_LINE_TTL
+                )
+                if turn.acquired:
+                    return None
+                left = deadline - loop.time()
+                if left <= 0:
+                    return turn.ahead
+                freed = self._freed.get(key)
+                if freed is None:
+                    freed = self._freed[key] = loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(freed), min(pause, left))
+                pause *= 2
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:  # nobody here waits at this key: forget it
+                del self._waiting[key]
+                self._freed.pop(key, None)
 
     async def _place(
         self, store: Store, key: str, rate: RateLimit, message: TaskMessage

@@ -180,16 +180,9 @@ class Executor:
         await self._patiently(message, delivery.dead_letter, "expired before it ran")
 
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
-        if task.config.cluster_limited:
-            admission = await self._admit(task, message, delivery)
-            if admission is None:
-                return
-            try:
-                outcome = await self._attempt(task, message, delivery)
-            finally:
-                await self.cluster.release(admission)
-        else:
-            outcome = await self._attempt(task, message, delivery)
+        outcome = await self._attempt(task, message, delivery)
+        if isinstance(outcome, _Settled):  # sent back to wait for its cluster-wide limits
+            return
         if outcome is None:  # it expired while it waited for its turn under the task's limits
             await self._expire(message, delivery)
             return
@@ -277,20 +270,28 @@ class Executor:
 
     async def _attempt(
         self, task: AnyTask, message: TaskMessage, delivery: Delivery
-    ) -> Outcome | None:
+    ) -> Outcome | _Settled | None:
         """Run the task function once, under its limits, time limit and context.
 
-        Returns ``None``, without running it, when the message expired while it
-        waited for its turn under the task's rate limit or concurrency cap.
+        The worker's own limits come first, then the cluster-wide ones, so a task
+        never holds a cluster-wide slot while it waits for this worker. Returns
+        ``None``, without running it, when the message expired while it waited
+        for its turn, and ``_SETTLED`` when its cluster-wide limits sent it back
+        to the broker (or its ``limit_key`` failed, and it was dead-lettered).
         """
         limits = self.limits.get(task)
         started = time.perf_counter()
-        self._track(message.id, delivery)
+        self._track(message.id, delivery)  # a cancel reaches it while it waits, too
         timeout = message.timeout or task.config.timeout
+        admission: Admission | None = None
         try:
             async with limits.slot():
                 if _expired(message):
                     return None
+                if task.config.cluster_limited:
+                    admission = await self._admit(task, message, delivery)
+                    if admission is None:
+                        return _SETTLED
                 self._set_context(message)
                 for mw in self.broker.middleware:
                     await mw.before_execute(message)
@@ -318,6 +319,8 @@ class Executor:
             )
         finally:
             self._untrack(message.id, delivery)
+            if admission is not None:
+                await self.cluster.release(admission)
 
     def _set_context(self, message: TaskMessage) -> None:
         set_context(
@@ -477,6 +480,13 @@ class Executor:
 
 
 _FINAL = frozenset(("result", "error", "end"))
+
+
+class _Settled:
+    """What ``Executor._attempt`` returns for a message it settled without running."""
+
+
+_SETTLED = _Settled()
 
 
 def _expired(message: TaskMessage) -> bool:
