@@ -144,3 +144,45 @@ async def test_each_fire_is_delayed_by_its_own_jitter(broker: aq.Broker) -> None
         await asyncio.wait_for(done.wait(), 10)
     assert all(lateness >= offset for lateness, offset in late)
     assert len({round(offset, 6) for _, offset in late}) == 4  # each fire its own offset
+
+
+async def test_a_schedule_added_again_owes_no_fires_from_before_it_was_added(
+    broker: aq.Broker,
+) -> None:
+    ran: list[float] = []
+
+    @broker.task(name="remind")
+    async def remind(user: int) -> None:
+        ran.append(float(aq.context().headers["aq-due"]))
+
+    async with broker, running_worker(broker, scheduler=True) as worker:
+        assert broker.store is not None  # a record left by an earlier schedule of that name
+        await broker.store.set("schedule-last:r", repr(time.time() - 86400).encode(), ttl=60)
+        await broker.add_schedule(remind, aq.every(hours=1), args=[1], catch_up=5, name="r")
+        await asyncio.sleep(0.3)  # had it owed catch-up fires, they would have run by now
+        assert worker.in_flight == 0
+    assert ran == []
+
+
+async def test_a_scheduler_rides_out_a_store_it_cannot_read(
+    broker: aq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = asyncio.Event()
+    book = broker.schedules
+    real_stored = book.stored
+    failures = [aq.BrokerUnavailable("the store is down")]
+
+    async def flaky() -> list[aq.Schedule]:
+        if failures:
+            raise failures.pop()
+        return await real_stored()
+
+    monkeypatch.setattr(book, "stored", flaky)
+
+    @broker.task(name="tick", schedule=aq.every(seconds=0.2))
+    async def tick() -> None:
+        done.set()
+
+    async with broker, running_worker(broker, scheduler=True):
+        await asyncio.wait_for(done.wait(), 10)
+    assert failures == []

@@ -95,6 +95,7 @@ class ScheduleBook:
         store = broker.require_store("schedules added at run time")
         await broker.startup()
         removed = await store.delete(f"schedule:{name}")
+        await store.delete(f"schedule-last:{name}")
         await store.remove_member(_NAMES, name)
         await self._announce(name)
         return removed

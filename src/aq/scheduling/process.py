@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from aq import background
 from aq.broker import Broker
 from aq.scheduling.scheduler import Scheduler
 from aq.worker.runner import loop_factory
@@ -22,7 +23,8 @@ async def serve(broker: Broker, lease_time: float) -> None:
     """Run a scheduler on ``broker`` until a signal stops it."""
     scheduler = Scheduler(broker, lease_time=lease_time)
     loop = asyncio.get_running_loop()
-    running = asyncio.create_task(scheduler.run())
+    # Restarted if anything unforeseen escapes it, as a worker's loops are.
+    running = background.start("aq-scheduler", scheduler.run)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, running.cancel)
     try:

@@ -46,7 +46,7 @@ from aq.scheduling.leadership import election_for
 from aq.scheduling.spec import due_fires, jitter_for
 from aq.transport.base import Inbox
 from aq.transport.election import Election
-from aq.transport.store import Store
+from aq.transport.store import Lease, Store
 from aq.worker.options import DEFAULT_LEASE_TIME
 
 __all__ = ["DEFAULT_LEASE_TIME", "Scheduler"]
@@ -55,8 +55,8 @@ log = logging.getLogger("aq.scheduler")
 
 #: Seconds between reads of the stored schedules, beside the control messages.
 _RELOAD_EVERY = 60.0
-#: Seconds a fire's id stays taken at the least (a fire older than its grace is
-#: never sent, so a longer memory is never needed).
+#: Seconds a fire's id stays marked sent at the least; a fire sent late (catching
+#: up) is kept as much longer as it was late.
 _FIRED_TTL = 3600.0
 #: The state of a fire's id: claimed by a scheduler about to send it, or sent.
 _CLAIMED, _SENT = "claimed", "sent"
@@ -139,26 +139,33 @@ class Scheduler:
 
     async def _lead(self, election: Election) -> None:
         took_over = time.time()
+        lease = election.lease  # every record of this term is fenced by it
         self._changed_names.clear()  # a leader starts by reading every schedule
         self._changed.clear()
-        plans = await self._plans({}, took_over)
-        loaded = time.monotonic()
-        marked = -math.inf
+        self._changed_names.add("")
+        plans: dict[str, _Plan] = {}
+        loaded = marked = -math.inf
         while election.leading:
             changed, self._changed_names = self._changed_names, set()
             self._changed.clear()
-            if "" in changed or time.monotonic() - loaded > _RELOAD_EVERY:
-                plans, loaded = await self._plans(plans, took_over), time.monotonic()
-            else:
-                for name in changed:
-                    await self._replan(plans, name, took_over)
+            try:
+                if "" in changed or time.monotonic() - loaded > _RELOAD_EVERY:
+                    plans, loaded = await self._plans(plans, took_over), time.monotonic()
+                else:
+                    for name in changed:
+                        await self._replan(plans, name, took_over)
+            except BrokerError as exc:  # the store is out of reach: go on with what we have
+                event(log, logging.WARNING, "scheduler.store_unavailable", error=exc)
+                self._changed_names |= changed or {""}
+                await self._wait(election, 1.0)
+                continue
             if time.monotonic() - marked > self.lease_time / 3:
                 await self._mark_active(election)
                 marked = time.monotonic()
             now = time.time()
             for plan in plans.values():
                 if plan.next_due <= now and election.leading:
-                    await self._fire_due(plan, now, election)
+                    await self._fire_due(plan, now, election, lease)
             wake = min((p.next_due for p in plans.values()), default=math.inf)
             timeout = min(wake - time.time(), self.lease_time / 3, _RELOAD_EVERY)
             await self._wait(election, max(0.0, timeout))
@@ -195,8 +202,10 @@ class Scheduler:
         if kept is not None and kept.schedule == schedule:
             return kept
         last = await self.broker.schedules.last_fire(schedule.name)
-        if last is None:  # never fired: from when it was added, or from the takeover
-            last = max(schedule.added_at or 0.0, took_over)
+        if last is None:  # never fired: from the takeover
+            last = took_over
+        if schedule.added_at is not None:  # nothing due before it was (last) added
+            last = max(last, schedule.added_at)
         return _Plan(schedule, last, schedule.spec.next_after(last))
 
     async def _mark_active(self, election: Election) -> None:
@@ -208,7 +217,9 @@ class Scheduler:
         with contextlib.suppress(BrokerError):
             await store.set("scheduler:active", mark.encode(), ttl=self.lease_time)
 
-    async def _fire_due(self, plan: _Plan, now: float, election: Election) -> None:
+    async def _fire_due(
+        self, plan: _Plan, now: float, election: Election, lease: Lease | None
+    ) -> None:
         """Send what is due of ``plan`` at ``now``, and move it on."""
         schedule = plan.schedule
         fires, skipped = due_fires(
@@ -228,7 +239,7 @@ class Scheduler:
                 plan.next_due = time.time() + 1.0  # the broker is down: try again soon
                 return
             plan.last = due
-            await self._record(schedule.name, due, election)
+            await self._record(schedule.name, due, lease)
         newest = schedule.spec.previous_before(math.nextafter(now, math.inf))
         plan.last = max(plan.last, newest)
         plan.next_due = schedule.spec.next_after(plan.last)
@@ -240,14 +251,16 @@ class Scheduler:
         task_id = fire_id(schedule.name, due)
         taken, claim = f"fired:{task_id}", f"{self.owner} {_CLAIMED}".encode()
         try:
-            if store is not None and not await self._claim(store, taken, claim):
-                return True  # another scheduler sent it
+            if store is not None:
+                claimed = await self._claim(store, taken, claim)
+                if claimed is not True:
+                    return claimed == _SENT  # sent by another, or to be tried again
             await broker.publish(
                 self._message(schedule, due, task_id), broker.tasks.get(schedule.task)
             )
             if store is not None:  # sent: kept for as long as the fire could come up again
                 sent = f"{self.owner} {_SENT}".encode()
-                ttl = max(_FIRED_TTL, 2 * schedule.grace + self.lease_time)
+                ttl = max(_FIRED_TTL, time.time() - due + 2 * schedule.grace + self.lease_time)
                 await store.set(taken, sent, ttl=ttl)
         except BrokerError as exc:
             event(log, logging.ERROR, "schedule.unsent", schedule=schedule.name, error=exc)
@@ -259,8 +272,9 @@ class Scheduler:
         event(log, logging.DEBUG, "schedule.fired", schedule=schedule.name, task_id=task_id)
         return True
 
-    async def _claim(self, store: Store, taken: str, claim: bytes) -> bool:
-        """Claim a fire's id before sending it; whether this scheduler is to send it.
+    async def _claim(self, store: Store, taken: str, claim: bytes) -> bool | str:
+        """Claim a fire's id before sending it: ``True`` if this scheduler is to send
+        it, ``_SENT`` if another did, ``_CLAIMED`` if another still holds a claim.
 
         A claim lasts a lease time, and becomes a record that the fire was sent
         once it was. A claim left by a scheduler that died before it sent the fire
@@ -272,10 +286,12 @@ class Scheduler:
             if await store.set_if_absent(taken, claim, ttl=self.lease_time):
                 return True
             held = await store.get(taken)
+            if held == claim:  # our own, from an attempt whose answer was lost
+                return True
             if held is not None and not held.endswith(_CLAIMED.encode()):
-                return False  # sent
+                return _SENT
             if held is not None and loop.time() > give_up:
-                return False
+                return _CLAIMED  # a claim with a longer lease time: try again later
             if held is not None:  # claimed, not yet sent: wait until sent or lapsed
                 await asyncio.sleep(_CLAIM_LOOK)
 
@@ -300,11 +316,13 @@ class Scheduler:
             created_at=time.time(),
         )
 
-    async def _record(self, name: str, due: float, election: Election) -> None:
+    async def _record(self, name: str, due: float, lease: Lease | None) -> None:
+        """Write ``due`` as the last fire of ``name``, fenced by the term's lease
+        (RabbitMQ's election has none: then a plain write)."""
         store = self.broker.store
         if store is None:
             return
-        key, value, lease = f"schedule-last:{name}", repr(due).encode(), election.lease
+        key, value = f"schedule-last:{name}", repr(due).encode()
         with contextlib.suppress(BrokerError):
             if lease is None:
                 await store.set(key, value, ttl=KEEP)
