@@ -121,6 +121,7 @@ class QueueElection(Election):
                 cancelled.set_result(None)
 
         channel.on_consumer_cancel_callbacks.add(on_cancel)
+        closed = asyncio.ensure_future(_closing(channel))
         rotated = asyncio.get_running_loop().time()
         try:
             await self._consume(channel)
@@ -131,13 +132,12 @@ class QueueElection(Election):
                     await self._rotate(channel)
                     rotated = asyncio.get_running_loop().time()
                 await asyncio.wait(
-                    [asyncio.shield(channel.closing), cancelled],
-                    timeout=_LOOK_INTERVAL,
-                    return_when=asyncio.FIRST_COMPLETED,
+                    [closed, cancelled], timeout=_LOOK_INTERVAL, return_when=asyncio.FIRST_COMPLETED
                 )
             if cancelled.done():
                 event(log, logging.WARNING, "election.cancelled", queue=self.queue)
         finally:
+            closed.cancel()
             self._step_down(quietly=self._resigning)
             if not channel.is_closed:
                 with contextlib.suppress(Exception):
@@ -184,3 +184,9 @@ class QueueElection(Election):
             routing_key=self.queue,
             properties=aiormq.spec.Basic.Properties(delivery_mode=2),
         )
+
+
+async def _closing(channel: aiormq.abc.AbstractChannel) -> None:
+    """Return once ``channel`` has closed, however it closed."""
+    with contextlib.suppress(Exception):
+        await channel.closing
