@@ -278,6 +278,11 @@ class Broker:
             task = Task(self, fn, config)
         else:
             task = SyncTask(self, fn, config)
+        if task.kind == "stream" and config.unique_for is not None:
+            raise ConfigurationError(
+                f"unique_for does not apply to async-generator tasks ({task_name!r}): callers "
+                "that join a running one could not receive the items it already sent"
+            )
         if schedule is not None:
             self.schedules.define(task, schedule)
         self.tasks[task_name] = task

@@ -171,6 +171,11 @@ class _BaseTask(Generic[P, H]):
         if unique_key is not None and (not isinstance(unique_key, str) or not unique_key):
             raise ConfigurationError("unique_key must be a non-empty string")
         check_seconds("unique_for", unique_for)
+        if (unique_key or unique_for) and self.kind == "stream":
+            raise ConfigurationError(
+                "unique_key and unique_for do not apply to async-generator tasks: callers "
+                "that join a running one could not receive the items it already sent"
+            )
         if unique_key is not None and unique_for is None and self.config.unique_for is None:
             raise ConfigurationError(
                 f"unique_key needs unique_for: pass .options(unique_key=..., unique_for=SECONDS) "

@@ -21,11 +21,19 @@ The default key is the task's name and a hash of its arguments, so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import TYPE_CHECKING, Any
 
 from aq.errors import BrokerError
-from aq.message import TaskMessage, decode_reply, result_key
+from aq.message import (
+    Reply,
+    TaskMessage,
+    decode_reply,
+    encode_reply,
+    error_payload,
+    result_key,
+)
 
 if TYPE_CHECKING:
     from aq.broker import Broker
@@ -67,8 +75,14 @@ async def send_unique(
             message.headers[UNIQUE_HEADER] = key
             try:
                 return message.id, await broker.publish(message, task)
-            except BaseException:
-                await store.delete_if(held, message.id.encode())
+            except Exception as exc:
+                # Not sent: callers that joined meanwhile get the error, the key frees.
+                # (A kiq() cancelled mid-send keeps the key: the message may be out.)
+                reply = Reply(message.id, message.id, "error", error_payload(exc, False))
+                broker.register_waiter(message.id).feed(reply)  # callers in this process
+                with contextlib.suppress(BrokerError):
+                    body = encode_reply(reply, broker.serializer)
+                    await finish_unique(broker, message, body)  # and in others
                 raise
         holder = await store.get(held)
         if holder is not None:

@@ -5,6 +5,8 @@ and the key frees when the task ends."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -127,3 +129,58 @@ async def test_an_argument_that_cannot_be_sent_is_named_at_kiq(broker: aq.Broker
 
     with pytest.raises(aq.SerializationError, match="argument 'n' of task"):
         await report.kiq(object())
+
+
+async def test_callers_that_joined_a_task_that_could_not_be_sent_get_the_error(
+    broker: aq.Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = twin(broker)
+    sending = asyncio.Event()
+    fail = asyncio.Event()
+    real_publish = broker.transport.publish
+
+    async def stalled_then_refused(queue: str, body: bytes, **options: Any) -> None:
+        if not sending.is_set():
+            sending.set()
+            await fail.wait()
+            raise aq.BrokerUnavailable("the broker refused it")
+        await real_publish(queue, body, **options)
+
+    @broker.task(name="report", unique_for=60)
+    async def report(n: int) -> int:
+        return n
+
+    @other.task(name="report", unique_for=60)
+    async def report_elsewhere(n: int) -> int:
+        raise NotImplementedError("runs in the worker")
+
+    async with other:
+        monkeypatch.setattr(broker.transport, "publish", stalled_then_refused)
+        first = asyncio.create_task(report.kiq(1))
+        await sending.wait()
+        here, there = await report.kiq(1), await report_elsewhere.kiq(1)  # both join it
+        fail.set()
+        with pytest.raises(aq.BrokerUnavailable):
+            await first
+        for handle in (here, there):
+            with pytest.raises(aq.TaskFailed, match="the broker refused it"):
+                await handle.result(timeout=10)
+        monkeypatch.setattr(broker.transport, "publish", real_publish)
+        again = await report.kiq(1)  # the key was freed: a new task
+    assert again.id != here.id
+
+
+def test_an_async_generator_task_cannot_be_unique() -> None:
+    broker = aq.Broker("memory://")
+    with pytest.raises(aq.ConfigurationError, match=r"do(es)? not apply to async-generator"):
+
+        @broker.task(unique_for=60)
+        async def pages() -> AsyncIterator[int]:
+            yield 1
+
+    @broker.task
+    async def items() -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(aq.ConfigurationError, match=r"do(es)? not apply to async-generator"):
+        items.options(unique_key="k", unique_for=5)
