@@ -164,19 +164,28 @@ async def test_schedules_added_at_run_time_fire_until_removed(broker: aq.Broker)
     assert await broker.remove_schedule("remind-1") is False
 
 
-async def test_fires_missed_beyond_the_grace_are_skipped(broker: aq.Broker) -> None:
+async def hourly_tick_that_missed_ten_fires(
+    broker: aq.Broker, **options: Any
+) -> tuple[Fires, float]:
+    """An hourly schedule ``tick`` whose last fire the store records ten hours
+    before its newest due time; the runs it gets, and that newest due time."""
     if broker.store is None:
         pytest.skip("without a store a scheduler has no record of missed fires")
     fires = Fires()
 
-    @broker.task(name="tick")
-    async def tick() -> None:
+    async def record() -> None:
         fires.record()
 
+    tick = broker.register(record, name="tick")
     spec = aq.every(hours=1)
-    broker.schedule(tick, spec, grace=1.0, name="tick")
-    last = spec.previous_before(time.time()) - 10 * 3600  # ten fires missed
-    await broker.store.set("schedule-last:tick", repr(last).encode(), ttl=60)
+    broker.schedule(tick, spec, name="tick", **options)
+    newest = spec.previous_before(time.time())
+    await broker.store.set("schedule-last:tick", repr(newest - 10 * 3600).encode(), ttl=60)
+    return fires, newest
+
+
+async def test_fires_missed_beyond_the_grace_are_skipped(broker: aq.Broker) -> None:
+    fires, _ = await hourly_tick_that_missed_ten_fires(broker, grace=1.0)
     async with running_worker(broker), scheduling(broker) as (scheduler,):
         await asyncio.wait_for(scheduler.wait_leading(), 10)
         await asyncio.sleep(0.3)  # had a missed fire been sent, it would have run by now
@@ -184,18 +193,7 @@ async def test_fires_missed_beyond_the_grace_are_skipped(broker: aq.Broker) -> N
 
 
 async def test_catch_up_sends_the_newest_missed_fires_and_no_more(broker: aq.Broker) -> None:
-    if broker.store is None:
-        pytest.skip("without a store a scheduler has no record of missed fires")
-    fires = Fires()
-
-    @broker.task(name="tick")
-    async def tick() -> None:
-        fires.record()
-
-    spec = aq.every(hours=1)
-    broker.schedule(tick, spec, catch_up=3, name="tick")
-    newest = spec.previous_before(time.time())
-    await broker.store.set("schedule-last:tick", repr(newest - 10 * 3600).encode(), ttl=60)
+    fires, newest = await hourly_tick_that_missed_ten_fires(broker, catch_up=3)
     async with running_worker(broker), scheduling(broker):
         await fires.wait_for(3)
         await asyncio.sleep(0.3)  # a fourth would have run by now
@@ -205,18 +203,8 @@ async def test_catch_up_sends_the_newest_missed_fires_and_no_more(broker: aq.Bro
 async def test_a_fire_claimed_by_a_scheduler_that_died_is_sent_once_the_claim_lapses(
     broker: aq.Broker,
 ) -> None:
-    if broker.store is None:
-        pytest.skip("without a store there are no claims")
-    fires = Fires()
-
-    @broker.task(name="tick")
-    async def tick() -> None:
-        fires.record()
-
-    spec = aq.every(hours=1)
-    broker.schedule(tick, spec, catch_up=1, name="tick")
-    newest = spec.previous_before(time.time())
-    await broker.store.set("schedule-last:tick", repr(newest - 3600).encode(), ttl=60)
+    fires, newest = await hourly_tick_that_missed_ten_fires(broker, catch_up=1)
+    assert broker.store is not None
     # A scheduler claimed the newest fire and died before it sent it.
     await broker.store.set(f"fired:{fire_id('tick', newest)}", b"ghost claimed", ttl=0.5)
     async with running_worker(broker), scheduling(broker):

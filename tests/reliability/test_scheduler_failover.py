@@ -152,8 +152,12 @@ async def test_a_leader_cut_off_from_redis_steps_down_before_another_leads() -> 
     await link.start()
     cut_off, direct = aq.Broker(link.url_for(url)), aq.Broker(url)
     fires = Fires()
+
+    async def record() -> None:
+        fires.record()
+
     for broker in (cut_off, direct):
-        broker.register(fires.record, name="tick", schedule=aq.every(seconds=0.2))
+        broker.register(record, name="tick", schedule=aq.every(seconds=0.2))
     first = aq.Scheduler(cut_off, lease_time=LEASE_TIME)
     second = aq.Scheduler(direct, lease_time=LEASE_TIME)
     runs: list[asyncio.Task[None]] = []
