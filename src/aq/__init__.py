@@ -35,6 +35,10 @@ from aq.middleware import Middleware, Outcome
 from aq.scheduling.entry import Schedule
 from aq.scheduling.spec import Cron, Every, ScheduleSpec, cron, every
 from aq.task import StreamTask, SyncTask, Task, TaskCall
+from aq.workflow.advance import Failure
+from aq.workflow.canvas import Canvas, Chain, Chord, Group, Signature
+from aq.workflow.compose import chain, chord, group
+from aq.workflow.handles import GroupHandle
 
 if TYPE_CHECKING:
     from aq.scheduling.scheduler import Scheduler
@@ -47,10 +51,16 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerUnavailable",
+    "Canvas",
+    "Chain",
+    "Chord",
     "ConfigurationError",
     "ConnectionLost",
     "Cron",
     "Every",
+    "Failure",
+    "Group",
+    "GroupHandle",
     "MessageDecodeError",
     "Middleware",
     "Outcome",
@@ -61,6 +71,7 @@ __all__ = [
     "ScheduleSpec",
     "Scheduler",
     "SerializationError",
+    "Signature",
     "StreamHandle",
     "StreamTask",
     "SyncTask",
@@ -76,9 +87,12 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "WorkerCrashed",
+    "chain",
+    "chord",
     "context",
     "cron",
     "every",
+    "group",
 ]
 
 

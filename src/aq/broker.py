@@ -29,7 +29,7 @@ from aq.message import (
 )
 from aq.middleware import Middleware
 from aq.options import TaskOptions, check_seconds, task_config
-from aq.replies import ReplyListener, ResultWaiter
+from aq.replies import ReplyListener, ResultWaiter, Waiter
 from aq.scheduling.book import ScheduleBook
 from aq.scheduling.entry import Schedule, ScheduleOptions
 from aq.scheduling.spec import ScheduleSpec
@@ -46,6 +46,7 @@ Y = TypeVar("Y")
 ENV_URL = "AQ_BROKER_URL"
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+DEFAULT_WORKFLOW_TTL = 24 * 3600.0
 
 
 class TaskDecorator:
@@ -90,6 +91,9 @@ class Broker:
         result_backend: the old name of ``store`` (a URL), still accepted.
         queue_type: RabbitMQ only: ``"classic"`` (the default) or ``"quorum"``
             (replicated queues for clusters); the same as ``?queue_type=`` in the URL.
+        workflow_ttl: seconds the store keeps a workflow's group and chord state
+            (the members' results a chord's body waits for) after its last
+            change; default one day (docs/workflows.md).
 
     Raises:
         aq.ConfigurationError: no URL given or found, the URL is invalid, or a
@@ -109,6 +113,7 @@ class Broker:
         store: Store | str | None = None,
         result_backend: str | None = None,
         queue_type: str | None = None,
+        workflow_ttl: float = DEFAULT_WORKFLOW_TTL,
     ) -> None:
         if max_message_size <= 0:
             raise ConfigurationError("max_message_size must be a positive number of bytes")
@@ -134,6 +139,7 @@ class Broker:
         self.result_ttl = check_seconds("result_ttl", result_ttl)
         if result_ttl is not None:
             self.require_store("result_ttl")
+        self.workflow_ttl = float(check_seconds("workflow_ttl", workflow_ttl) or workflow_ttl)
         self.tasks: dict[str, AnyTask] = {}
         #: The schedules: defined in code, and kept in the store (docs/schedules.md).
         self.schedules = ScheduleBook(self)
@@ -211,6 +217,11 @@ class Broker:
         """The waiter this producer's replies for ``task_id`` go to (shared by
         every handle of that id in this process)."""
         return self._listener.register(task_id)
+
+    def watch(self, correlation_id: str, waiter: Waiter) -> None:
+        """Send this producer's replies for ``correlation_id`` to ``waiter`` (held
+        weakly: it lives as long as the handle that holds it)."""
+        self._listener.watch(correlation_id, waiter)
 
     async def reply_address(self) -> str:
         """This producer's reply address, starting the connection and listener if needed."""
@@ -395,6 +406,38 @@ class Broker:
         for mw in reversed(self.middleware):
             await mw.after_publish(message)
         return waiter
+
+    async def prepare(self, message: TaskMessage, task: AnyTask | None = None) -> bytes:
+        """Run publish middleware's ``before_publish`` on ``message`` and encode it,
+        for :meth:`publish_prepared`.
+
+        Raises:
+            aq.SerializationError: as :meth:`encode`.
+        """
+        for mw in self.middleware:
+            await mw.before_publish(message)
+        return self.encode(message, task)
+
+    async def publish_prepared(self, batch: Sequence[tuple[TaskMessage, bytes]]) -> None:
+        """Publish prepared messages all at once: pipelined on Redis, one window
+        of publisher confirms on RabbitMQ. Returns when the broker has them all.
+
+        Raises:
+            aq.BrokerError: the first error of any publish (the others were
+                waited for, whether they failed or not).
+        """
+        publish = self.transport.publish
+        outcomes = await asyncio.gather(
+            *(publish(m.queue, body, priority=m.priority, eta=m.eta) for m, body in batch),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if self.middleware:
+            for message, _ in batch:
+                for mw in reversed(self.middleware):
+                    await mw.after_publish(message)
 
     async def cancel(self, task_id: str) -> None:
         """Cancel task ``task_id`` wherever it is: queued tasks will not run, running ones stop."""

@@ -127,6 +127,8 @@ class TaskFailed(AQError):
             builtins (``"ValueError"``), qualified otherwise (``"myapp.errors.Declined"``).
         remote_message: ``str()`` of that exception.
         remote_traceback: the formatted traceback text from the worker.
+        step: in a workflow, which step failed: its place and task, such as
+            ``"chain step 2 (app.resize)"``; ``None`` for a task sent alone.
     """
 
     def __init__(
@@ -135,12 +137,15 @@ class TaskFailed(AQError):
         remote_type: str,
         remote_message: str,
         remote_traceback: str = "",
+        step: str | None = None,
     ) -> None:
-        super().__init__(f"task {task_id} failed: {remote_type}: {remote_message}")
+        where = f"task {task_id}" if step is None else f"{step} (task {task_id})"
+        super().__init__(f"{where} failed: {remote_type}: {remote_message}")
         self.task_id = task_id
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+        self.step = step
 
 
 class TaskTimeout(TaskFailed):

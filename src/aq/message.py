@@ -30,9 +30,11 @@ from aq.errors import (
     WorkerCrashed,
 )
 from aq.serializer import Serializer
+from aq.workflow.wire import parse_flow
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "WORKFLOW_VERSION",
     "ControlMessage",
     "Reply",
     "ReplyKind",
@@ -52,6 +54,11 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
+#: The version of a task message that carries workflow fields (``wf``). A worker
+#: that knows only version 1 refuses it (a dead letter saying why) rather than
+#: run the step and drop the rest of its workflow.
+WORKFLOW_VERSION: Final = 2
+_TASK_VERSIONS: Final = (PROTOCOL_VERSION, WORKFLOW_VERSION)
 
 
 def result_key(task_id: str) -> str:
@@ -108,11 +115,15 @@ class TaskMessage:
     reply_to: str | None = None
     correlation_id: str | None = None
     created_at: float = field(default_factory=time.time)
+    #: The workflow this message is a step of (``wf`` on the wire; version 2):
+    #: what its outcome starts next. Its fields are in docs/protocol.md and
+    #: :mod:`aq.workflow.wire`.
+    workflow: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object that goes on the wire."""
-        return {
-            "v": PROTOCOL_VERSION,
+        obj = {
+            "v": PROTOCOL_VERSION if self.workflow is None else WORKFLOW_VERSION,
             "id": self.id,
             "task": self.task,
             "queue": self.queue,
@@ -129,6 +140,9 @@ class TaskMessage:
             "correlation_id": self.correlation_id,
             "created_at": self.created_at,
         }
+        if self.workflow is not None:
+            obj["wf"] = self.workflow
+        return obj
 
 
 @dataclass(slots=True)
@@ -140,10 +154,13 @@ class Reply:
     kind: ReplyKind
     payload: Any = None
     seq: int = 0
+    #: The outcome of member ``member`` of the group whose handle waits under
+    #: ``correlation_id`` (a workflow's group; docs/protocol.md), else ``None``.
+    member: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object that goes on the wire."""
-        return {
+        obj = {
             "v": PROTOCOL_VERSION,
             "correlation_id": self.correlation_id,
             "task_id": self.task_id,
@@ -151,6 +168,9 @@ class Reply:
             "seq": self.seq,
             "payload": self.payload,
         }
+        if self.member is not None:
+            obj["member"] = self.member
+        return obj
 
 
 def encode_task(message: TaskMessage, serializer: Serializer) -> bytes:
@@ -163,14 +183,17 @@ def encode_reply(reply: Reply, serializer: Serializer) -> bytes:
     return serializer.dumps(reply.to_dict())
 
 
-def _object(data: bytes, serializer: Serializer) -> dict[str, Any]:
+def _object(
+    data: bytes, serializer: Serializer, versions: tuple[int, ...] = (PROTOCOL_VERSION,)
+) -> dict[str, Any]:
     obj = serializer.loads(data)
     if not isinstance(obj, dict):
         raise MessageDecodeError(f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:
+    if type(version) is not int or version not in versions:
+        speaks = " and ".join(str(v) for v in versions)
         raise MessageDecodeError(
-            f"unsupported protocol version {version!r} (this aq speaks {PROTOCOL_VERSION})"
+            f"unsupported protocol version {version!r} (this aq speaks {speaks})"
         )
     return obj
 
@@ -196,6 +219,7 @@ _TASK_FIELDS: Final[tuple[tuple[str, tuple[type, ...], Any], ...]] = (
     ("reply_to", (str,), None),
     ("correlation_id", (str,), None),
     ("created_at", _NUM, 0.0),
+    ("wf", (dict,), None),
 )
 _REPLY_FIELDS: Final[tuple[tuple[str, tuple[type, ...], Any], ...]] = (
     ("correlation_id", (str,), _REQUIRED),
@@ -203,6 +227,7 @@ _REPLY_FIELDS: Final[tuple[tuple[str, tuple[type, ...], Any], ...]] = (
     ("kind", (str,), _REQUIRED),
     ("payload", (object,), None),
     ("seq", (int,), 0),
+    ("member", (int,), None),
 )
 
 
@@ -231,7 +256,14 @@ MAX_PRIORITY: Final = 9
 
 def decode_task(data: bytes, serializer: Serializer) -> TaskMessage:
     """Decode and validate a task message; raises :class:`MessageDecodeError`."""
-    message = TaskMessage(*_fields(_object(data, serializer), _TASK_FIELDS))
+    obj = _object(data, serializer, _TASK_VERSIONS)
+    message = TaskMessage(*_fields(obj, _TASK_FIELDS))
+    if message.workflow is not None:
+        if obj["v"] != WORKFLOW_VERSION:
+            raise MessageDecodeError(
+                f"workflow fields (wf) need protocol version {WORKFLOW_VERSION}"
+            )
+        parse_flow(message.workflow)
     if not message.id or not message.task or not message.queue:
         raise MessageDecodeError("id, task and queue must not be empty")
     if not 1 <= message.attempt <= message.max_attempts:
@@ -245,10 +277,10 @@ def decode_task(data: bytes, serializer: Serializer) -> TaskMessage:
 
 def decode_reply(data: bytes, serializer: Serializer) -> Reply:
     """Decode and validate a reply; raises :class:`MessageDecodeError`."""
-    correlation_id, task_id, kind, payload, seq = _fields(_object(data, serializer), _REPLY_FIELDS)
-    if kind not in _REPLY_KINDS:
-        raise MessageDecodeError(f"unknown reply kind {kind!r}")
-    return Reply(correlation_id, task_id, kind, payload, seq)
+    fields = _fields(_object(data, serializer), _REPLY_FIELDS)
+    if fields[2] not in _REPLY_KINDS:
+        raise MessageDecodeError(f"unknown reply kind {fields[2]!r}")
+    return Reply(*fields)
 
 
 # -- control -------------------------------------------------------------------------
@@ -329,9 +361,18 @@ def error_payload(exc: BaseException, with_traceback: bool = True) -> dict[str, 
 
 def remote_error(task_id: str, payload: Any) -> TaskFailed:
     """The exception a producer raises for an error reply's ``payload``: the
-    matching subclass for aq's own outcomes, :class:`TaskFailed` otherwise."""
+    matching subclass for aq's own outcomes, :class:`TaskFailed` otherwise. A
+    workflow step's error names its step and its own id (``step``, ``task_id``
+    in the payload), which then replace ``task_id``."""
     if not isinstance(payload, dict):
         payload = {"type": "unknown", "message": repr(payload)}
     kind = str(payload.get("type", "unknown"))
     cls = _OUTCOMES.get(kind, TaskFailed)
-    return cls(task_id, kind, str(payload.get("message", "")), str(payload.get("traceback", "")))
+    step, step_id = payload.get("step"), payload.get("task_id")
+    return cls(
+        step_id if isinstance(step_id, str) else task_id,
+        kind,
+        str(payload.get("message", "")),
+        str(payload.get("traceback", "")),
+        step if isinstance(step, str) else None,
+    )

@@ -15,7 +15,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aq import background
 from aq.errors import AQError, MessageDecodeError
@@ -23,11 +23,17 @@ from aq.message import Reply, decode_reply
 from aq.serializer import Serializer
 from aq.transport.base import Inbox, Transport
 
-__all__ = ["ReplyListener", "ResultWaiter"]
+__all__ = ["ReplyListener", "ResultWaiter", "Waiter"]
 
 log = logging.getLogger("aq.replies")
 
 ProgressCallback = Callable[[Any], object]
+
+
+class Waiter(Protocol):
+    """What receives the replies for one correlation id."""
+
+    def feed(self, reply: Reply) -> None: ...
 
 
 class ResultWaiter:
@@ -111,9 +117,7 @@ class ReplyListener:
     def __init__(self, transport: Transport, serializer: Serializer) -> None:
         self._transport = transport
         self._serializer = serializer
-        self._waiters: weakref.WeakValueDictionary[str, ResultWaiter] = (
-            weakref.WeakValueDictionary()
-        )
+        self._waiters: weakref.WeakValueDictionary[str, Waiter] = weakref.WeakValueDictionary()
         self._inbox: Inbox | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -138,10 +142,14 @@ class ReplyListener:
     def register(self, correlation_id: str) -> ResultWaiter:
         """The waiter for ``correlation_id``, shared by every handle of a reused task id."""
         waiter = self._waiters.get(correlation_id)
-        if waiter is None or waiter.outcome.done():
+        if not isinstance(waiter, ResultWaiter) or waiter.outcome.done():
             waiter = ResultWaiter()
             self._waiters[correlation_id] = waiter
         return waiter
+
+    def watch(self, correlation_id: str, waiter: Waiter) -> None:
+        """Send the replies for ``correlation_id`` to ``waiter`` from now on."""
+        self._waiters[correlation_id] = waiter
 
     async def _read(self, inbox: Inbox) -> None:
         while True:

@@ -13,9 +13,19 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    Never,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 from aq.coerce import ArgumentConverter, Converter, return_converter
 from aq.errors import ConfigurationError, SerializationError
@@ -24,6 +34,7 @@ from aq.message import TaskMessage, new_id
 from aq.options import TaskConfig, check_priority, check_seconds
 from aq.replies import ResultWaiter
 from aq.unique import default_key, send_unique
+from aq.workflow.canvas import Group, Items, Signature
 
 if TYPE_CHECKING:
     from aq.broker import Broker
@@ -31,7 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["StreamTask", "SyncTask", "Task", "TaskCall", "TaskConfig"]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+R2 = TypeVar("R2")
+T = TypeVar("T")
 Y = TypeVar("Y")
 H = TypeVar("H", bound=TaskHandle[Any])
 
@@ -210,13 +224,41 @@ class _BaseTask(Generic[P, H]):
         """
         return await self.send(args, kwargs, _DEFAULT_OPTIONS)
 
+    @property
+    def signature(self) -> inspect.Signature:
+        """The function's signature, which calls and ``.s()`` are checked against."""
+        return self._signature
+
     async def send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions) -> H:
         config = self.config
         broker = self.broker
         reply_to = broker.listening_address or await broker.reply_address()
+        message = self.message(args, kwargs, options, reply_to)
+        task_id = message.id
+        unique_for = options.unique_for or config.unique_for
+        if unique_for is not None:
+            try:
+                key = options.unique_key or default_key(broker, config.name, args, kwargs)
+            except SerializationError:
+                broker.encode(message, self)  # raises the error that names the argument
+                raise
+            task_id, waiter = await send_unique(broker, self, message, key, unique_for)
+        else:
+            waiter = await broker.publish(message, self)
+        return self._handle(task_id, waiter)
+
+    def message(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: SendOptions,
+        reply_to: str | None,
+    ) -> TaskMessage:
+        """The message that calls this task with ``args``, ``kwargs`` and ``options``."""
+        config = self.config
         task_id = options.task_id or new_id()
         now = time.time()
-        message = TaskMessage(
+        return TaskMessage(
             id=task_id,
             task=config.name,
             queue=options.queue or config.queue,
@@ -232,17 +274,6 @@ class _BaseTask(Generic[P, H]):
             correlation_id=task_id,
             created_at=now,
         )
-        unique_for = options.unique_for or config.unique_for
-        if unique_for is not None:
-            try:
-                key = options.unique_key or default_key(broker, config.name, args, kwargs)
-            except SerializationError:
-                broker.encode(message, self)  # raises the error that names the argument
-                raise
-            task_id, waiter = await send_unique(broker, self, message, key, unique_for)
-        else:
-            waiter = await broker.publish(message, self)
-        return self._handle(task_id, waiter)
 
     def _handle(self, task_id: str, waiter: ResultWaiter) -> H:
         raise NotImplementedError
@@ -276,6 +307,60 @@ class Task(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         return self._fn(*args, **kwargs)
 
+    @overload
+    def s(
+        self: Callable[Concatenate[T, P2], Coroutine[Any, Any, R2]],
+        *args: P2.args,
+        **kwargs: P2.kwargs,
+    ) -> Signature[T, R2]: ...
+    @overload
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[Never, R]: ...
+    def s(self, *args: Any, **kwargs: Any) -> Signature[Any, Any]:
+        """A signature: this call as a step of a workflow (docs/workflows.md).
+
+        Leave out the first argument and the step takes the previous step's
+        result there (``mul.s(10)`` in a chain calls ``mul(previous, 10)``); give
+        every argument and it is a whole call, for a chain's first step or a
+        group. Typed: mypy checks the arguments, and a chain whose step cannot
+        take the previous result.
+
+        Raises:
+            aq.ConfigurationError: the arguments fit the function neither way.
+        """
+        return Signature(self, args, kwargs, False)
+
+    def map(self: Callable[[T], Coroutine[Any, Any, R2]], items: Iterable[T]) -> Group[object, R2]:
+        """A group calling this one-argument task once per item; items are read
+        as the group is sent, so a generator of 100,000 is never all in memory."""
+        return Group(source=Items(self, items, "map"))  # type: ignore[arg-type]
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[object, R]:
+        """An immutable signature: this call in a workflow, ignoring the previous
+        step's result (see :meth:`s`)."""
+        return Signature(self, args, kwargs, True)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> Group[object, R]:
+        """A group calling this task once per item, the item's values as its
+        arguments; items are read as the group is sent (not type-checked)."""
+        return Group(source=Items(self, items, "starmap"))
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Group[object, list[R]]:
+        """A group of messages each calling this task for ``n`` items in turn (the
+        item's values as its arguments); its result is one list per chunk."""
+        return Group(source=Items(self, items, "chunks", n))
+
+    async def kiq_many(self, calls: Iterable[Signature[Any, R]]) -> list[TaskHandle[R]]:
+        """Send many calls (``[task.s(...), ...]``) in bulk; their handles, in order.
+
+        Raises:
+            aq.ConfigurationError: a call is not a complete call of this task.
+            aq.SerializationError: an argument cannot be encoded; nothing was sent.
+            aq.BrokerError: the broker did not accept a message.
+        """
+        from aq.workflow.bulk import send_many
+
+        return await send_many(self, calls)
+
     def _handle(self, task_id: str, waiter: ResultWaiter) -> TaskHandle[R]:
         return TaskHandle(self.broker, task_id, self.name, waiter, self.return_converter)
 
@@ -291,6 +376,60 @@ class SyncTask(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._fn(*args, **kwargs)
+
+    @overload
+    def s(
+        self: Callable[Concatenate[T, P2], R2],
+        *args: P2.args,
+        **kwargs: P2.kwargs,
+    ) -> Signature[T, R2]: ...
+    @overload
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[Never, R]: ...
+    def s(self, *args: Any, **kwargs: Any) -> Signature[Any, Any]:
+        """A signature: this call as a step of a workflow (docs/workflows.md).
+
+        Leave out the first argument and the step takes the previous step's
+        result there (``mul.s(10)`` in a chain calls ``mul(previous, 10)``); give
+        every argument and it is a whole call, for a chain's first step or a
+        group. Typed: mypy checks the arguments, and a chain whose step cannot
+        take the previous result.
+
+        Raises:
+            aq.ConfigurationError: the arguments fit the function neither way.
+        """
+        return Signature(self, args, kwargs, False)
+
+    def map(self: Callable[[T], R2], items: Iterable[T]) -> Group[object, R2]:
+        """A group calling this one-argument task once per item; items are read
+        as the group is sent, so a generator of 100,000 is never all in memory."""
+        return Group(source=Items(self, items, "map"))  # type: ignore[arg-type]
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[object, R]:
+        """An immutable signature: this call in a workflow, ignoring the previous
+        step's result (see :meth:`s`)."""
+        return Signature(self, args, kwargs, True)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> Group[object, R]:
+        """A group calling this task once per item, the item's values as its
+        arguments; items are read as the group is sent (not type-checked)."""
+        return Group(source=Items(self, items, "starmap"))
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Group[object, list[R]]:
+        """A group of messages each calling this task for ``n`` items in turn (the
+        item's values as its arguments); its result is one list per chunk."""
+        return Group(source=Items(self, items, "chunks", n))
+
+    async def kiq_many(self, calls: Iterable[Signature[Any, R]]) -> list[TaskHandle[R]]:
+        """Send many calls (``[task.s(...), ...]``) in bulk; their handles, in order.
+
+        Raises:
+            aq.ConfigurationError: a call is not a complete call of this task.
+            aq.SerializationError: an argument cannot be encoded; nothing was sent.
+            aq.BrokerError: the broker did not accept a message.
+        """
+        from aq.workflow.bulk import send_many
+
+        return await send_many(self, calls)
 
     def _handle(self, task_id: str, waiter: ResultWaiter) -> TaskHandle[R]:
         return TaskHandle(self.broker, task_id, self.name, waiter, self.return_converter)

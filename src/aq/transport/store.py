@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aq.transport.connection import Connection
 
-__all__ = ["Lease", "RateDecision", "SlotTurn", "Store"]
+__all__ = ["JoinState", "Lease", "RateDecision", "SlotTurn", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,24 @@ class SlotTurn:
     ahead: int
 
 
+@dataclass(frozen=True, slots=True)
+class JoinState:
+    """The answer of :meth:`Store.join`.
+
+    Attributes:
+        count: how many distinct parts are recorded.
+        size: how many parts complete the join, once known (else ``None``).
+        parts: every part, in index order, for the caller that completes the
+            join, and for every later call under that caller's index until
+            :meth:`Store.finish_join` (the completer's work, done again after a
+            crash); ``None`` for everyone else.
+    """
+
+    count: int
+    size: int | None
+    parts: list[bytes] | None = None
+
+
 class Store(Connection):
     """State kept by key with expiry; see the module docstring.
 
@@ -129,6 +147,31 @@ class Store(Connection):
         """Remove the value at ``key`` only if it is ``value``; whether it was. A
         holder that gives up what it took cannot remove what a successor took
         after its own value expired."""
+
+    # -- joins -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def join(
+        self, key: str, index: int | None, part: bytes, *, size: int | None, ttl: float
+    ) -> JoinState:
+        """Record ``part`` as part ``index`` of the join at ``key``, and learn
+        ``size`` (how many parts complete it) if given; either may be ``None``.
+
+        A part recorded twice keeps its first value and counts once, so a step
+        run again after a crash neither counts twice nor changes what was kept.
+        The one call that finds every part recorded (``count == size``) is the
+        join's completer: it gets the parts, in index order, and so does any
+        later call under its index (``None``: the call that gave the size) until
+        :meth:`finish_join` is called, so a completer that died before it handed
+        the parts on is replaced by its own redelivery, and by no one else. The
+        join's state expires ``ttl`` seconds after its last change.
+        """
+
+    @abc.abstractmethod
+    async def finish_join(self, key: str, *, ttl: float) -> None:
+        """The completer of the join at ``key`` handed its parts on: drop them,
+        and remember for ``ttl`` seconds that the join is done, so no later call
+        completes it again."""
 
     # -- rates and slots -------------------------------------------------------------
 

@@ -13,49 +13,39 @@ that dies anywhere before the ack leaves the message to be redelivered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from aq.broker import Broker
 from aq.context import TaskContext, set_context
 from aq.errors import (
+    ConfigurationError,
     MessageDecodeError,
-    Retry,
     SerializationError,
     TaskCancelled,
-    TaskExpired,
-    TaskFailed,
     TaskTimeout,
     UnknownTask,
     WorkerCrashed,
 )
 from aq.logs import event
-from aq.message import (
-    Reply,
-    ReplyKind,
-    TaskMessage,
-    decode_task,
-    encode_reply,
-    error_payload,
-    outcome_error,
-    result_key,
-)
+from aq.message import TaskMessage, decode_task, error_payload, outcome_error
 from aq.middleware import Outcome
 from aq.task import AnyTask
 from aq.transport.base import Delivery
-from aq.unique import UNIQUE_HEADER, finish_unique
 from aq.worker.cluster import Admission, ClusterLimits, Deferral, LimitKeyFailed
 from aq.worker.crashes import CrashPolicy
 from aq.worker.handoff import OUTAGE, HandOff
 from aq.worker.limits import TaskLimits
+from aq.worker.settle import Settler
 
 __all__ = ["Executor"]
 
 log = logging.getLogger("aq.worker")
 _MAX_REASON = 2000
+#: What carrying a workflow on can fail with that is no outage: the step failed.
+_UNSENDABLE = (SerializationError, MessageDecodeError, ConfigurationError)
 
 
 class Executor:
@@ -89,10 +79,18 @@ class Executor:
         self.serializer = broker.serializer
         self.limits = limits
         self.running = running
-        self.is_cancelled = cancelled
+        self.revoked = cancelled
         self.crashes = crashes
         self.handoff = handoff
         self.cluster = cluster
+        self.settle = Settler(broker, handoff)
+
+    def is_cancelled(self, message: TaskMessage) -> bool:
+        """Whether ``message``, or the workflow it is a step of, was cancelled."""
+        if self.revoked(message.id):
+            return True
+        flow = message.workflow
+        return flow is not None and self.revoked(flow["root"])
 
     async def handle(self, delivery: Delivery) -> None:
         """Process ``delivery`` and settle it (ack, retry or dead-letter)."""
@@ -117,14 +115,16 @@ class Executor:
         if task is None:
             error = UnknownTask(message.task)
             event(log, logging.ERROR, "task.unknown", task_id=message.id, name=message.task)
-            await self._reply(message, "error", error_payload(error, with_traceback=False))
-            await self._patiently(message, delivery.dead_letter, f"unknown task: {message.task!r}")
+            await self.settle.reply(message, "error", error_payload(error, with_traceback=False))
+            await self.settle.patiently(
+                message, delivery.dead_letter, f"unknown task: {message.task!r}"
+            )
             return
         if _expired(message):
-            await self._expire(message, delivery)
+            await self.settle.expire(message, delivery)
             return
-        if self.is_cancelled(message.id):
-            await self._cancelled(
+        if self.is_cancelled(message):
+            await self.settle.cancelled(
                 message,
                 delivery,
                 outcome_error(TaskCancelled, message.id, "cancelled before it started"),
@@ -147,7 +147,7 @@ class Executor:
             return True
         deaths = delivery.delivery_count - 1
         if verdict == "isolate":
-            await self._patiently(message, delivery.isolate)
+            await self.settle.patiently(message, delivery.isolate)
             event(
                 log,
                 logging.WARNING,
@@ -159,8 +159,8 @@ class Executor:
             )
             return False
         error = outcome_error(WorkerCrashed, message.id, reason)
-        await self._reply(message, "error", error_payload(error, with_traceback=False))
-        await self._patiently(message, delivery.dead_letter, reason)
+        await self.settle.reply(message, "error", error_payload(error, with_traceback=False))
+        await self.settle.patiently(message, delivery.dead_letter, reason)
         event(
             log,
             logging.ERROR,
@@ -172,19 +172,12 @@ class Executor:
         )
         return False
 
-    async def _expire(self, message: TaskMessage, delivery: Delivery) -> None:
-        """Tell the producer, and dead-letter a message whose ``expires`` time has passed."""
-        event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
-        expired = outcome_error(TaskExpired, message.id, "expired before it ran")
-        await self._reply(message, "error", error_payload(expired, with_traceback=False))
-        await self._patiently(message, delivery.dead_letter, "expired before it ran")
-
     async def _execute(self, task: AnyTask, message: TaskMessage, delivery: Delivery) -> None:
         outcome = await self._attempt(task, message, delivery)
         if isinstance(outcome, _Settled):  # sent back to wait for its cluster-wide limits
             return
         if outcome is None:  # it expired while it waited for its turn under the task's limits
-            await self._expire(message, delivery)
+            await self.settle.expire(message, delivery)
             return
         middleware = self.broker.middleware
         if middleware:
@@ -193,12 +186,19 @@ class Executor:
         if status == "success":
             try:
                 if task.kind == "stream":
-                    await self._reply(message, "end", None, seq=outcome.value, settle=delivery)
+                    await self.settle.reply(
+                        message, "end", None, seq=outcome.value, settle=delivery
+                    )
                 else:
-                    await self._reply(message, "result", outcome.value, settle=delivery)
-            except SerializationError as exc:
+                    await self.settle.reply(message, "result", outcome.value, settle=delivery)
+            except _UNSENDABLE as exc:
                 outcome = Outcome("failure", error=exc, duration=outcome.duration)
-                await self._fail(message, delivery, outcome, "result could not be encoded")
+                what = (
+                    "result could not be encoded"
+                    if isinstance(exc, SerializationError)
+                    else "its workflow could not go on"
+                )
+                await self.settle.fail(message, delivery, outcome, what)
                 status = "failure"
             else:
                 event(
@@ -212,12 +212,12 @@ class Executor:
                 )
         elif status == "cancelled":
             assert outcome.error is not None
-            await self._cancelled(message, delivery, outcome.error)
+            await self.settle.cancelled(message, delivery, outcome.error)
         elif status == "retry":
-            await self._retry(task, message, delivery, outcome)
+            await self.settle.retry(task, message, delivery, outcome)
             return
         else:
-            await self._fail(message, delivery, outcome, "failed")
+            await self.settle.fail(message, delivery, outcome, "failed")
         if middleware:
             await self._after_hooks("on_result", message, outcome)
 
@@ -230,13 +230,13 @@ class Executor:
             admission = await self.cluster.admit(task, message)
         except LimitKeyFailed as exc:
             event(log, logging.ERROR, "task.limit_key_failed", task_id=message.id, error=exc)
-            await self._reply(message, "error", error_payload(exc, with_traceback=False))
-            await self._patiently(message, delivery.dead_letter, str(exc)[:_MAX_REASON])
+            await self.settle.reply(message, "error", error_payload(exc, with_traceback=False))
+            await self.settle.patiently(message, delivery.dead_letter, str(exc)[:_MAX_REASON])
             return None
         except OUTAGE as exc:
             admission = Deferral(1.0, f"the store could not be reached ({exc})")
         if isinstance(admission, Deferral):
-            await self._send_back(message, delivery, admission.delay)
+            await self.settle.send_back(message, delivery, admission.delay)
             event(
                 log,
                 logging.DEBUG,
@@ -248,17 +248,6 @@ class Executor:
             )
             return None
         return admission
-
-    async def _send_back(self, message: TaskMessage, delivery: Delivery, delay: float) -> None:
-        """Publish ``message`` again, due ``delay`` seconds from now; then ack ``delivery``."""
-        message.eta = time.time() + delay
-        body = self.broker.encode(message)
-        publish = self.transport.publish
-        await self._patiently(
-            message,
-            lambda: publish(message.queue, body, priority=message.priority, eta=message.eta),
-        )
-        await self._patiently(message, delivery.ack)
 
     async def _after_hooks(self, hook: str, message: TaskMessage, outcome: Outcome) -> None:
         # The attempt has happened: a failing hook is logged, never a reason to run it again.
@@ -281,7 +270,9 @@ class Executor:
         """
         limits = self.limits.get(task)
         started = time.perf_counter()
-        self._track(message.id, delivery)  # a cancel reaches it while it waits, too
+        ids = _ids(message)
+        for task_id in ids:  # a cancel reaches it while it waits, too
+            self._track(task_id, delivery)
         timeout = message.timeout or task.config.timeout
         admission: Admission | None = None
         try:
@@ -296,16 +287,16 @@ class Executor:
                 for mw in self.broker.middleware:
                     await mw.before_execute(message)
                 try:
-                    args, kwargs = task.argument_converter(message.args, message.kwargs)
+                    calls = _calls(task, message)
                 except SerializationError as exc:  # a message that does not fit: never retried
                     return Outcome("failure", error=exc, duration=time.perf_counter() - started)
                 if timeout is None:
-                    value = await self._call(task, message, args, kwargs)
+                    value = await self._run(task, message, calls)
                 else:
-                    value = await self._call_with_deadline(task, message, args, kwargs, timeout)
+                    value = await self._run_with_deadline(task, message, calls, timeout)
             return Outcome("success", value, duration=time.perf_counter() - started)
         except asyncio.CancelledError:
-            if not self.is_cancelled(message.id):
+            if not self.is_cancelled(message):
                 raise  # the worker is shutting down: the delivery goes back to the queue
             current = asyncio.current_task()
             if current is not None:
@@ -318,7 +309,8 @@ class Executor:
                 "retry" if retry else "failure", error=exc, duration=time.perf_counter() - started
             )
         finally:
-            self._untrack(message.id, delivery)
+            for task_id in ids:
+                self._untrack(task_id, delivery)
             if admission is not None:
                 await self.cluster.release(admission)
 
@@ -331,7 +323,7 @@ class Executor:
                 message.attempt,
                 message.max_attempts,
                 message.headers,
-                lambda value: self._reply(message, "progress", value),
+                lambda value: self.settle.reply(message, "progress", value),
             )
         )
 
@@ -349,22 +341,23 @@ class Executor:
             if not deliveries:
                 del self.running[task_id]
 
-    async def _call_with_deadline(
-        self,
-        task: AnyTask,
-        message: TaskMessage,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        timeout: float,
+    async def _run_with_deadline(
+        self, task: AnyTask, message: TaskMessage, calls: _Calls, timeout: float
     ) -> Any:
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                return await self._call(task, message, args, kwargs)
+                return await self._run(task, message, calls)
         except TimeoutError:
             if not deadline.expired():
                 raise  # the task's own TimeoutError: an ordinary failure
             raise outcome_error(TaskTimeout, message.id, f"ran longer than {timeout} s") from None
+
+    async def _run(self, task: AnyTask, message: TaskMessage, calls: _Calls) -> Any:
+        """Call the function: once, or once per item of a chunk (a list of results)."""
+        if isinstance(calls, tuple):
+            return await self._call(task, message, *calls)
+        return [await self._call(task, message, args, kwargs) for args, kwargs in calls]
 
     async def _call(
         self, task: AnyTask, message: TaskMessage, args: list[Any], kwargs: dict[str, Any]
@@ -376,110 +369,9 @@ class Executor:
             return await asyncio.to_thread(fn, *args, **kwargs)
         seq = 0
         async for item in fn(*args, **kwargs):
-            await self._reply(message, "item", item, seq=seq)
+            await self.settle.reply(message, "item", item, seq=seq)
             seq += 1
         return seq
-
-    async def _retry(
-        self, task: AnyTask, message: TaskMessage, delivery: Delivery, outcome: Outcome
-    ) -> None:
-        error = outcome.error
-        delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
-        if delay is None:
-            delay = task.config.backoff.delay(message.attempt)
-        message.attempt += 1
-        await self._send_back(message, delivery, delay)
-        event(
-            log,
-            logging.WARNING,
-            "task.retried",
-            task_id=message.id,
-            name=message.task,
-            attempt=message.attempt - 1,
-            delay=delay,
-            error=_describe(error),
-        )
-
-    async def _fail(
-        self, message: TaskMessage, delivery: Delivery, outcome: Outcome, what: str
-    ) -> None:
-        error = outcome.error
-        assert error is not None
-        payload = error_payload(error)
-        with contextlib.suppress(SerializationError):  # str fields: cannot fail, but be sure
-            await self._reply(message, "error", payload)
-        reason = f"{what} after {message.attempt} attempt(s): {_describe(error)}"
-        await self._patiently(message, delivery.dead_letter, reason[:_MAX_REASON])
-        event(
-            log,
-            logging.ERROR,
-            "task.failed",
-            task_id=message.id,
-            name=message.task,
-            attempt=message.attempt,
-            duration=outcome.duration,
-            error=_describe(error),
-        )
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("traceback of task %s:\n%s", message.id, payload["traceback"])
-
-    async def _cancelled(
-        self, message: TaskMessage, delivery: Delivery, error: BaseException
-    ) -> None:
-        payload = error_payload(error, with_traceback=False)
-        await self._reply(message, "error", payload, settle=delivery)
-        event(log, logging.INFO, "task.cancelled", task_id=message.id, name=message.task)
-
-    async def _reply(
-        self,
-        message: TaskMessage,
-        kind: ReplyKind,
-        payload: Any,
-        seq: int = 0,
-        settle: Delivery | None = None,
-    ) -> None:
-        """Send a reply (and keep it, if results are kept); then ack ``settle``, if given.
-
-        Raises SerializationError, before anything is sent or settled, when
-        ``payload`` cannot be encoded.
-        """
-        final = kind in _FINAL
-        keep = self.broker.result_ttl is not None and final
-        if message.reply_to is None and not keep and UNIQUE_HEADER not in message.headers:
-            if settle is not None:
-                await self._patiently(message, settle.ack)
-            return
-        reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)
-        body = encode_reply(reply, self.serializer)
-        if final and UNIQUE_HEADER in message.headers:
-            await self._patiently(message, finish_unique, self.broker, message, body)
-        if keep:
-            ttl = self.broker.result_ttl
-            assert ttl is not None
-            store, key = self.broker.require_store("result_ttl"), result_key(message.id)
-            await self._patiently(message, lambda: store.set(key, body, ttl=ttl))
-        reply_to = message.reply_to
-        if reply_to is None:
-            if settle is not None:
-                await self._patiently(message, settle.ack)
-        elif settle is None and not final:  # progress and stream items: part of the run
-            await self.transport.send_reply(reply_to, body)
-        elif settle is None:
-            await self._patiently(message, self.transport.send_reply, reply_to, body)
-        else:
-            await self._patiently(message, self.transport.reply_and_ack, settle, reply_to, body)
-
-    async def _patiently(
-        self, message: TaskMessage, step: Callable[..., Awaitable[None]], *args: Any
-    ) -> None:
-        """Run a hand-off step of ``message``, riding out a broker outage (HandOff)."""
-        try:
-            await step(*args)
-        except OUTAGE as exc:  # not on the common path: no closure until it is needed
-            await self.handoff.wait_out(message.id, message.task, lambda: step(*args), exc)
-
-
-_FINAL = frozenset(("result", "error", "end"))
 
 
 class _Settled:
@@ -494,9 +386,27 @@ def _expired(message: TaskMessage) -> bool:
     return message.expires is not None and time.time() > message.expires
 
 
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown error"
-    if isinstance(error, TaskFailed):
-        return f"{type(error).__name__}: {error.remote_message}"
-    return f"{type(error).__name__}: {error}"
+def _ids(message: TaskMessage) -> tuple[str, ...]:
+    """The ids a cancel request for ``message`` may name: its own and its workflow's."""
+    flow = message.workflow
+    return (message.id,) if flow is None else (message.id, flow["root"])
+
+
+_Calls = tuple[list[Any], dict[str, Any]] | list[tuple[list[Any], dict[str, Any]]]
+
+
+def _calls(task: AnyTask, message: TaskMessage) -> _Calls:
+    """The arguments of ``message``, converted to the function's annotations: one
+    call's, or (a chunk of a workflow: ``each``) a list of calls'.
+
+    Raises:
+        aq.SerializationError: they do not fit the function.
+    """
+    convert = task.argument_converter
+    flow = message.workflow
+    if flow is None or not flow.get("each"):
+        return convert(message.args, message.kwargs)
+    items = message.args[0] if len(message.args) == 1 else None
+    if not isinstance(items, list) or not all(isinstance(item, list) for item in items):
+        raise SerializationError("a chunk's one argument must be a list of argument lists")
+    return [convert(item, message.kwargs) for item in items]

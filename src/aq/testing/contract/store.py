@@ -120,6 +120,52 @@ class StoreContract:
         assert await store.get("value:a") is None
         assert await store.delete_if("value:a", b"mine") is False
 
+    # -- joins -----------------------------------------------------------------------
+
+    async def test_a_join_counts_each_index_once_and_keeps_its_first_part(
+        self, store: Store
+    ) -> None:
+        ttl = self.long_ttl
+        assert (await store.join("join:j", 0, b"a", size=3, ttl=ttl)).count == 1
+        again = await store.join("join:j", 0, b"other", size=3, ttl=ttl)
+        assert (again.count, again.size, again.parts) == (1, 3, None)
+        assert (await store.join("join:j", 2, b"c", size=3, ttl=ttl)).parts is None
+        last = await store.join("join:j", 1, b"b", size=3, ttl=ttl)
+        assert last.parts == [b"a", b"b", b"c"]
+
+    async def test_only_the_completer_gets_the_parts_and_again_until_finished(
+        self, store: Store
+    ) -> None:
+        ttl = self.long_ttl
+        await store.join("join:j", 0, b"a", size=2, ttl=ttl)
+        assert (await store.join("join:j", 1, b"b", size=2, ttl=ttl)).parts == [b"a", b"b"]
+        assert (await store.join("join:j", 0, b"a", size=2, ttl=ttl)).parts is None
+        redelivered = await store.join("join:j", 1, b"b", size=2, ttl=ttl)
+        assert redelivered.parts == [b"a", b"b"]  # the completer's own redelivery takes over
+        await store.finish_join("join:j", ttl=ttl)
+        assert (await store.join("join:j", 1, b"b", size=2, ttl=ttl)).parts is None
+
+    async def test_of_many_concurrent_last_parts_exactly_one_completes(self, store: Store) -> None:
+        answers = await asyncio.gather(
+            *(store.join("join:j", i, b"%d" % i, size=50, ttl=self.long_ttl) for i in range(50))
+        )
+        completers = [a for a in answers if a.parts is not None]
+        assert len(completers) == 1
+        assert completers[0].parts == [b"%d" % i for i in range(50)]
+
+    async def test_a_size_given_after_the_parts_completes_the_join(self, store: Store) -> None:
+        ttl = self.long_ttl
+        for i in range(3):
+            assert (await store.join("join:j", i, b"x", size=None, ttl=ttl)).size is None
+        done = await store.join("join:j", None, b"", size=3, ttl=ttl)
+        assert (done.count, done.size, done.parts) == (3, 3, [b"x"] * 3)
+        assert (await store.join("join:j", 2, b"x", size=None, ttl=ttl)).parts is None
+
+    async def test_a_join_expires_after_its_ttl(self, store: Store) -> None:
+        await store.join("join:j", 0, b"a", size=2, ttl=self.short_ttl)
+        await self._expire()
+        assert (await store.join("join:j", 1, b"b", size=2, ttl=self.long_ttl)).count == 1
+
     # -- rates -----------------------------------------------------------------------
 
     async def test_a_burst_goes_at_once_and_the_next_place_is_one_interval_on(

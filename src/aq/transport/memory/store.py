@@ -17,13 +17,25 @@ from typing import Any
 from aq.errors import ConfigurationError
 from aq.transport.kit import connected
 from aq.transport.memory.hub import Hub, attach, detach, hub_name
-from aq.transport.store import Lease, RateDecision, SlotTurn, Store
+from aq.transport.store import JoinState, Lease, RateDecision, SlotTurn, Store
 
 __all__ = ["MemoryStore"]
 
 _FENCE = "\0fence"
 _TOKEN = "\0token"
 _LINE = "\0line"
+
+
+class _Join:
+    """The state of one join: its parts by index, its size, its completer."""
+
+    __slots__ = ("done", "owner", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: dict[int, bytes] = {}
+        self.size: int | None = None
+        self.owner: int | None = None
+        self.done = False
 
 
 class MemoryStore(Store):
@@ -115,6 +127,33 @@ class MemoryStore(Store):
             return False
         del self.hub.values[key]
         return True
+
+    async def join(
+        self, key: str, index: int | None, part: bytes, *, size: int | None, ttl: float
+    ) -> JoinState:
+        found = self._read(key)
+        state = found if isinstance(found, _Join) else _Join()
+        if index is not None and index not in state.parts and not state.done:
+            state.parts[index] = part
+        if size is not None and state.size is None:
+            state.size = size
+        self._write(key, state, ttl)
+        count = len(state.parts)
+        if state.done or state.size is None or count < state.size:
+            return JoinState(count, state.size)
+        me = -1 if index is None else index
+        if state.owner is None:
+            state.owner = me
+        if state.owner != me:
+            return JoinState(count, state.size)
+        return JoinState(count, state.size, [state.parts[i] for i in sorted(state.parts)])
+
+    async def finish_join(self, key: str, *, ttl: float) -> None:
+        found = self._read(key)
+        state = found if isinstance(found, _Join) else _Join()
+        state.parts.clear()
+        state.done = True
+        self._write(key, state, ttl)
 
     async def reserve_rate(
         self, key: str, *, interval: float, burst: int, max_wait: float, count: int = 1

@@ -34,6 +34,8 @@ __all__ = [
     "STORE_ADD_MEMBER",
     "STORE_DELETE_IF",
     "STORE_END_LEASE",
+    "STORE_FINISH_JOIN",
+    "STORE_JOIN",
     "STORE_QUEUE_FOR_SLOT",
     "STORE_RENEW_SLOT",
     "STORE_RESERVE_RATE",
@@ -241,6 +243,39 @@ STORE_ADD_MEMBER = """
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return redis.call('SCARD', KEYS[1])
+"""
+
+#: A join: its parts (hash index -> part) at KEYS[1], its state (hash: size,
+#: owner, done) at KEYS[2]. ARGV: the index ('' for none), the part, the size
+#: ('' for none), ttl (ms). Returns {count, size or -1, 0} or, for the completer
+#: (and its index again until the join is done), {count, size, parts as
+#: HGETALL gives them}. A done join records nothing more.
+STORE_JOIN = """
+local done = redis.call('HEXISTS', KEYS[2], 'done') == 1
+if ARGV[1] ~= '' and not done then redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'size', ARGV[3]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local count = redis.call('HLEN', KEYS[1])
+local size = tonumber(redis.call('HGET', KEYS[2], 'size') or '-1')
+if done or size < 0 or count < size then return {count, size, 0} end
+local me = ARGV[1] == '' and '-1' or ARGV[1]
+local owner = redis.call('HGET', KEYS[2], 'owner')
+if not owner then
+  redis.call('HSET', KEYS[2], 'owner', me)
+  owner = me
+end
+if owner ~= me then return {count, size, 0} end
+return {count, size, redis.call('HGETALL', KEYS[1])}
+"""
+
+#: The join at KEYS[1] (parts) / KEYS[2] (state) is done: drop its parts, keep
+#: its state ARGV[1] ms more.
+STORE_FINISH_JOIN = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'done', '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
 """
 
 #: Take the lease KEYS[1] (token counter KEYS[2]) for owner ARGV[1] for ARGV[2]

@@ -17,7 +17,7 @@ from typing import Any
 
 from aq.transport.redis.connection import parse_url, retrying, translated
 from aq.transport.redis.context import RedisContext
-from aq.transport.store import Lease, RateDecision, SlotTurn, Store
+from aq.transport.store import JoinState, Lease, RateDecision, SlotTurn, Store
 
 __all__ = ["RedisStore"]
 
@@ -106,6 +106,23 @@ class RedisStore(Store):
 
     async def delete_if(self, key: str, value: bytes) -> bool:
         return bool(await self._script("STORE_DELETE_IF", [self._key(key)], [value]))
+
+    async def join(
+        self, key: str, index: int | None, part: bytes, *, size: int | None, ttl: float
+    ) -> JoinState:
+        parts_key = self._key(key)
+        keys = [parts_key, parts_key + ":state"]
+        args = ["" if index is None else index, part, "" if size is None else size, _ms(ttl)]
+        count, known, found = await self._script("STORE_JOIN", keys, args)
+        size = None if known < 0 else int(known)
+        if not found:
+            return JoinState(int(count), size)
+        pairs = sorted(zip(found[::2], found[1::2], strict=True), key=lambda kv: int(kv[0]))
+        return JoinState(int(count), size, [bytes(v) for _, v in pairs])
+
+    async def finish_join(self, key: str, *, ttl: float) -> None:
+        parts_key = self._key(key)
+        await self._script("STORE_FINISH_JOIN", [parts_key, parts_key + ":state"], [_ms(ttl)])
 
     async def reserve_rate(
         self, key: str, *, interval: float, burst: int, max_wait: float, count: int = 1

@@ -1,0 +1,219 @@
+"""Settling a delivery: replies, retries, dead letters, and carrying workflows on.
+
+The :class:`Settler` owns the last part of a message's life in a worker, once
+its outcome is known (or it cannot run): the reply to the producer (kept in
+the store too with ``result_ttl``), the retry republished with its delay, the
+dead letter with its reason, and only then the ack. A workflow step's outcome
+goes to the :class:`~aq.workflow.advance.Advancer` first, which starts what
+comes next. Every step rides out a broker outage (:class:`HandOff`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aq.broker import Broker
+from aq.errors import Retry, SerializationError, TaskExpired, TaskFailed
+from aq.logs import event
+from aq.message import (
+    Reply,
+    ReplyKind,
+    TaskMessage,
+    encode_reply,
+    error_payload,
+    outcome_error,
+    result_key,
+)
+from aq.middleware import Outcome
+from aq.task import AnyTask
+from aq.transport.base import Delivery
+from aq.unique import UNIQUE_HEADER, finish_unique
+from aq.worker.handoff import OUTAGE, HandOff
+from aq.workflow.advance import Advancer
+
+__all__ = ["Settler", "describe"]
+
+log = logging.getLogger("aq.worker")
+_MAX_REASON = 2000
+_FINAL = frozenset(("result", "error", "end"))
+
+
+class Settler:
+    """Settles deliveries for one worker; see the module docstring."""
+
+    def __init__(self, broker: Broker, handoff: HandOff) -> None:
+        self.broker = broker
+        self.transport = broker.transport
+        self.serializer = broker.serializer
+        self.handoff = handoff
+        self.advancer = Advancer(broker)
+
+    async def expire(self, message: TaskMessage, delivery: Delivery) -> None:
+        """Tell the producer, and dead-letter a message whose ``expires`` time has passed."""
+        event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
+        expired = outcome_error(TaskExpired, message.id, "expired before it ran")
+        await self.reply(message, "error", error_payload(expired, with_traceback=False))
+        await self.patiently(message, delivery.dead_letter, "expired before it ran")
+
+    async def send_back(self, message: TaskMessage, delivery: Delivery, delay: float) -> None:
+        """Publish ``message`` again, due ``delay`` seconds from now; then ack ``delivery``."""
+        message.eta = time.time() + delay
+        body = self.broker.encode(message)
+        publish = self.transport.publish
+        await self.patiently(
+            message,
+            lambda: publish(message.queue, body, priority=message.priority, eta=message.eta),
+        )
+        await self.patiently(message, delivery.ack)
+
+    async def retry(
+        self, task: AnyTask, message: TaskMessage, delivery: Delivery, outcome: Outcome
+    ) -> None:
+        error = outcome.error
+        delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
+        if delay is None:
+            delay = task.config.backoff.delay(message.attempt)
+        message.attempt += 1
+        await self.send_back(message, delivery, delay)
+        event(
+            log,
+            logging.WARNING,
+            "task.retried",
+            task_id=message.id,
+            name=message.task,
+            attempt=message.attempt - 1,
+            delay=delay,
+            error=describe(error),
+        )
+
+    async def fail(
+        self, message: TaskMessage, delivery: Delivery, outcome: Outcome, what: str
+    ) -> None:
+        error = outcome.error
+        assert error is not None
+        payload = error_payload(error)
+        with contextlib.suppress(SerializationError):  # str fields: cannot fail, but be sure
+            await self.reply(message, "error", payload)
+        reason = f"{what} after {message.attempt} attempt(s): {describe(error)}"
+        await self.patiently(message, delivery.dead_letter, reason[:_MAX_REASON])
+        event(
+            log,
+            logging.ERROR,
+            "task.failed",
+            task_id=message.id,
+            name=message.task,
+            attempt=message.attempt,
+            duration=outcome.duration,
+            error=describe(error),
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("traceback of task %s:\n%s", message.id, payload["traceback"])
+
+    async def cancelled(
+        self, message: TaskMessage, delivery: Delivery, error: BaseException
+    ) -> None:
+        payload = error_payload(error, with_traceback=False)
+        await self.reply(message, "error", payload, settle=delivery)
+        event(log, logging.INFO, "task.cancelled", task_id=message.id, name=message.task)
+
+    async def reply(
+        self,
+        message: TaskMessage,
+        kind: ReplyKind,
+        payload: Any,
+        seq: int = 0,
+        settle: Delivery | None = None,
+    ) -> None:
+        """Send a reply (and keep it, if results are kept); then ack ``settle``, if given.
+
+        Raises SerializationError, before anything is sent or settled, when
+        ``payload`` cannot be encoded.
+        """
+        final = kind in _FINAL
+        if final and message.workflow is not None:
+            await self._advance(message, kind, payload, settle)
+            return
+        keep = self.broker.result_ttl is not None and final
+        if message.reply_to is None and not keep and UNIQUE_HEADER not in message.headers:
+            if settle is not None:
+                await self.patiently(message, settle.ack)
+            return
+        reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)
+        body = encode_reply(reply, self.serializer)
+        if final and UNIQUE_HEADER in message.headers:
+            await self.patiently(message, finish_unique, self.broker, message, body)
+        if keep:
+            ttl = self.broker.result_ttl
+            assert ttl is not None
+            store, key = self.broker.require_store("result_ttl"), result_key(message.id)
+            await self.patiently(message, lambda: store.set(key, body, ttl=ttl))
+        reply_to = message.reply_to
+        if reply_to is None:
+            if settle is not None:
+                await self.patiently(message, settle.ack)
+        elif settle is None and not final:  # progress and stream items: part of the run
+            await self.transport.send_reply(reply_to, body)
+        elif settle is None:
+            await self.patiently(message, self.transport.send_reply, reply_to, body)
+        else:
+            await self.patiently(message, self.transport.reply_and_ack, settle, reply_to, body)
+
+    async def patiently(
+        self, message: TaskMessage, step: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Run a hand-off step of ``message``, riding out a broker outage (HandOff)."""
+        try:
+            await step(*args)
+        except OUTAGE as exc:  # not on the common path: no closure until it is needed
+            await self.handoff.wait_out(message.id, message.task, lambda: step(*args), exc)
+
+    async def _advance(
+        self, message: TaskMessage, kind: ReplyKind, payload: Any, settle: Delivery | None
+    ) -> None:
+        """The outcome of a workflow step: carry the workflow on (or start its error
+        callbacks), send the replies that brings for the handle, then ack ``settle``."""
+        replies: list[Reply] = []
+        advancer = self.advancer
+
+        async def advance() -> None:
+            if kind == "error":
+                replies[:] = [await advancer.failed(message, payload)]
+            else:
+                replies[:] = await advancer.succeeded(message, None if kind == "end" else payload)
+
+        await self.patiently(message, advance)
+        bodies = [encode_reply(reply, self.serializer) for reply in replies]
+        ttl = self.broker.result_ttl
+        if ttl is not None:  # the workflow's own outcome, kept under its handle's id
+            store = self.broker.require_store("result_ttl")
+            for reply, body in zip(replies, bodies, strict=True):
+                if reply.member is None:
+                    key = result_key(reply.correlation_id)
+                    await self.patiently(message, functools.partial(store.set, key, body, ttl=ttl))
+        reply_to = message.reply_to
+        if reply_to is None or not bodies:
+            if settle is not None:
+                await self.patiently(message, settle.ack)
+            return
+        send = self.transport.send_reply
+        for body in bodies[:-1]:
+            await self.patiently(message, send, reply_to, body)
+        if settle is None:
+            await self.patiently(message, send, reply_to, bodies[-1])
+        else:
+            last = bodies[-1]
+            await self.patiently(message, self.transport.reply_and_ack, settle, reply_to, last)
+
+
+def describe(error: BaseException | None) -> str:
+    """``error`` in one line, for logs and dead-letter reasons."""
+    if error is None:
+        return "unknown error"
+    if isinstance(error, TaskFailed):
+        return f"{type(error).__name__}: {error.remote_message}"
+    return f"{type(error).__name__}: {error}"

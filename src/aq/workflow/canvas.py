@@ -1,0 +1,456 @@
+"""Workflows as values: signatures, chains, groups and chords, typed.
+
+A :class:`Canvas` is a workflow not sent yet, typed by what it takes (``I``,
+the previous step's result, for a canvas inside a chain) and what it gives
+(``R``). ``task.s(...)`` makes a :class:`Signature`: its arguments are checked
+against the function when it is built; with the first parameter left out it
+takes the previous step's result there. ``task.si(...)`` ignores it.
+:func:`chain`, :func:`group` and :func:`chord` compose them; their overloads
+make a step that cannot accept the previous step's result a mypy error.
+``await canvas.kiq()`` sends it (:mod:`aq.workflow.launch`) and returns a
+handle. A canvas turns into the JSON nodes of :mod:`aq.workflow.wire` only
+when it is sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from aq.coerce import Converter
+from aq.errors import ConfigurationError, SerializationError
+from aq.handle import TaskHandle
+from aq.workflow.wire import Node
+
+if TYPE_CHECKING:
+    from aq.broker import Broker
+    from aq.task import AnyTask, SendOptions
+    from aq.workflow.handles import GroupHandle
+
+__all__ = ["Canvas", "Chain", "Chord", "Group", "Items", "Signature"]
+
+I_contra = TypeVar("I_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Canvas(Generic[I_contra, R_co]):
+    """A workflow not sent yet: takes ``I`` (inside a chain), gives ``R``."""
+
+    __slots__ = ()
+
+    @property
+    def broker(self) -> Broker:
+        raise NotImplementedError
+
+    def to_node(self, label: str, gets_input: bool, lazy: bool) -> Node:
+        """The JSON node of this canvas, checked: ``label`` names it in errors,
+        ``gets_input`` says whether a previous result is passed to it, and
+        ``lazy`` whether its groups may stay unmaterialised (they are started
+        by the producer itself, not carried inside a message)."""
+        raise NotImplementedError
+
+    def converter(self) -> Converter | None:
+        """Converts the workflow's final JSON value to its annotated type."""
+        return None
+
+    def ends_in_group(self) -> Group[Any, Any] | None:
+        """The group whose members' outcomes are this workflow's, if it ends in one."""
+        return None
+
+    async def kiq(self) -> TaskHandle[R_co]:
+        """Send the workflow; return once the broker has its first steps.
+
+        Raises:
+            aq.ConfigurationError: a step's arguments do not fit its task, or a
+                chord needs a store and the broker has none.
+            aq.SerializationError: an argument cannot be encoded, or a message is
+                over ``max_message_size``; the error names the step.
+            aq.BrokerError: the broker did not accept a message.
+        """
+        from aq.workflow.launch import launch
+
+        return await launch(self)
+
+
+def _label(parent: str, what: str) -> str:
+    return f"{parent}, {what}" if parent else what
+
+
+class Signature(Canvas[I_contra, R_co]):
+    """One task call in a workflow: ``task.s(...)`` or ``task.si(...)``.
+
+    Attributes:
+        task: the task called.
+        args: its positional arguments (after the previous result, unless immutable).
+        kwargs: its keyword arguments.
+        immutable: whether the previous step's result is ignored (``.si``).
+    """
+
+    __slots__ = ("_link", "_link_error", "_options", "args", "immutable", "kwargs", "task")
+
+    def __init__(
+        self,
+        task: AnyTask,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        immutable: bool,
+        options: SendOptions | None = None,
+        link: tuple[Canvas[Any, Any], ...] = (),
+        link_error: tuple[Canvas[Any, Any], ...] = (),
+        check: bool = True,
+    ) -> None:
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.immutable = immutable
+        self._options = options
+        self._link = link
+        self._link_error = link_error
+        if (
+            check
+            and not self._binds(gets_input=False)
+            and (immutable or not self._binds(gets_input=True))
+        ):
+            raise ConfigurationError(
+                f"{self!r} does not fit {task.name}{task.signature}: {self._bind_error(False)}"
+            )
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.task.name}.{'si' if self.immutable else 's'}({', '.join(parts)})"
+
+    @property
+    def broker(self) -> Broker:
+        return self.task.broker
+
+    def _bind_error(self, gets_input: bool) -> str:
+        try:
+            self.task.signature.bind(*((None,) if gets_input else ()), *self.args, **self.kwargs)
+        except TypeError as exc:
+            return str(exc)
+        return ""
+
+    def _binds(self, gets_input: bool) -> bool:
+        return not self._bind_error(gets_input)
+
+    def options(
+        self,
+        *,
+        link: Canvas[Any, Any] | Sequence[Canvas[Any, Any]] = (),
+        link_error: Canvas[Any, Any] | Sequence[Canvas[Any, Any]] = (),
+        **options: Any,
+    ) -> Signature[I_contra, R_co]:
+        """This call with per-call settings: those of ``task.options()`` (``delay``,
+        ``priority``, ``queue``, ``headers``, ``expires``, ``timeout``...), and
+
+        Args:
+            link: signatures started with this call's result when it succeeds.
+            link_error: signatures started with an :class:`aq.Failure` describing
+                the error when it fails for good (for a chord's body: when a
+                member of its chord fails).
+        """
+        send = self.task.options(**options)._options
+        return Signature(
+            self.task,
+            self.args,
+            self.kwargs,
+            self.immutable,
+            send,
+            self._link + _canvases(link),
+            self._link_error + _canvases(link_error),
+        )
+
+    def converter(self) -> Converter | None:
+        return self.task.return_converter
+
+    def to_node(self, label: str, gets_input: bool, lazy: bool, check: bool = True) -> Node:
+        task = self.task
+        takes = gets_input and not self.immutable
+        if check and not self._binds(takes):
+            hint = (
+                "; it is called with the previous step's result first: use .si(...) to ignore it"
+                if takes
+                else ""
+            )
+            raise ConfigurationError(
+                f"{label or 'the call'}: {self!r} does not fit "
+                f"{task.name}{task.signature}: {self._bind_error(takes)}{hint}"
+            )
+        self._check_encodable(label)
+        config, opts = task.config, self._options
+        node: Node = {
+            "task": task.name,
+            "queue": (opts.queue if opts and opts.queue else None) or config.queue,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "label": f"{label or 'the call'} ({task.name})",
+        }
+        if self.immutable:
+            node["immutable"] = True
+        if config.max_attempts != 1:
+            node["max_attempts"] = config.max_attempts
+        priority = opts.priority if opts and opts.priority is not None else config.priority
+        if priority:
+            node["priority"] = priority
+        if opts is not None:
+            _add_options(node, opts)
+        if self._link:
+            node["link"] = [c.to_node(_label(label, "link"), True, False) for c in self._link]
+        if self._link_error:
+            node["link_error"] = [
+                c.to_node(_label(label, "link_error"), True, False) for c in self._link_error
+            ]
+        return node
+
+    def _check_encodable(self, label: str) -> None:
+        dumps = self.task.broker.serializer.dumps
+        for place, value in [*enumerate(self.args), *self.kwargs.items()]:
+            try:
+                dumps(value)
+            except SerializationError as exc:
+                name = self.task.parameter_name(place) if isinstance(place, int) else place
+                raise SerializationError(
+                    f"{label or 'the call'} ({self.task.name}): argument {name!r} cannot be "
+                    f"sent: {exc}"
+                ) from exc
+
+    @property
+    def send_options(self) -> SendOptions | None:
+        """The per-call settings given with ``.options()``, if any."""
+        return self._options
+
+    def check_complete(self) -> None:
+        """Check that the arguments make a whole call, with no previous result.
+
+        Raises:
+            aq.ConfigurationError: they do not.
+        """
+        if not self._binds(False):
+            raise ConfigurationError(
+                f"{self!r} does not fit {self.task.name}{self.task.signature}: "
+                f"{self._bind_error(False)}"
+            )
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether ``kiq()`` can send it as a plain task (no callbacks)."""
+        return not self._link and not self._link_error
+
+    async def kiq(self) -> TaskHandle[R_co]:
+        if self.is_plain and self._binds(False):
+            from aq.task import _DEFAULT_OPTIONS
+
+            options = self._options or _DEFAULT_OPTIONS
+            return await self.task.send(self.args, self.kwargs, options)  # type: ignore[no-any-return]
+        return await super().kiq()
+
+
+def _add_options(node: Node, opts: SendOptions) -> None:
+    if opts.headers:
+        node["headers"] = dict(opts.headers)
+    if opts.timeout is not None:
+        node["timeout"] = opts.timeout
+    due = opts.delay if opts.delay else (opts.eta - time.time() if opts.eta else None)
+    if due is not None and due > 0:
+        node["delay"] = due
+    if opts.expires_in is not None:
+        node["expires"] = opts.expires_in
+    elif opts.expires_at is not None:
+        node["expires"] = opts.expires_at - time.time()
+
+
+def _canvases(given: Canvas[Any, Any] | Sequence[Canvas[Any, Any]]) -> tuple[Canvas[Any, Any], ...]:
+    items = (given,) if isinstance(given, Canvas) else tuple(given)
+    for item in items:
+        if not isinstance(item, Canvas):
+            raise ConfigurationError(f"link and link_error take signatures, not {item!r}")
+    return items
+
+
+class Chain(Canvas[I_contra, R_co]):
+    """Steps run one after another, each given the previous one's result."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: Sequence[Canvas[Any, Any]]) -> None:
+        if not steps:
+            raise ConfigurationError("a chain needs at least one step")
+        for step in steps:
+            if not isinstance(step, Canvas):
+                raise ConfigurationError(f"chain() takes signatures and workflows, not {step!r}")
+        self.steps = tuple(steps)
+
+    def __repr__(self) -> str:
+        return f"chain({', '.join(map(repr, self.steps))})"
+
+    @property
+    def broker(self) -> Broker:
+        return self.steps[0].broker
+
+    def to_node(self, label: str, gets_input: bool, lazy: bool) -> Node:
+        return {
+            "chain": [
+                step.to_node(
+                    _label(label, f"chain step {i + 1}"), gets_input or i > 0, lazy and i == 0
+                )
+                for i, step in enumerate(self.steps)
+            ]
+        }
+
+    def converter(self) -> Converter | None:
+        return self.steps[-1].converter()
+
+    def ends_in_group(self) -> Group[Any, Any] | None:
+        return self.steps[-1].ends_in_group()
+
+
+class Group(Canvas[I_contra, list[R_co]]):
+    """Members run at once, each given the same input; the result is the list of
+    theirs, in order."""
+
+    __slots__ = ("_members", "_source")
+
+    def __init__(
+        self,
+        members: Iterable[Canvas[Any, Any]] | None = None,
+        source: Items | None = None,
+    ) -> None:
+        self._source = source
+        self._members: tuple[Canvas[Any, Any], ...] = ()
+        if members is not None:
+            self._members = tuple(members)
+            for member in self._members:
+                if not isinstance(member, Canvas):
+                    raise ConfigurationError(
+                        f"group() takes signatures and workflows, not {member!r}"
+                    )
+
+    def __repr__(self) -> str:
+        if self._source is not None:
+            return repr(self._source)
+        return f"group({', '.join(map(repr, self._members))})"
+
+    @property
+    def broker(self) -> Broker:
+        if self._source is not None:
+            return self._source.task.broker
+        if not self._members:
+            raise ConfigurationError("an empty group has no broker to be sent through")
+        return self._members[0].broker
+
+    def members_node(self, label: str, what: str, gets_input: bool, lazy: bool) -> Any:
+        if self._source is not None:
+            items = self._source.nodes(label)
+            return items if lazy else list(items)
+        return [
+            member.to_node(_label(label, f"{what} {i + 1}"), gets_input, lazy)
+            for i, member in enumerate(self._members)
+        ]
+
+    def to_node(self, label: str, gets_input: bool, lazy: bool) -> Node:
+        return {"group": self.members_node(label, "group member", gets_input, lazy)}
+
+    def ends_in_group(self) -> Group[Any, Any] | None:
+        return self
+
+    def member_converter(self) -> Callable[[int], Converter | None]:
+        """The converter of each member's result, by index."""
+        if self._source is not None:
+            convert = self._source.converter()
+            return lambda index: convert
+        converters = [member.converter() for member in self._members]
+        return lambda index: converters[index] if index < len(converters) else None
+
+    async def kiq(self) -> GroupHandle[R_co]:
+        """Send the group; its handle gives the members' results (see
+        :class:`aq.workflow.GroupHandle`)."""
+        from aq.workflow.launch import launch
+
+        return await launch(self)  # type: ignore[return-value]
+
+
+class Chord(Canvas[I_contra, R_co]):
+    """A group, then a body given the list of its members' results."""
+
+    __slots__ = ("body", "header")
+
+    def __init__(self, header: Group[Any, Any], body: Canvas[Any, Any]) -> None:
+        if not isinstance(header, Group) or not isinstance(body, Canvas):
+            raise ConfigurationError("chord() takes a group and a signature or workflow")
+        self.header = header
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"chord({self.header!r}, {self.body!r})"
+
+    @property
+    def broker(self) -> Broker:
+        return self.body.broker
+
+    def to_node(self, label: str, gets_input: bool, lazy: bool) -> Node:
+        return {
+            "chord": self.header.members_node(label, "chord member", gets_input, lazy),
+            "body": self.body.to_node(_label(label, "chord body"), True, False),
+        }
+
+    def converter(self) -> Converter | None:
+        return self.body.converter()
+
+    def ends_in_group(self) -> Group[Any, Any] | None:
+        return self.body.ends_in_group()
+
+
+class Items:
+    """The members of ``task.map``, ``starmap`` or ``chunks``: made one by one as
+    the group is sent, so a map over a generator never holds every item."""
+
+    __slots__ = ("items", "mode", "size", "task")
+
+    def __init__(self, task: AnyTask, items: Iterable[Any], mode: str, size: int = 1) -> None:
+        if mode == "chunks" and (type(size) is not int or size < 1):
+            raise ConfigurationError(f"chunks need a whole number of items above 0, not {size!r}")
+        self.task = task
+        self.items = items
+        self.mode = mode
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"{self.task.name}.{self.mode}(...)"
+
+    def converter(self) -> Converter | None:
+        convert = self.task.return_converter
+        if self.mode != "chunks" or convert is None:
+            return convert
+        return lambda values: [None if v is None else convert(v) for v in values]
+
+    def nodes(self, label: str) -> Iterator[Node]:
+        task = self.task
+        if self.mode != "chunks":
+            for index, args in enumerate(self._calls()):
+                signature: Signature[Any, Any] = Signature(task, args, {}, True)
+                yield signature.to_node(_label(label, f"item {index + 1}"), False, False)
+            return
+        template = Signature(task, (), {}, True, check=False).to_node("", False, False, False)
+        for index, (chunk,) in enumerate(self._calls()):
+            where = _label(label, f"chunk {index + 1}")
+            for args in chunk:  # each call of the chunk must fit, and be encodable
+                Signature(task, tuple(args), {}, True).to_node(where, False, False)
+            yield {**template, "args": [chunk], "each": True, "label": f"{where} ({task.name})"}
+
+    def _calls(self) -> Iterator[tuple[Any, ...]]:
+        if self.mode == "map":
+            for item in self.items:
+                yield (item,)
+        elif self.mode == "starmap":
+            for item in self.items:
+                yield tuple(item)
+        else:
+            chunk: list[list[Any]] = []
+            for item in self.items:
+                chunk.append(list(item))
+                if len(chunk) == self.size:
+                    yield (chunk,)
+                    chunk = []
+            if chunk:
+                yield (chunk,)

@@ -1,0 +1,79 @@
+"""Sending a workflow from the producer: ``await canvas.kiq()``.
+
+The canvas becomes JSON nodes (checked: arguments that do not fit, or cannot
+be encoded, fail here naming the step), the handle is registered under a new
+root id (the workflow's correlation id, which every step replies to and
+``cancel()`` stops), and a :class:`~aq.workflow.steps.Planner` starts the
+first steps through a :class:`~aq.workflow.driver.Driver`: a group's members
+in bulk, a map's as its items come. If sending fails part way, what was sent
+is cancelled before the error is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aq.errors import AQError
+from aq.handle import TaskHandle
+from aq.message import Reply, new_id
+from aq.replies import ResultWaiter
+from aq.workflow.canvas import Canvas
+from aq.workflow.driver import Driver
+from aq.workflow.handles import GroupHandle, GroupWaiter
+from aq.workflow.steps import NO_INPUT, Outcome, Planner
+from aq.workflow.wire import Node
+
+__all__ = ["launch"]
+
+
+async def launch(canvas: Canvas[Any, Any]) -> TaskHandle[Any]:
+    """Send ``canvas``; see the module docstring and :meth:`Canvas.kiq`."""
+    broker = canvas.broker
+    node = canvas.to_node("", False, True)
+    reply_to = broker.listening_address or await broker.reply_address()
+    root = new_id()
+    name = _name(canvas)
+    final = canvas.ends_in_group()
+    waiter: ResultWaiter
+    if final is not None:
+        waiter = GroupWaiter(_final_size(node))
+        handle: TaskHandle[Any] = GroupHandle(broker, root, name, waiter, final.member_converter())
+    else:
+        waiter = ResultWaiter()
+        handle = TaskHandle(broker, root, name, waiter, canvas.converter())
+    broker.watch(root, waiter)
+
+    async def outcome(found: Outcome) -> None:  # an empty group's: known at once
+        waiter.feed(Reply(root, root, "result", found.value, member=found.member))
+
+    planner = Planner(root, reply_to, root)
+    on_size = waiter.set_size if isinstance(waiter, GroupWaiter) else None
+    driver = Driver(broker, planner, outcome, on_size)
+    task_id = root if "task" in node else None
+    try:
+        await driver.run(planner.start(node, NO_INPUT, [], root, "", task_id))
+    except BaseException:
+        if driver.published:
+            with contextlib.suppress(AQError):
+                await broker.cancel(root)
+        raise
+    return handle
+
+
+def _final_size(node: Node) -> int | None:
+    """The number of members of the group that ends the workflow ``node``, if
+    known before it is sent."""
+    while True:
+        if "chain" in node:
+            node = node["chain"][-1]
+        elif "chord" in node:
+            node = node["body"]
+        else:
+            members = node.get("group")
+            return len(members) if isinstance(members, list) else None
+
+
+def _name(canvas: Canvas[Any, Any]) -> str:
+    text = repr(canvas)
+    return text if len(text) <= 80 else text[:77] + "..."
