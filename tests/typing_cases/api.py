@@ -47,3 +47,44 @@ async def bad() -> None:
     await greet.options(priority=1).kiq(3)  # E: arg-type
     text: str = await (await add.kiq(1, 2)).result()  # E: assignment
     await double.kiq("x")  # E: arg-type
+
+
+@broker.task
+async def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@broker.task
+async def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@broker.task
+async def shout(text: str) -> str:
+    return text.upper()
+
+
+async def workflows() -> None:
+    reveal_type(add.s(1, 2))  # R: aq.workflow.canvas.Signature[Never, builtins.int]
+    reveal_type(mul.s(10))  # R: aq.workflow.canvas.Signature[builtins.int, builtins.int]
+    reveal_type(double.s())  # R: aq.workflow.canvas.Signature[builtins.int, builtins.int]
+    reveal_type(add.si(1, 2))  # R: aq.workflow.canvas.Signature[builtins.object, builtins.int]
+    flow = aq.chain(add.s(1, 2), mul.s(10), double.s())
+    reveal_type(await (await flow.kiq()).result())  # R: builtins.int
+    group = aq.group(add.s(i, i) for i in range(3))
+    reveal_type(await (await group.kiq()).result())  # R: builtins.list[builtins.int]
+    reveal_type(await (await double.map(range(3)).kiq()).result())  # R: builtins.list[builtins.int]
+    chord = aq.chord([add.s(1, 1), add.s(2, 2)], total.s())
+    reveal_type(await (await chord.kiq()).result())  # R: builtins.int
+    reveal_type(await (await aq.chain(add.s(1, 2), add.si(3, 4)).kiq()).result())  # R: builtins.int
+    handles = await add.kiq_many([add.s(1, 2), add.s(3, 4)])
+    reveal_type(handles)  # R: builtins.list[aq.handle.TaskHandle[builtins.int]]
+
+
+async def bad_workflows() -> None:
+    add.s("x", 2)  # E: call-overload
+    add.s(1, 2, 3)  # E: call-overload
+    aq.chain(add.s(1, 2), shout.s())  # E: misc
+    aq.chain(add.s(1, 2), add.s(1, 2))  # E: misc
+    aq.chord([add.s(1, 1)], shout.s())  # E: arg-type
+    shout.map([1, 2])  # E: list-item

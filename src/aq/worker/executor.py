@@ -130,6 +130,8 @@ class Executor:
                 outcome_error(TaskCancelled, message.id, "cancelled before it started"),
             )
             return
+        if message.workflow is not None and not await self._first_copy(message, delivery):
+            return
         event(
             log,
             logging.DEBUG,
@@ -139,6 +141,21 @@ class Executor:
             attempt=message.attempt,
         )
         await self._execute(task, message, delivery)
+
+    async def _first_copy(self, message: TaskMessage, delivery: Delivery) -> bool:
+        """Whether ``message`` is the copy of a workflow step to run; another copy
+        of what a join's completer sent is acked and dropped."""
+        verdict: list[bool] = []
+
+        async def ask() -> None:
+            verdict[:] = [await self.settle.advancer.admits(message)]
+
+        await self.settle.patiently(message, ask)
+        if verdict[0]:
+            return True
+        event(log, logging.INFO, "task.duplicate", task_id=message.id, name=message.task)
+        await self.settle.patiently(message, delivery.ack)
+        return False
 
     async def _survives_crashes(self, message: TaskMessage, delivery: Delivery) -> bool:
         """Apply the crash policy to a redelivered message; whether it may run here."""

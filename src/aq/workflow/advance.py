@@ -45,6 +45,22 @@ class Advancer:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
+    async def admits(self, message: TaskMessage) -> bool:
+        """Whether ``message`` may run: ``False`` for a second copy of what a join's
+        completer sent (see ``once`` in :mod:`aq.workflow.wire`), which is dropped.
+
+        Raises:
+            aq.BrokerError: the store cannot be reached.
+        """
+        once = (message.workflow or {}).get("once")
+        if once is None:
+            return True
+        store = self.broker.require_store("a chord")
+        key, mine = f"once:{message.id}", once.encode()
+        if await store.set_if_absent(key, mine, ttl=self.broker.workflow_ttl):
+            return True
+        return await store.get(key) in (mine, None)
+
     async def succeeded(self, message: TaskMessage, value: Any) -> list[Reply]:
         """Start what ``message``'s result ``value`` goes on to; the replies for
         the handle.

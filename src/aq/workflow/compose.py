@@ -56,7 +56,17 @@ def chain(
     /,
 ) -> Chain[I, R6]: ...
 @overload
-def chain(*steps: Canvas[Any, Any]) -> Chain[Any, Any]: ...
+def chain(
+    a: Canvas[Any, Any],
+    b: Canvas[Any, Any],
+    c: Canvas[Any, Any],
+    d: Canvas[Any, Any],
+    e: Canvas[Any, Any],
+    f: Canvas[Any, Any],
+    g: Canvas[Any, Any],
+    /,
+    *steps: Canvas[Any, Any],
+) -> Chain[Any, Any]: ...
 def chain(*steps: Canvas[Any, Any]) -> Chain[Any, Any]:
     """Run ``steps`` one after another; each step's result is passed as the first
     argument of the next (unless it was made with ``.si``). Chains of up to six

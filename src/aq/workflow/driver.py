@@ -6,9 +6,11 @@ is named with its step) and published a window at a time, concurrently, so a
 group of 10,000 costs Redis a few pipelined commands and RabbitMQ a few
 windows of publisher confirms, not 10,000 round trips. A join part goes to the
 store; the one call that completes a join gets every part, plans what comes
-next with them, publishes it, and only then marks the join finished, so a
-completer that dies first is replaced by its own redelivery and the body of a
-chord is sent once. Outcomes and the size of a lazily started group go to the
+next with them, publishes it as one copy (``once`` in the flow), and only then
+marks the join finished. A completer that dies first is replaced by its own
+redelivery, which sends a second copy; workers run the first copy that
+reaches them and drop the other (:meth:`aq.workflow.advance.Advancer.admits`),
+so a chord's body runs once. Outcomes and the size of a lazily started group go to the
 caller's callbacks.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aq.errors import SerializationError
-from aq.message import TaskMessage
+from aq.message import TaskMessage, new_id
 from aq.workflow.steps import GroupSize, Instruction, JoinPart, Outcome, Planner
 
 if TYPE_CHECKING:
@@ -68,9 +70,11 @@ class Driver:
         await self._run(instructions)
         await self.flush()
 
-    async def _run(self, instructions: Iterator[Instruction]) -> None:
+    async def _run(self, instructions: Iterator[Instruction], once: str | None = None) -> None:
         for instruction in instructions:
             if isinstance(instruction, TaskMessage):
+                if once is not None and instruction.workflow is not None:
+                    instruction.workflow["once"] = once
                 self._batch.append((instruction, await self._encode(instruction)))
                 if len(self._batch) >= self.window:
                     await self.flush()
@@ -107,7 +111,9 @@ class Driver:
             return
         loads = broker.serializer.loads
         values = [loads(p) for p in state.parts]
-        await self._run(self.planner.proceed(values, part.then, join))
+        # Sent as one copy: if this completer dies before finish_join, its
+        # redelivery sends another, and workers run whichever comes first.
+        await self._run(self.planner.proceed(values, part.then, join), once=new_id())
         await self.flush()
         await store.finish_join(key, ttl=ttl)
 

@@ -31,6 +31,8 @@ async def launch(canvas: Canvas[Any, Any]) -> TaskHandle[Any]:
     """Send ``canvas``; see the module docstring and :meth:`Canvas.kiq`."""
     broker = canvas.broker
     node = canvas.to_node("", False, True)
+    if _joins(node, last=True):
+        broker.require_store("a chord (or a group followed by more steps)")
     reply_to = broker.listening_address or await broker.reply_address()
     root = new_id()
     name = _name(canvas)
@@ -59,6 +61,20 @@ async def launch(canvas: Canvas[Any, Any]) -> TaskHandle[Any]:
                 await broker.cancel(root)
         raise
     return handle
+
+
+def _joins(node: Node, last: bool) -> bool:
+    """Whether the workflow ``node`` counts a group in the store: a chord, or a
+    group whose results go on to more steps (``last``: nothing comes after it)."""
+    if "task" in node:
+        return any(_joins(n, True) for n in (*node.get("link", ()), *node.get("link_error", ())))
+    if "chain" in node:
+        steps = node["chain"]
+        return any(_joins(step, last and i == len(steps) - 1) for i, step in enumerate(steps))
+    if "chord" in node or not last:
+        return True
+    members = node["group"]
+    return isinstance(members, list) and any(_joins(member, False) for member in members)
 
 
 def _final_size(node: Node) -> int | None:

@@ -14,8 +14,13 @@ could take part. Three shapes make it up:
 * the **flow** (``wf`` in a task message) holds the workflow's root id (its
   handle's id, which cancels it), the step's name for errors, its frames
   (innermost first), the callbacks of this one call (``link``,
-  ``link_error``), and ``each`` for a chunk: the message's one argument is a
-  list of argument lists, and the task runs once for each.
+  ``link_error``), ``each`` for a chunk (the message's one argument is a
+  list of argument lists, and the task runs once for each), and ``once`` for
+  what a join's completer started: the id of this copy. A completer that dies
+  after it sent what comes next, before it recorded that, is replaced by its
+  redelivery, which sends it again under the same message ids and a new copy
+  id; the first copy to reach a worker claims the message id
+  (``once:<id>`` in the store), and a worker given another copy drops it.
 
 Ids of what a step starts are derived from the step's own id
 (:func:`derive_id`), so a step run again after a crash starts what it started
@@ -55,11 +60,14 @@ class Flow:
     link: list[Node] = field(default_factory=list)
     link_error: list[Node] = field(default_factory=list)
     each: bool = False
+    once: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"root": self.root, "step": self.step, "then": self.then}
         if self.each:
             obj["each"] = True
+        if self.once is not None:
+            obj["once"] = self.once
         if self.link:
             obj["link"] = self.link
         if self.link_error:
@@ -88,10 +96,12 @@ def parse_flow(obj: dict[str, Any]) -> Flow:
         for node in nodes:
             node_kind(node)
         links.append(nodes)
-    each = obj.get("each", False)
+    each, once = obj.get("each", False), obj.get("once")
     if type(each) is not bool:
         raise MessageDecodeError("wf.each must be true or false")
-    return Flow(root, step, then, links[0], links[1], each)
+    if once is not None and (not isinstance(once, str) or not once):
+        raise MessageDecodeError("wf.once must be a non-empty string")
+    return Flow(root, step, then, links[0], links[1], each, once)
 
 
 def _check_frame(frame: object) -> None:
