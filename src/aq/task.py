@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -34,7 +34,7 @@ from aq.message import TaskMessage, new_id
 from aq.options import TaskConfig, check_priority, check_seconds
 from aq.replies import ResultWaiter
 from aq.unique import default_key, send_unique
-from aq.workflow.canvas import Group, Items, Signature
+from aq.workflow.canvas import Canvas, Group, Items, Signature, callbacks
 
 if TYPE_CHECKING:
     from aq.broker import Broker
@@ -71,6 +71,8 @@ class SendOptions:
     timeout: float | None = None
     unique_key: str | None = None
     unique_for: float | None = None
+    link: tuple[Canvas[Any, Any], ...] = ()
+    link_error: tuple[Canvas[Any, Any], ...] = ()
 
     def due(self, now: float) -> float | None:
         return now + self.delay if self.delay else self.eta
@@ -148,6 +150,8 @@ class _BaseTask(Generic[P, H]):
         timeout: float | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,
+        link: Canvas[Any, Any] | Sequence[Canvas[Any, Any]] = (),
+        link_error: Canvas[Any, Any] | Sequence[Canvas[Any, Any]] = (),
     ) -> TaskCall[P, H]:
         """Per-call settings; returns an object whose ``kiq`` sends with them.
 
@@ -166,6 +170,10 @@ class _BaseTask(Generic[P, H]):
                 (see docs/limits.md); needs ``unique_for`` here or on the task.
             unique_for: seconds the key is held at most (it frees when the task
                 ends), overriding the task's ``unique_for``.
+            link: signatures started with the result when the call succeeds
+                (docs/workflows.md).
+            link_error: signatures started with an :class:`aq.Failure` when it
+                fails for good.
 
         Raises:
             aq.ConfigurationError: an option is out of range, both delay and eta
@@ -212,7 +220,14 @@ class _BaseTask(Generic[P, H]):
             timeout=timeout,
             unique_key=unique_key,
             unique_for=unique_for,
+            link=callbacks(link),
+            link_error=callbacks(link_error),
         )
+        if (options.link or options.link_error) and (self.kind == "stream" or unique_key):
+            raise ConfigurationError(
+                "link and link_error apply to plain calls: not to async-generator tasks, "
+                "nor to unique calls"
+            )
         return TaskCall(self, options)
 
     async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> H:
@@ -232,6 +247,8 @@ class _BaseTask(Generic[P, H]):
     async def send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions) -> H:
         config = self.config
         broker = self.broker
+        if options.link or options.link_error:  # a workflow of one step, and callbacks
+            return await Signature(self, args, kwargs, False, options).kiq()  # type: ignore[return-value]
         reply_to = broker.listening_address or await broker.reply_address()
         message = self.message(args, kwargs, options, reply_to)
         task_id = message.id

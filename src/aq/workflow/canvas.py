@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from aq.coerce import Converter
 from aq.errors import ConfigurationError, SerializationError
 from aq.handle import TaskHandle
+from aq.message import new_id
 from aq.workflow.wire import Node
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Signature(Canvas[I_contra, R_co]):
         immutable: whether the previous step's result is ignored (``.si``).
     """
 
-    __slots__ = ("_link", "_link_error", "_options", "args", "immutable", "kwargs", "task")
+    __slots__ = ("_options", "args", "immutable", "kwargs", "task")
 
     def __init__(
         self,
@@ -96,8 +97,6 @@ class Signature(Canvas[I_contra, R_co]):
         kwargs: dict[str, Any],
         immutable: bool,
         options: SendOptions | None = None,
-        link: tuple[Canvas[Any, Any], ...] = (),
-        link_error: tuple[Canvas[Any, Any], ...] = (),
         check: bool = True,
     ) -> None:
         self.task = task
@@ -105,8 +104,6 @@ class Signature(Canvas[I_contra, R_co]):
         self.kwargs = kwargs
         self.immutable = immutable
         self._options = options
-        self._link = link
-        self._link_error = link_error
         if (
             check
             and not self._binds(gets_input=False)
@@ -150,16 +147,11 @@ class Signature(Canvas[I_contra, R_co]):
                 the error when it fails for good (for a chord's body: when a
                 member of its chord fails).
         """
-        send = self.task.options(**options)._options
-        return Signature(
-            self.task,
-            self.args,
-            self.kwargs,
-            self.immutable,
-            send,
-            self._link + _canvases(link),
-            self._link_error + _canvases(link_error),
-        )
+        old = self._options
+        links = (old.link if old else ()) + callbacks(link)
+        errbacks = (old.link_error if old else ()) + callbacks(link_error)
+        send = self.task.options(link=links, link_error=errbacks, **options)._options
+        return Signature(self.task, self.args, self.kwargs, self.immutable, send)
 
     def converter(self) -> Converter | None:
         return self.task.return_converter
@@ -195,11 +187,11 @@ class Signature(Canvas[I_contra, R_co]):
             node["priority"] = priority
         if opts is not None:
             _add_options(node, opts)
-        if self._link:
-            node["link"] = [c.to_node(_label(label, "link"), True, False) for c in self._link]
-        if self._link_error:
+        if opts is not None and opts.link:
+            node["link"] = [c.to_node(_label(label, "link"), True, False) for c in opts.link]
+        if opts is not None and opts.link_error:
             node["link_error"] = [
-                c.to_node(_label(label, "link_error"), True, False) for c in self._link_error
+                c.to_node(_label(label, "link_error"), True, False) for c in opts.link_error
             ]
         return node
 
@@ -235,7 +227,7 @@ class Signature(Canvas[I_contra, R_co]):
     @property
     def is_plain(self) -> bool:
         """Whether ``kiq()`` can send it as a plain task (no callbacks)."""
-        return not self._link and not self._link_error
+        return self._options is None or not (self._options.link or self._options.link_error)
 
     async def kiq(self) -> TaskHandle[R_co]:
         if self.is_plain and self._binds(False):
@@ -260,7 +252,8 @@ def _add_options(node: Node, opts: SendOptions) -> None:
         node["expires"] = opts.expires_at - time.time()
 
 
-def _canvases(given: Canvas[Any, Any] | Sequence[Canvas[Any, Any]]) -> tuple[Canvas[Any, Any], ...]:
+def callbacks(given: Canvas[Any, Any] | Sequence[Canvas[Any, Any]]) -> tuple[Canvas[Any, Any], ...]:
+    """``link`` or ``link_error`` as given (one canvas or several), checked."""
     items = (given,) if isinstance(given, Canvas) else tuple(given)
     for item in items:
         if not isinstance(item, Canvas):
@@ -364,8 +357,12 @@ class Group(Canvas[I_contra, list[R_co]]):
 
     async def kiq(self) -> GroupHandle[R_co]:
         """Send the group; its handle gives the members' results (see
-        :class:`aq.workflow.GroupHandle`)."""
+        :class:`aq.GroupHandle`). An empty group's handle has ``[]`` at once."""
+        from aq.workflow.handles import GroupHandle, GroupWaiter
         from aq.workflow.launch import launch
+
+        if self._source is None and not self._members:
+            return GroupHandle(None, new_id(), "group()", GroupWaiter(0), lambda index: None)
 
         return await launch(self)  # type: ignore[return-value]
 

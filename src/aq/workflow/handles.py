@@ -52,6 +52,7 @@ class GroupWaiter(ResultWaiter):
         self.members: dict[int, tuple[str, Any]] = {}
         self.arrivals: deque[int] = deque()
         self.first_error: int | None = None
+        self._complete()
 
     def feed(self, reply: Reply) -> None:
         index = reply.member
@@ -89,14 +90,19 @@ class GroupHandle(TaskHandle[list[R]], Generic[R]):
 
     def __init__(
         self,
-        broker: Broker,
+        broker: Broker | None,
         root: str,
         name: str,
         waiter: GroupWaiter,
         convert_member: Callable[[int], Converter | None],
     ) -> None:
-        super().__init__(broker, root, name, waiter)
+        super().__init__(broker, root, name, waiter)  # type: ignore[arg-type]  # see cancel
         self._convert_member = convert_member
+
+    async def cancel(self) -> None:
+        """Stop every member not yet finished (an empty group has none)."""
+        if self._broker is not None:
+            await super().cancel()
 
     @property
     def size(self) -> int | None:

@@ -18,7 +18,7 @@ from aq.errors import AQError
 from aq.handle import TaskHandle
 from aq.message import Reply, new_id
 from aq.replies import ResultWaiter
-from aq.workflow.canvas import Canvas
+from aq.workflow.canvas import Canvas, Signature
 from aq.workflow.driver import Driver
 from aq.workflow.handles import GroupHandle, GroupWaiter
 from aq.workflow.steps import NO_INPUT, Outcome, Planner
@@ -34,7 +34,12 @@ async def launch(canvas: Canvas[Any, Any]) -> TaskHandle[Any]:
     if _joins(node, last=True):
         broker.require_store("a chord (or a group followed by more steps)")
     reply_to = broker.listening_address or await broker.reply_address()
-    root = new_id()
+    given = (
+        canvas.send_options.task_id
+        if isinstance(canvas, Signature) and canvas.send_options
+        else None
+    )
+    root = given or new_id()
     name = _name(canvas)
     final = canvas.ends_in_group()
     waiter: ResultWaiter
