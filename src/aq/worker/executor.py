@@ -21,7 +21,6 @@ from typing import Any
 from aq.broker import Broker
 from aq.context import TaskContext, set_context
 from aq.errors import (
-    ConfigurationError,
     MessageDecodeError,
     SerializationError,
     TaskCancelled,
@@ -38,14 +37,12 @@ from aq.worker.cluster import Admission, ClusterLimits, Deferral, LimitKeyFailed
 from aq.worker.crashes import CrashPolicy
 from aq.worker.handoff import OUTAGE, HandOff
 from aq.worker.limits import TaskLimits
-from aq.worker.settle import Settler
+from aq.worker.settle import Settler, WorkflowStuck
 
 __all__ = ["Executor"]
 
 log = logging.getLogger("aq.worker")
 _MAX_REASON = 2000
-#: What carrying a workflow on can fail with that is no outage: the step failed.
-_UNSENDABLE = (SerializationError, MessageDecodeError, ConfigurationError)
 
 
 class Executor:
@@ -208,14 +205,13 @@ class Executor:
                     )
                 else:
                     await self.settle.reply(message, "result", outcome.value, settle=delivery)
-            except _UNSENDABLE as exc:
+            except SerializationError as exc:
                 outcome = Outcome("failure", error=exc, duration=outcome.duration)
-                what = (
-                    "result could not be encoded"
-                    if isinstance(exc, SerializationError)
-                    else "its workflow could not go on"
-                )
-                await self.settle.fail(message, delivery, outcome, what)
+                await self.settle.fail(message, delivery, outcome, "result could not be encoded")
+                status = "failure"
+            except WorkflowStuck as stuck:
+                outcome = Outcome("failure", error=stuck.error, duration=outcome.duration)
+                await self.settle.fail(message, delivery, outcome, "its workflow could not go on")
                 status = "failure"
             else:
                 event(

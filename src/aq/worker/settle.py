@@ -18,7 +18,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aq.broker import Broker
-from aq.errors import Retry, SerializationError, TaskExpired, TaskFailed
+from aq.errors import (
+    AQError,
+    ConfigurationError,
+    MessageDecodeError,
+    Retry,
+    SerializationError,
+    TaskExpired,
+    TaskFailed,
+)
 from aq.logs import event
 from aq.message import (
     Reply,
@@ -36,11 +44,21 @@ from aq.unique import UNIQUE_HEADER, finish_unique
 from aq.worker.handoff import OUTAGE, HandOff
 from aq.workflow.advance import Advancer
 
-__all__ = ["Settler", "describe"]
+__all__ = ["Settler", "WorkflowStuck", "describe"]
 
 log = logging.getLogger("aq.worker")
 _MAX_REASON = 2000
 _FINAL = frozenset(("result", "error", "end"))
+
+
+class WorkflowStuck(Exception):
+    """A step succeeded, but what comes next could not be started: a message that
+    cannot be encoded, malformed workflow fields, no store for a join. The step
+    fails with ``error``."""
+
+    def __init__(self, error: AQError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Settler:
@@ -183,8 +201,11 @@ class Settler:
         async def advance() -> None:
             if kind == "error":
                 replies[:] = [await advancer.failed(message, payload)]
-            else:
+                return
+            try:
                 replies[:] = await advancer.succeeded(message, None if kind == "end" else payload)
+            except (SerializationError, MessageDecodeError, ConfigurationError) as exc:
+                raise WorkflowStuck(exc) from exc
 
         await self.patiently(message, advance)
         bodies = [encode_reply(reply, self.serializer) for reply in replies]

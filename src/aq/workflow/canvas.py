@@ -14,7 +14,7 @@ when it is sent.
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -148,10 +148,17 @@ class Signature(Canvas[I_contra, R_co]):
                 member of its chord fails).
         """
         old = self._options
-        links = (old.link if old else ()) + callbacks(link)
-        errbacks = (old.link_error if old else ()) + callbacks(link_error)
-        send = self.task.options(link=links, link_error=errbacks, **options)._options
-        return Signature(self.task, self.args, self.kwargs, self.immutable, send)
+        new = self.task.options(link=link, link_error=link_error, **options)._options
+        if old is not None:  # settings given before stay unless given again; callbacks add up
+            given = {
+                f.name: getattr(new, f.name)
+                for f in dataclasses.fields(new)
+                if getattr(new, f.name) != f.default
+            }
+            given["link"] = old.link + new.link
+            given["link_error"] = old.link_error + new.link_error
+            new = dataclasses.replace(old, **given)
+        return Signature(self.task, self.args, self.kwargs, self.immutable, new)
 
     def converter(self) -> Converter | None:
         return self.task.return_converter
@@ -169,7 +176,7 @@ class Signature(Canvas[I_contra, R_co]):
                 f"{label or 'the call'}: {self!r} does not fit "
                 f"{task.name}{task.signature}: {self._bind_error(takes)}{hint}"
             )
-        self._check_encodable(label)
+        self._check_encodable(label, takes)
         config, opts = task.config, self._options
         node: Node = {
             "task": task.name,
@@ -195,9 +202,9 @@ class Signature(Canvas[I_contra, R_co]):
             ]
         return node
 
-    def _check_encodable(self, label: str) -> None:
+    def _check_encodable(self, label: str, takes: bool) -> None:
         dumps = self.task.broker.serializer.dumps
-        for place, value in [*enumerate(self.args), *self.kwargs.items()]:
+        for place, value in [*enumerate(self.args, int(takes)), *self.kwargs.items()]:
             try:
                 dumps(value)
             except SerializationError as exc:
@@ -243,13 +250,15 @@ def _add_options(node: Node, opts: SendOptions) -> None:
         node["headers"] = dict(opts.headers)
     if opts.timeout is not None:
         node["timeout"] = opts.timeout
-    due = opts.delay if opts.delay else (opts.eta - time.time() if opts.eta else None)
-    if due is not None and due > 0:
-        node["delay"] = due
+    # Relative times count from when the step starts; datetimes stay where they are.
+    if opts.delay:
+        node["delay"] = opts.delay
+    elif opts.eta is not None:
+        node["eta"] = opts.eta
     if opts.expires_in is not None:
         node["expires"] = opts.expires_in
     elif opts.expires_at is not None:
-        node["expires"] = opts.expires_at - time.time()
+        node["expires_at"] = opts.expires_at
 
 
 def callbacks(given: Canvas[Any, Any] | Sequence[Canvas[Any, Any]]) -> tuple[Canvas[Any, Any], ...]:
@@ -346,6 +355,19 @@ class Group(Canvas[I_contra, list[R_co]]):
 
     def ends_in_group(self) -> Group[Any, Any] | None:
         return self
+
+    def converter(self) -> Converter | None:
+        member = self.member_converter()
+
+        def convert(values: Any) -> Any:
+            if not isinstance(values, list):
+                return values
+            return [
+                value if value is None or (c := member(i)) is None else c(value)
+                for i, value in enumerate(values)
+            ]
+
+        return convert
 
     def member_converter(self) -> Callable[[int], Converter | None]:
         """The converter of each member's result, by index."""

@@ -160,8 +160,8 @@ class Planner:
         if value is not NO_INPUT and not node.get("immutable"):
             args.insert(0, value)
         now = time.time()
-        delay = node.get("delay")
-        expires = node.get("expires")
+        delay, eta = node.get("delay"), node.get("eta")
+        expires, expires_at = node.get("expires"), node.get("expires_at")
         flow = Flow(
             self.root,
             node.get("label") or f"{label} ({node['task']})",
@@ -179,8 +179,8 @@ class Planner:
             headers=dict(node.get("headers", {})),
             max_attempts=node.get("max_attempts", 1),
             priority=node.get("priority", 0),
-            eta=now + delay if delay else None,
-            expires=now + expires if expires is not None else None,
+            eta=now + delay if delay else eta,
+            expires=now + expires if expires is not None else expires_at,
             timeout=node.get("timeout"),
             reply_to=self.reply_to,
             correlation_id=self.correlation_id,
