@@ -152,10 +152,22 @@ def test_decode_task_rejects_a_missing_version() -> None:
         decode_task(wire(without(minimal_task(), "v")), CODEC)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None], ids=repr)
+@pytest.mark.parametrize("version", [3, 0, "1", None], ids=repr)
 def test_decode_task_rejects_an_unsupported_version(version: Any) -> None:
     with pytest.raises(aq.MessageDecodeError, match="unsupported protocol version"):
         decode_task(wire(minimal_task(v=version)), CODEC)
+
+
+def test_workflow_fields_need_version_2_and_are_checked() -> None:
+    flow = {"root": "r", "step": "chain step 1 (t)", "then": [{"chain": [{"task": "t"}]}]}
+    with pytest.raises(aq.MessageDecodeError, match="need protocol version 2"):
+        decode_task(wire(minimal_task(wf=flow)), CODEC)
+    with pytest.raises(aq.MessageDecodeError, match="task node needs string task and queue"):
+        decode_task(wire(minimal_task(v=2, wf=flow)), CODEC)
+    flow["then"] = [{"chain": [{"task": "t", "queue": "q"}]}, {"member": 3}]
+    message = decode_task(wire(minimal_task(v=2, wf=flow)), CODEC)
+    assert message.workflow == flow
+    assert message.to_dict()["v"] == 2
 
 
 def test_decode_task_rejects_a_boolean_version() -> None:

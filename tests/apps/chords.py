@@ -52,7 +52,7 @@ async def member(i: int, seconds: float) -> int:
     return i
 
 
-@broker.task(name="chords.body")
+@broker.task(name="chords.body", queue="bodies")
 async def body(results: list[int]) -> int:
     """Record this run (how many results, their sum); return the sum."""
     await _client().rpush("bodies", f"{len(results)}:{sum(results)}")

@@ -5,7 +5,9 @@ run. A second worker runs them again, and completes the chord: it sends the
 body and is killed at once (tests/apps/chords.py), before it records that the
 body went and before it acks the member that completed the chord. A third
 worker is given that member again, sends the body again, and the body runs
-once all the same: on Redis, and on RabbitMQ with a Redis store.
+once all the same: on Redis, and on RabbitMQ with a Redis store. (The body has
+a queue of its own, which only the third worker consumes: a body run by a
+worker that is then killed runs again, as any task would.)
 """
 
 from __future__ import annotations
@@ -39,14 +41,16 @@ async def url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         yield f"{broker_url('redis')}&visibility_timeout=2"
     else:
         url = broker_url("amqp")
-        await delete_amqp_namespace(url)
+        await delete_amqp_namespace(url, ("default", "bodies"))
         yield url
-        await delete_amqp_namespace(url)
+        await delete_amqp_namespace(url, ("default", "bodies"))
 
 
-async def start_worker(url: str, store_url: str, *flags: str) -> asyncio.subprocess.Process:
-    """``aq worker tests.apps.chords:broker``, itself the worker (no supervisor to
-    restart it), with the app's test flags (``AQ_TEST_...``) set."""
+async def start_worker(
+    url: str, store_url: str, *flags: str, queues: str = "default"
+) -> asyncio.subprocess.Process:
+    """``aq worker tests.apps.chords:broker`` on ``queues``, itself the worker (no
+    supervisor to restart it), with the app's test flags (``AQ_TEST_...``) set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AQ_")}
     env |= {
         "AQ_BROKER_URL": url,
@@ -61,6 +65,8 @@ async def start_worker(url: str, store_url: str, *flags: str) -> asyncio.subproc
         "worker",
         "tests.apps.chords:broker",
         "--no-supervise",
+        "--queues",
+        queues,
         "--concurrency",
         str(MEMBERS),
         "--log-level",
@@ -79,7 +85,7 @@ async def test_a_chord_body_runs_once_when_its_workers_are_killed(url: str) -> N
     async def member(i: int, seconds: float) -> int:
         raise NotImplementedError("runs in the worker")
 
-    @producer.task(name="chords.body")
+    @producer.task(name="chords.body", queue="bodies")
     async def body(results: list[int]) -> int:
         raise NotImplementedError("runs in the worker")
 
@@ -96,9 +102,10 @@ async def test_a_chord_body_runs_once_when_its_workers_are_killed(url: str) -> N
             workers.append(await start_worker(url, store_url, "AQ_TEST_DIE_IN_FINISH_JOIN"))
             assert await workers[1].wait() == -signal.SIGKILL
             assert await record.get("died") == b"1"  # it died completing the chord
-            workers.append(await start_worker(url, store_url))
+            workers.append(await start_worker(url, store_url, queues="default,bodies"))
             assert await handle.result(timeout=60) == sum(range(MEMBERS))
-            await drained(producer)  # the body's second copy was taken, and dropped
+            await drained(producer, "default")
+            await drained(producer, "bodies")  # the body's second copy was taken, and dropped
         runs = await record.lrange("bodies", 0, -1)
         assert runs == [f"{MEMBERS}:{sum(range(MEMBERS))}".encode()]
     finally:
@@ -109,12 +116,12 @@ async def test_a_chord_body_runs_once_when_its_workers_are_killed(url: str) -> N
                 await worker.wait()
 
 
-async def drained(broker: aq.Broker) -> None:
-    """Return once the default queue holds no message, queued or taken (across
-    processes there is no event to await: this asks the broker every 50 ms)."""
+async def drained(broker: aq.Broker, queue: str) -> None:
+    """Return once ``queue`` holds no message, queued or taken (across processes
+    there is no event to await: this asks the broker every 50 ms)."""
     async with asyncio.timeout(30):
         while True:
-            stats = await broker.admin.stats("default")
+            stats = await broker.admin.stats(queue)
             if not (stats.ready or stats.delayed or stats.unacked or stats.isolated):
                 return
             await asyncio.sleep(0.05)
