@@ -153,15 +153,19 @@ class Settler:
         ``payload`` cannot be encoded.
         """
         final = kind in _FINAL
+        member = None
         if final and message.workflow is not None:
-            await self._advance(message, kind, payload, settle)
-            return
+            member = _member_only(message.workflow) if kind == "result" else None
+            if member is None:
+                await self._advance(message, kind, payload, settle)
+                return
+            # A group member whose result goes straight to the handle: a plain reply.
         keep = self.broker.result_ttl is not None and final
         if message.reply_to is None and not keep and UNIQUE_HEADER not in message.headers:
             if settle is not None:
                 await self.patiently(message, settle.ack)
             return
-        reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq)
+        reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq, member)
         body = encode_reply(reply, self.serializer)
         if final and UNIQUE_HEADER in message.headers:
             await self.patiently(message, finish_unique, self.broker, message, body)
@@ -229,6 +233,16 @@ class Settler:
         else:
             last = bodies[-1]
             await self.patiently(message, self.transport.reply_and_ack, settle, reply_to, last)
+
+
+def _member_only(workflow: dict[str, Any]) -> int | None:
+    """The member index, if all a workflow step's result does is report to the
+    handle as that member of its group (no callbacks, nothing after it)."""
+    then = workflow["then"]
+    if len(then) != 1 or "link" in workflow:
+        return None
+    member: int | None = then[0].get("member")
+    return member
 
 
 def describe(error: BaseException | None) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from aq.message import Reply, TaskMessage
 from aq.workflow.driver import Driver
 from aq.workflow.steps import Instruction, Outcome, Planner
-from aq.workflow.wire import Flow, Node, parse_flow
+from aq.workflow.wire import Flow, Node, flow_of
 
 if TYPE_CHECKING:
     from aq.broker import Broker
@@ -67,11 +67,11 @@ class Advancer:
 
         Raises:
             aq.SerializationError: the result or a message cannot be encoded.
-            aq.MessageDecodeError: the workflow fields are malformed.
+            aq.MessageDecodeError: a node in the workflow fields is malformed.
             aq.ConfigurationError: a join needs a store and there is none.
             aq.BrokerError: the broker or store cannot be reached.
         """
-        flow = parse_flow(message.workflow or {})
+        flow = flow_of(message.workflow or {})
         planner = Planner(flow.root, message.reply_to, message.correlation_id)
         replies: list[Reply] = []
 
@@ -89,10 +89,10 @@ class Advancer:
         with the error ``payload``; the error reply for the handle, naming the step.
 
         Raises:
-            aq.MessageDecodeError: the workflow fields are malformed.
+            aq.MessageDecodeError: a node in the workflow fields is malformed.
             aq.BrokerError: the broker or store cannot be reached.
         """
-        flow = parse_flow(message.workflow or {})
+        flow = flow_of(message.workflow or {})
         payload = {**payload, "step": flow.step, "task_id": message.id}
         failure = Failure(
             task_id=message.id,

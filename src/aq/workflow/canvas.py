@@ -88,7 +88,7 @@ class Signature(Canvas[I_contra, R_co]):
         immutable: whether the previous step's result is ignored (``.si``).
     """
 
-    __slots__ = ("_options", "args", "immutable", "kwargs", "task")
+    __slots__ = ("_fits", "_options", "args", "immutable", "kwargs", "task")
 
     def __init__(
         self,
@@ -104,6 +104,7 @@ class Signature(Canvas[I_contra, R_co]):
         self.kwargs = kwargs
         self.immutable = immutable
         self._options = options
+        self._fits: dict[bool, str] = {}
         if (
             check
             and not self._binds(gets_input=False)
@@ -122,11 +123,19 @@ class Signature(Canvas[I_contra, R_co]):
         return self.task.broker
 
     def _bind_error(self, gets_input: bool) -> str:
-        try:
-            self.task.signature.bind(*((None,) if gets_input else ()), *self.args, **self.kwargs)
-        except TypeError as exc:
-            return str(exc)
-        return ""
+        """Why the arguments (after a previous result, if ``gets_input``) do not
+        fit the function; ``""`` if they do. Worked out once for each way."""
+        error = self._fits.get(gets_input)
+        if error is None:
+            try:
+                self.task.signature.bind(
+                    *((None,) if gets_input else ()), *self.args, **self.kwargs
+                )
+                error = ""
+            except TypeError as exc:
+                error = str(exc)
+            self._fits[gets_input] = error
+        return error
 
     def _binds(self, gets_input: bool) -> bool:
         return not self._bind_error(gets_input)

@@ -36,7 +36,7 @@ from typing import Any
 
 from aq.errors import MessageDecodeError
 
-__all__ = ["Flow", "Frame", "Node", "derive_id", "node_kind", "parse_flow"]
+__all__ = ["Flow", "Frame", "Node", "derive_id", "flow_of", "node_kind", "parse_flow"]
 
 Node = dict[str, Any]
 Frame = dict[str, Any]
@@ -102,6 +102,20 @@ def parse_flow(obj: dict[str, Any]) -> Flow:
     if once is not None and (not isinstance(once, str) or not once):
         raise MessageDecodeError("wf.once must be a non-empty string")
     return Flow(root, step, then, links[0], links[1], each, once)
+
+
+def flow_of(obj: dict[str, Any]) -> Flow:
+    """The flow of a ``wf`` field that :func:`parse_flow` checked already (every
+    decoded message's was), without checking it again."""
+    return Flow(
+        obj["root"],
+        obj["step"],
+        obj.get("then", []),
+        obj.get("link", []),
+        obj.get("link_error", []),
+        obj.get("each", False),
+        obj.get("once"),
+    )
 
 
 def _check_frame(frame: object) -> None:
