@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aq
+from benchmarks.suite import prepare_rabbitmq
 from benchmarks.systems import URLS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    prepare_rabbitmq()
     results = asyncio.run(main_async(args.n, args.rounds))
     print(f"workflows of {args.n} no-op members, tasks/s (median of {args.rounds} rounds):")
     for broker, f in results["brokers"].items():

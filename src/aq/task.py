@@ -310,7 +310,43 @@ class TaskCall(Generic[P, H]):
         return await self._task.send(args, kwargs, self._options)
 
 
-class Task(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
+class _ValueTask(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
+    """What tasks with a return value share: handles typed ``R``, and the ways to
+    make them steps of workflows that do not depend on how the function is called
+    (``s`` and ``map`` do, and are typed in each subclass)."""
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[object, R]:
+        """An immutable signature: this call in a workflow, ignoring the previous
+        step's result (see :meth:`s`)."""
+        return Signature(self, args, kwargs, True)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> Group[object, R]:
+        """A group calling this task once per item, the item's values as its
+        arguments; items are read as the group is sent (not type-checked)."""
+        return Group(source=Items(self, items, "starmap"))
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Group[object, list[R]]:
+        """A group of messages each calling this task for ``n`` items in turn (the
+        item's values as its arguments); its result is one list per chunk."""
+        return Group(source=Items(self, items, "chunks", n))
+
+    async def kiq_many(self, calls: Iterable[Signature[Any, R]]) -> list[TaskHandle[R]]:
+        """Send many calls (``[task.s(...), ...]``) in bulk; their handles, in order.
+
+        Raises:
+            aq.ConfigurationError: a call is not a complete call of this task.
+            aq.SerializationError: an argument cannot be encoded; nothing was sent.
+            aq.BrokerError: the broker did not accept a message.
+        """
+        from aq.workflow.bulk import send_many
+
+        return await send_many(self, calls)
+
+    def _handle(self, task_id: str, waiter: ResultWaiter) -> TaskHandle[R]:
+        return TaskHandle(self.broker, task_id, self.name, waiter, self.return_converter)
+
+
+class Task(_ValueTask[P, R], Generic[P, R]):
     """A coroutine-function task. Calling it runs the function in-process."""
 
     kind: TaskKind = "async"
@@ -351,38 +387,8 @@ class Task(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
         as the group is sent, so a generator of 100,000 is never all in memory."""
         return Group(source=Items(self, items, "map"))  # type: ignore[arg-type]
 
-    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[object, R]:
-        """An immutable signature: this call in a workflow, ignoring the previous
-        step's result (see :meth:`s`)."""
-        return Signature(self, args, kwargs, True)
 
-    def starmap(self, items: Iterable[Iterable[Any]]) -> Group[object, R]:
-        """A group calling this task once per item, the item's values as its
-        arguments; items are read as the group is sent (not type-checked)."""
-        return Group(source=Items(self, items, "starmap"))
-
-    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Group[object, list[R]]:
-        """A group of messages each calling this task for ``n`` items in turn (the
-        item's values as its arguments); its result is one list per chunk."""
-        return Group(source=Items(self, items, "chunks", n))
-
-    async def kiq_many(self, calls: Iterable[Signature[Any, R]]) -> list[TaskHandle[R]]:
-        """Send many calls (``[task.s(...), ...]``) in bulk; their handles, in order.
-
-        Raises:
-            aq.ConfigurationError: a call is not a complete call of this task.
-            aq.SerializationError: an argument cannot be encoded; nothing was sent.
-            aq.BrokerError: the broker did not accept a message.
-        """
-        from aq.workflow.bulk import send_many
-
-        return await send_many(self, calls)
-
-    def _handle(self, task_id: str, waiter: ResultWaiter) -> TaskHandle[R]:
-        return TaskHandle(self.broker, task_id, self.name, waiter, self.return_converter)
-
-
-class SyncTask(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
+class SyncTask(_ValueTask[P, R], Generic[P, R]):
     """A plain-function task; workers run it in a thread pool."""
 
     kind: TaskKind = "sync"
@@ -403,53 +409,12 @@ class SyncTask(_BaseTask[P, TaskHandle[R]], Generic[P, R]):
     @overload
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[Never, R]: ...
     def s(self, *args: Any, **kwargs: Any) -> Signature[Any, Any]:
-        """A signature: this call as a step of a workflow (docs/workflows.md).
-
-        Leave out the first argument and the step takes the previous step's
-        result there (``mul.s(10)`` in a chain calls ``mul(previous, 10)``); give
-        every argument and it is a whole call, for a chain's first step or a
-        group. Typed: mypy checks the arguments, and a chain whose step cannot
-        take the previous result.
-
-        Raises:
-            aq.ConfigurationError: the arguments fit the function neither way.
-        """
+        """A signature: this call as a step of a workflow; see :meth:`Task.s`."""
         return Signature(self, args, kwargs, False)
 
     def map(self: Callable[[T], R2], items: Iterable[T]) -> Group[object, R2]:
-        """A group calling this one-argument task once per item; items are read
-        as the group is sent, so a generator of 100,000 is never all in memory."""
+        """A group calling this one-argument task once per item; see :meth:`Task.map`."""
         return Group(source=Items(self, items, "map"))  # type: ignore[arg-type]
-
-    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[object, R]:
-        """An immutable signature: this call in a workflow, ignoring the previous
-        step's result (see :meth:`s`)."""
-        return Signature(self, args, kwargs, True)
-
-    def starmap(self, items: Iterable[Iterable[Any]]) -> Group[object, R]:
-        """A group calling this task once per item, the item's values as its
-        arguments; items are read as the group is sent (not type-checked)."""
-        return Group(source=Items(self, items, "starmap"))
-
-    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Group[object, list[R]]:
-        """A group of messages each calling this task for ``n`` items in turn (the
-        item's values as its arguments); its result is one list per chunk."""
-        return Group(source=Items(self, items, "chunks", n))
-
-    async def kiq_many(self, calls: Iterable[Signature[Any, R]]) -> list[TaskHandle[R]]:
-        """Send many calls (``[task.s(...), ...]``) in bulk; their handles, in order.
-
-        Raises:
-            aq.ConfigurationError: a call is not a complete call of this task.
-            aq.SerializationError: an argument cannot be encoded; nothing was sent.
-            aq.BrokerError: the broker did not accept a message.
-        """
-        from aq.workflow.bulk import send_many
-
-        return await send_many(self, calls)
-
-    def _handle(self, task_id: str, waiter: ResultWaiter) -> TaskHandle[R]:
-        return TaskHandle(self.broker, task_id, self.name, waiter, self.return_converter)
 
 
 class StreamTask(_BaseTask[P, StreamHandle[Y]], Generic[P, Y]):
