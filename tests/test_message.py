@@ -160,8 +160,10 @@ def test_decode_task_rejects_an_unsupported_version(version: Any) -> None:
 
 def test_workflow_fields_need_version_2_and_are_checked() -> None:
     flow = {"root": "r", "step": "chain step 1 (t)", "then": [{"chain": [{"task": "t"}]}]}
-    with pytest.raises(aq.MessageDecodeError, match="need protocol version 2"):
+    with pytest.raises(aq.MessageDecodeError, match="come with protocol version 2"):
         decode_task(wire(minimal_task(wf=flow)), CODEC)
+    with pytest.raises(aq.MessageDecodeError, match="come with protocol version 2"):
+        decode_task(wire(minimal_task(v=2)), CODEC)
     with pytest.raises(aq.MessageDecodeError, match="task node needs string task and queue"):
         decode_task(wire(minimal_task(v=2, wf=flow)), CODEC)
     flow["then"] = [{"chain": [{"task": "t", "queue": "q"}]}, {"member": 3}]

@@ -258,11 +258,11 @@ def decode_task(data: bytes, serializer: Serializer) -> TaskMessage:
     """Decode and validate a task message; raises :class:`MessageDecodeError`."""
     obj = _object(data, serializer, _TASK_VERSIONS)
     message = TaskMessage(*_fields(obj, _TASK_FIELDS))
+    if (message.workflow is not None) != (obj["v"] == WORKFLOW_VERSION):
+        raise MessageDecodeError(
+            f"workflow fields (wf) come with protocol version {WORKFLOW_VERSION}, and only they"
+        )
     if message.workflow is not None:
-        if obj["v"] != WORKFLOW_VERSION:
-            raise MessageDecodeError(
-                f"workflow fields (wf) need protocol version {WORKFLOW_VERSION}"
-            )
         parse_flow(message.workflow)
     if not message.id or not message.task or not message.queue:
         raise MessageDecodeError("id, task and queue must not be empty")

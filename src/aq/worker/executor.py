@@ -120,14 +120,14 @@ class Executor:
         if _expired(message):
             await self.settle.expire(message, delivery)
             return
+        if message.workflow is not None and not await self._first_copy(message, delivery):
+            return
         if self.is_cancelled(message):
             await self.settle.cancelled(
                 message,
                 delivery,
                 outcome_error(TaskCancelled, message.id, "cancelled before it started"),
             )
-            return
-        if message.workflow is not None and not await self._first_copy(message, delivery):
             return
         event(
             log,

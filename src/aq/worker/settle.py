@@ -11,7 +11,6 @@ comes next. Every step rides out a broker outage (:class:`HandOff`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -201,26 +200,28 @@ class Settler:
         callbacks), send the replies that brings for the handle, then ack ``settle``."""
         replies: list[Reply] = []
         advancer = self.advancer
+        reply_to = message.reply_to
+
+        async def send_now(reply: Reply) -> None:  # what a completed join brings
+            body = encode_reply(reply, self.serializer)
+            await self._keep(reply, body)
+            if reply_to is not None:
+                await self.transport.send_reply(reply_to, body)
 
         async def advance() -> None:
             if kind == "error":
                 replies[:] = [await advancer.failed(message, payload)]
                 return
             try:
-                replies[:] = await advancer.succeeded(message, None if kind == "end" else payload)
+                value = None if kind == "end" else payload
+                replies[:] = await advancer.succeeded(message, value, send_now)
             except (SerializationError, MessageDecodeError, ConfigurationError) as exc:
                 raise WorkflowStuck(exc) from exc
 
         await self.patiently(message, advance)
         bodies = [encode_reply(reply, self.serializer) for reply in replies]
-        ttl = self.broker.result_ttl
-        if ttl is not None:  # the workflow's own outcome, kept under its handle's id
-            store = self.broker.require_store("result_ttl")
-            for reply, body in zip(replies, bodies, strict=True):
-                if reply.member is None:
-                    key = result_key(reply.correlation_id)
-                    await self.patiently(message, functools.partial(store.set, key, body, ttl=ttl))
-        reply_to = message.reply_to
+        for reply, body in zip(replies, bodies, strict=True):
+            await self.patiently(message, self._keep, reply, body)
         if reply_to is None or not bodies:
             if settle is not None:
                 await self.patiently(message, settle.ack)
@@ -234,11 +235,18 @@ class Settler:
             last = bodies[-1]
             await self.patiently(message, self.transport.reply_and_ack, settle, reply_to, last)
 
+    async def _keep(self, reply: Reply, body: bytes) -> None:
+        """With ``result_ttl``, keep a workflow's own outcome under its handle's id."""
+        ttl = self.broker.result_ttl
+        if ttl is not None and reply.member is None:
+            store = self.broker.require_store("result_ttl")
+            await store.set(result_key(reply.correlation_id), body, ttl=ttl)
+
 
 def _member_only(workflow: dict[str, Any]) -> int | None:
     """The member index, if all a workflow step's result does is report to the
     handle as that member of its group (no callbacks, nothing after it)."""
-    then = workflow["then"]
+    then: list[dict[str, Any]] = workflow.get("then") or []
     if len(then) != 1 or "link" in workflow:
         return None
     member: int | None = then[0].get("member")

@@ -14,9 +14,12 @@ never completes its join, and its state expires.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from aq.errors import AQError, BrokerUnavailable, ConnectionLost, MessageDecodeError
+from aq.logs import event
 from aq.message import Reply, TaskMessage
 from aq.workflow.driver import Driver
 from aq.workflow.steps import Instruction, Outcome, Planner
@@ -26,6 +29,12 @@ if TYPE_CHECKING:
     from aq.broker import Broker
 
 __all__ = ["Advancer", "Failure"]
+
+log = logging.getLogger("aq.worker")
+OUTAGE = (BrokerUnavailable, ConnectionLost)
+#: What a link_error callback is given of the error, at most (characters).
+_MAX_MESSAGE = 2000
+_MAX_TRACEBACK = 8000
 
 
 class Failure(TypedDict):
@@ -61,9 +70,16 @@ class Advancer:
             return True
         return await store.get(key) in (mine, None)
 
-    async def succeeded(self, message: TaskMessage, value: Any) -> list[Reply]:
-        """Start what ``message``'s result ``value`` goes on to; the replies for
-        the handle.
+    async def succeeded(
+        self, message: TaskMessage, value: Any, send: Callable[[Reply], Awaitable[None]]
+    ) -> list[Reply]:
+        """Start what ``message``'s result ``value`` goes on to, then its ``link``
+        callbacks; the replies for the handle, to send with the ack. A reply that
+        a completed join brings is handed to ``send`` at once instead: it must
+        reach the handle before the join is marked done.
+
+        Everything is encoded before anything is sent, so a step whose next
+        message cannot be sent fails without having started its callbacks.
 
         Raises:
             aq.SerializationError: the result or a message cannot be encoded.
@@ -75,42 +91,70 @@ class Advancer:
         planner = Planner(flow.root, message.reply_to, message.correlation_id)
         replies: list[Reply] = []
 
-        async def outcome(found: Outcome) -> None:
-            replies.append(self._reply(message, "result", found.value, found.member))
+        async def outcome(found: Outcome, durable: bool) -> None:
+            reply = self._reply(message, "result", found.value, found.member)
+            if durable:
+                await send(reply)
+            else:
+                replies.append(reply)
 
+        links = self._callbacks(flow, value)
         if flow.link:
-            await self._callbacks(flow, flow.link, value, message.id, "link")
-        driver = Driver(self.broker, planner, outcome)
-        await driver.run(planner.proceed(value, flow.then, message.id))
+            await links.stage(_starts(links.planner, flow.link, value, message.id, "link"))
+        try:
+            await Driver(self.broker, planner, outcome).run(
+                planner.proceed(value, flow.then, message.id)
+            )
+        except AQError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:  # a node the checks let through
+            raise MessageDecodeError(f"malformed workflow fields: {exc!r}") from exc
+        await links.flush()
         return replies
 
     async def failed(self, message: TaskMessage, payload: dict[str, Any]) -> Reply:
         """Start the ``link_error`` callbacks of ``message``, which failed for good
         with the error ``payload``; the error reply for the handle, naming the step.
+        Callbacks that cannot be started are logged: the reply goes all the same.
 
         Raises:
-            aq.MessageDecodeError: a node in the workflow fields is malformed.
             aq.BrokerError: the broker or store cannot be reached.
         """
         flow = flow_of(message.workflow or {})
         payload = {**payload, "step": flow.step, "task_id": message.id}
+        member = next((f.get("member") for f in flow.then if "member" in f), None)
+        reply = self._reply(message, "error", payload, member)
         failure = Failure(
             task_id=message.id,
             task=message.task,
             step=flow.step,
             type=str(payload.get("type", "")),
-            message=str(payload.get("message", "")),
-            traceback=str(payload.get("traceback", "")),
+            message=_clip(str(payload.get("message", "")), _MAX_MESSAGE),
+            traceback=_clip(str(payload.get("traceback", "")), _MAX_TRACEBACK),
         )
-        errbacks = list(flow.link_error) + await self._chord_errbacks(flow)
-        if errbacks:
-            await self._callbacks(flow, errbacks, failure, message.id, "link_error")
-        member = next((f["member"] for f in flow.then if "member" in f), None)
-        return self._reply(message, "error", payload, member)
+        try:
+            errbacks = list(flow.link_error) + await self._chord_errbacks(message, flow)
+            if errbacks:
+                driver = self._callbacks(flow, failure)
+                await driver.run(_starts(driver.planner, errbacks, failure, message.id, "error"))
+        except OUTAGE:
+            raise
+        except Exception as exc:  # a callback that cannot be sent must not lose the reply
+            event(
+                log,
+                logging.ERROR,
+                "workflow.errback_failed",
+                task_id=message.id,
+                step=flow.step,
+                error=exc,
+            )
+        return reply
 
-    async def _chord_errbacks(self, flow: Flow) -> list[Node]:
+    async def _chord_errbacks(self, message: TaskMessage, flow: Flow) -> list[Node]:
         """The ``link_error`` callbacks of the bodies of the chords this step is a
-        member of, for the first of their members to fail."""
+        member of, for the first of their members to fail (which claims them under
+        its own id, so its own redelivery, or a retry after an outage, still
+        starts them)."""
         found: list[Node] = []
         then = flow.then
         for i, frame in enumerate(then[:-1]):
@@ -121,30 +165,34 @@ class Advancer:
             if not isinstance(body, dict) or not body.get("link_error"):
                 continue
             store = self.broker.require_store("a chord")
-            first = await store.set_if_absent(
-                f"join-failed:{frame['join']}", b"1", ttl=self.broker.workflow_ttl
-            )
-            if first:
+            key, mine = f"join-failed:{frame['join']}", message.id.encode()
+            if await store.set_if_absent(key, mine, ttl=self.broker.workflow_ttl) or (
+                await store.get(key) == mine
+            ):
                 found.extend(body["link_error"])
         return found
 
-    async def _callbacks(
-        self, flow: Flow, nodes: list[Node], value: Any, parent: str, what: str
-    ) -> None:
-        """Start each callback with ``value``; their outcomes go to no handle
-        (they share the workflow's root, so cancelling it stops them too)."""
-        planner = Planner(flow.root, None, None)
-
-        def starts() -> Iterator[Instruction]:
-            for index, node in enumerate(nodes):
-                yield from planner.start(node, value, [], parent, f"{what} {index + 1}")
-
-        await Driver(self.broker, planner, _ignore).run(starts())
+    def _callbacks(self, flow: Flow, value: Any) -> Driver:
+        """A driver for callbacks: their outcomes go to no handle (they share the
+        workflow's root, so cancelling it stops them too)."""
+        return Driver(self.broker, Planner(flow.root, None, None), _ignore)
 
     @staticmethod
     def _reply(message: TaskMessage, kind: Any, payload: Any, member: int | None) -> Reply:
         return Reply(message.correlation_id or message.id, message.id, kind, payload, 0, member)
 
 
-async def _ignore(found: Outcome) -> None:
+async def _ignore(found: Outcome, durable: bool) -> None:
     """Callbacks report to no one."""
+
+
+def _starts(
+    planner: Planner, nodes: list[Node], value: Any, parent: str, what: str
+) -> Iterator[Instruction]:
+    """Start each callback of ``nodes`` with ``value``."""
+    for index, node in enumerate(nodes):
+        yield from planner.start(node, value, [], parent, f"{what} {index + 1}")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + " ... (cut short)"

@@ -50,7 +50,8 @@ async def send_many(task: AnyTask, calls: Iterable[Signature[Any, Any]]) -> list
             )
         call.check_complete()
         options = call.send_options or _DEFAULT_OPTIONS
-        if options.unique_for or task.config.unique_for:
+        if options.unique_for or task.config.unique_for:  # sent one by one, after the rest
+            broker.encode(task.message(call.args, call.kwargs, options, reply_to), task)
             unique.append((len(handles), call))
             handles.append(None)  # type: ignore[arg-type]  # filled in below
             continue

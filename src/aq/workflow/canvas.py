@@ -74,6 +74,16 @@ class Canvas(Generic[I_contra, R_co]):
         return await launch(self)
 
 
+def _broker_of(canvases: Iterable[Canvas[Any, Any]]) -> Broker:
+    """The broker of the first of ``canvases`` that has one (an empty group has none)."""
+    for canvas in canvases:
+        try:
+            return canvas.broker
+        except ConfigurationError:
+            continue
+    raise ConfigurationError("a workflow of empty groups only has no broker to be sent through")
+
+
 def _label(parent: str, what: str) -> str:
     return f"{parent}, {what}" if parent else what
 
@@ -105,6 +115,11 @@ class Signature(Canvas[I_contra, R_co]):
         self.immutable = immutable
         self._options = options
         self._fits: dict[bool, str] = {}
+        if task.kind == "stream":
+            raise ConfigurationError(
+                f"{task.name} is an async-generator task: its items stream to one handle, "
+                "so it cannot be a step of a workflow"
+            )
         if (
             check
             and not self._binds(gets_input=False)
@@ -187,6 +202,16 @@ class Signature(Canvas[I_contra, R_co]):
             )
         self._check_encodable(label, takes)
         config, opts = task.config, self._options
+        if config.unique_for is not None or (opts and (opts.unique_key or opts.unique_for)):
+            raise ConfigurationError(
+                f"{label or 'the call'}: {task.name} is a unique task (unique_for), and a "
+                "workflow step cannot join another caller's run: send it on its own"
+            )
+        if label and opts is not None and opts.task_id is not None:
+            raise ConfigurationError(
+                f"{label}: task_id applies to a call sent alone, or to a whole workflow's "
+                "first call, not to a step inside it"
+            )
         node: Node = {
             "task": task.name,
             "queue": (opts.queue if opts and opts.queue else None) or config.queue,
@@ -297,7 +322,7 @@ class Chain(Canvas[I_contra, R_co]):
 
     @property
     def broker(self) -> Broker:
-        return self.steps[0].broker
+        return _broker_of(self.steps)
 
     def to_node(self, label: str, gets_input: bool, lazy: bool) -> Node:
         return {
@@ -414,7 +439,7 @@ class Chord(Canvas[I_contra, R_co]):
 
     @property
     def broker(self) -> Broker:
-        return self.body.broker
+        return _broker_of((self.body, self.header))
 
     def to_node(self, label: str, gets_input: bool, lazy: bool) -> Node:
         return {

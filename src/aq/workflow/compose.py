@@ -78,6 +78,10 @@ def chain(*steps: Canvas[Any, Any]) -> Chain[Any, Any]:
     return Chain(steps)
 
 
+@overload
+def group(members: Iterable[Canvas[I, R]], /) -> Group[I, R]: ...
+@overload
+def group(*members: Canvas[I, R]) -> Group[I, R]: ...
 def group(*members: Canvas[I, R] | Iterable[Canvas[I, R]]) -> Group[I, R]:
     """Run ``members`` at once: ``group(a.s(1), b.s(2))`` or ``group(sigs)``. The
     result is the list of their results, in order; an empty group's is ``[]``.

@@ -38,7 +38,10 @@ class Driver:
     Args:
         broker: where messages go, and whose store keeps the joins.
         planner: plans what a completed join starts.
-        on_outcome: called with each :class:`Outcome` (a value for the handle).
+        on_outcome: called with each :class:`Outcome` (a value for the handle),
+            and whether it must be handed off before this call returns: an
+            outcome a completed join brings must reach the handle before the
+            join is marked done (no redelivery would bring it again).
         on_size: called with the size of the handle's lazily started group.
         window: messages published at once, at most.
     """
@@ -47,7 +50,7 @@ class Driver:
         self,
         broker: Broker,
         planner: Planner,
-        on_outcome: Callable[[Outcome], Awaitable[None]],
+        on_outcome: Callable[[Outcome, bool], Awaitable[None]],
         on_size: Callable[[int], None] | None = None,
         window: int = DEFAULT_WINDOW,
     ) -> None:
@@ -56,8 +59,19 @@ class Driver:
         self.on_outcome = on_outcome
         self.on_size = on_size
         self.window = window
-        self.published = 0
+        #: Whether any publish was attempted (some messages may have gone out).
+        self.attempted = False
+        self._joins = 0  # how many completed joins are being carried on now
         self._batch: list[tuple[TaskMessage, bytes]] = []
+
+    async def stage(self, instructions: Iterator[Instruction]) -> None:
+        """Encode the messages of ``instructions`` and keep them for :meth:`flush`
+        (what else they hold is carried out at once)."""
+        for instruction in instructions:
+            if isinstance(instruction, TaskMessage):
+                self._batch.append((instruction, await self._encode(instruction)))
+            else:
+                await self._run(iter((instruction,)))
 
     async def run(self, instructions: Iterator[Instruction]) -> None:
         """Carry out ``instructions``; everything is published when it returns.
@@ -86,7 +100,7 @@ class Driver:
                 elif self.on_size is not None:
                     self.on_size(instruction.size)
             else:
-                await self.on_outcome(instruction)
+                await self.on_outcome(instruction, self._joins > 0)
 
     async def _encode(self, message: TaskMessage) -> bytes:
         broker = self.broker
@@ -113,13 +127,17 @@ class Driver:
         values = [loads(p) for p in state.parts]
         # Sent as one copy: if this completer dies before finish_join, its
         # redelivery sends another, and workers run whichever comes first.
-        await self._run(self.planner.proceed(values, part.then, join), once=new_id())
-        await self.flush()
+        self._joins += 1
+        try:
+            await self._run(self.planner.proceed(values, part.then, join), once=new_id())
+            await self.flush()
+        finally:
+            self._joins -= 1
         await store.finish_join(key, ttl=ttl)
 
     async def flush(self) -> None:
         """Publish the messages encoded so far."""
         batch, self._batch = self._batch, []
         if batch:
+            self.attempted = True
             await self.broker.publish_prepared(batch)
-            self.published += len(batch)

@@ -46,12 +46,12 @@ async def launch(canvas: Canvas[Any, Any]) -> TaskHandle[Any]:
     if final is not None:
         waiter = GroupWaiter(_final_size(node))
         handle: TaskHandle[Any] = GroupHandle(broker, root, name, waiter, final.member_converter())
-    else:
-        waiter = ResultWaiter()
+        broker.watch(root, waiter)
+    else:  # shared with any other handle of this id, as a plain task's is
+        waiter = broker.register_waiter(root)
         handle = TaskHandle(broker, root, name, waiter, canvas.converter())
-    broker.watch(root, waiter)
 
-    async def outcome(found: Outcome) -> None:  # an empty group's: known at once
+    async def outcome(found: Outcome, durable: bool) -> None:  # an empty group's, at once
         waiter.feed(Reply(root, root, "result", found.value, member=found.member))
 
     planner = Planner(root, reply_to, root)
@@ -61,7 +61,7 @@ async def launch(canvas: Canvas[Any, Any]) -> TaskHandle[Any]:
     try:
         await driver.run(planner.start(node, NO_INPUT, [], root, "", task_id))
     except BaseException:
-        if driver.published:
+        if driver.attempted:
             with contextlib.suppress(AQError):
                 await broker.cancel(root)
         raise
@@ -84,15 +84,19 @@ def _joins(node: Node, last: bool) -> bool:
 
 def _final_size(node: Node) -> int | None:
     """The number of members of the group that ends the workflow ``node``, if
-    known before it is sent."""
+    known before it is sent (an empty one that comes after other steps reports
+    its ``[]`` when they are done, as any outcome)."""
+    top = True
     while True:
         if "chain" in node:
-            node = node["chain"][-1]
+            top, node = top and len(node["chain"]) == 1, node["chain"][-1]
         elif "chord" in node:
-            node = node["body"]
+            top, node = False, node["body"]
         else:
             members = node.get("group")
-            return len(members) if isinstance(members, list) else None
+            if not isinstance(members, list) or (not members and not top):
+                return None
+            return len(members)
 
 
 def _name(canvas: Canvas[Any, Any]) -> str:

@@ -190,9 +190,9 @@ class Planner:
 
 
 def _step(label: str, index: int) -> str:
-    return f"chain step {index + 1}" if label == "workflow" else f"{label}, step {index + 1}"
+    return f"{label}, step {index + 1}" if label else f"chain step {index + 1}"
 
 
 def _member(node: Node, label: str, index: int) -> str:
     what = "chord member" if "chord" in node else "group member"
-    return f"{what} {index + 1}" if label == "workflow" else f"{label}, {what} {index + 1}"
+    return f"{label}, {what} {index + 1}" if label else f"{what} {index + 1}"

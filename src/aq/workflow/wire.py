@@ -110,7 +110,7 @@ def flow_of(obj: dict[str, Any]) -> Flow:
     return Flow(
         obj["root"],
         obj["step"],
-        obj.get("then", []),
+        obj.get("then") or [],
         obj.get("link", []),
         obj.get("link_error", []),
         obj.get("each", False),
@@ -140,6 +140,41 @@ def _check_frame(frame: object) -> None:
         raise MessageDecodeError(f"unknown wf frame with keys {sorted(frame)}")
 
 
+_NUMBER = (int, float)
+#: A task node's optional fields and the JSON types each may have (``None``: absent).
+_TASK_FIELDS: dict[str, tuple[type, ...]] = {
+    "args": (list,),
+    "kwargs": (dict,),
+    "headers": (dict,),
+    "label": (str,),
+    "immutable": (bool,),
+    "each": (bool,),
+    "max_attempts": (int,),
+    "priority": (int,),
+    "timeout": _NUMBER,
+    "delay": _NUMBER,
+    "eta": _NUMBER,
+    "expires": _NUMBER,
+    "expires_at": _NUMBER,
+    "link": (list,),
+    "link_error": (list,),
+}
+
+
+def _check_task_node(node: dict[str, Any]) -> None:
+    if not isinstance(node["task"], str) or not isinstance(node.get("queue"), str):
+        raise MessageDecodeError("a task node needs string task and queue fields")
+    for name, types in _TASK_FIELDS.items():
+        value = node.get(name)
+        if value is not None and (type(value) not in types):
+            raise MessageDecodeError(f"a task node's {name} has the wrong type: {value!r:.40}")
+    if not node.get("max_attempts", 1) >= 1 or not 0 <= node.get("priority", 0) <= 9:
+        raise MessageDecodeError("a task node's max_attempts or priority is out of range")
+    for name in ("link", "link_error"):
+        for callback in node.get(name, ()):
+            node_kind(callback)
+
+
 def node_kind(node: object) -> str:
     """Which kind of node ``node`` is (``task``, ``chain``, ``group``, ``chord``),
     its shape checked one level deep (the rest is checked when it starts).
@@ -155,12 +190,7 @@ def node_kind(node: object) -> str:
     else:
         raise MessageDecodeError(f"unknown wf node with keys {sorted(node)}")
     if kind == "task":
-        if not isinstance(node["task"], str) or not isinstance(node.get("queue"), str):
-            raise MessageDecodeError("a task node needs string task and queue fields")
-        if not isinstance(node.get("args", []), list) or not isinstance(
-            node.get("kwargs", {}), dict
-        ):
-            raise MessageDecodeError("a task node's args must be a list, its kwargs an object")
+        _check_task_node(node)
     elif not isinstance(node[kind], list | Iterator):  # an iterator: a map sent lazily
         raise MessageDecodeError(f"a {kind} node must hold a list of nodes")
     elif kind == "chord":
