@@ -15,11 +15,11 @@ broker = aq.Broker(
 )
 
 
-@broker.task(name="bench.noop")
+@broker.task(name="bench.noop", timeout=60)
 async def noop() -> None:
     return None
 
 
-@broker.task(name="bench.count")
+@broker.task(name="bench.count", timeout=60)
 async def count(results: list[None]) -> int:
     return len(results)

@@ -72,11 +72,11 @@ async def measure(url: str, store: str | None, n: int, rounds: int) -> dict[str,
     )
     broker = aq.Broker(url, store=store)
 
-    @broker.task(name="bench.noop")
+    @broker.task(name="bench.noop", timeout=60)
     async def noop() -> None:
         raise NotImplementedError("runs in the worker")
 
-    @broker.task(name="bench.count")
+    @broker.task(name="bench.count", timeout=60)
     async def count(results: list[None]) -> int:
         raise NotImplementedError("runs in the worker")
 

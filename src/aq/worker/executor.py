@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any
 
 from aq.broker import Broker
@@ -283,9 +283,10 @@ class Executor:
         """
         limits = self.limits.get(task)
         started = time.perf_counter()
-        ids = _ids(message)
-        for task_id in ids:  # a cancel reaches it while it waits, too
-            self._track(task_id, delivery)
+        root = message.workflow["root"] if message.workflow is not None else None
+        self._track(message.id, delivery)  # a cancel reaches it while it waits, too
+        if root is not None:  # and a cancel of its workflow
+            self._track(root, delivery)
         timeout = message.timeout or task.config.timeout
         admission: Admission | None = None
         try:
@@ -303,10 +304,14 @@ class Executor:
                     calls = _calls(task, message)
                 except SerializationError as exc:  # a message that does not fit: never retried
                     return Outcome("failure", error=exc, duration=time.perf_counter() - started)
-                if timeout is None:
-                    value = await self._run(task, message, calls)
+                if isinstance(calls, tuple):  # one call: no layer between it and the task
+                    running = self._call(task, message, *calls)
                 else:
-                    value = await self._run_with_deadline(task, message, calls, timeout)
+                    running = self._call_each(task, message, calls)
+                if timeout is None:
+                    value = await running
+                else:
+                    value = await self._with_deadline(message, running, timeout)
             return Outcome("success", value, duration=time.perf_counter() - started)
         except asyncio.CancelledError:
             if not self.is_cancelled(message):
@@ -322,8 +327,9 @@ class Executor:
                 "retry" if retry else "failure", error=exc, duration=time.perf_counter() - started
             )
         finally:
-            for task_id in ids:
-                self._untrack(task_id, delivery)
+            self._untrack(message.id, delivery)
+            if root is not None:
+                self._untrack(root, delivery)
             if admission is not None:
                 await self.cluster.release(admission)
 
@@ -354,22 +360,22 @@ class Executor:
             if not deliveries:
                 del self.running[task_id]
 
-    async def _run_with_deadline(
-        self, task: AnyTask, message: TaskMessage, calls: _Calls, timeout: float
+    async def _with_deadline(
+        self, message: TaskMessage, running: Coroutine[Any, Any, Any], timeout: float
     ) -> Any:
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                return await self._run(task, message, calls)
+                return await running
         except TimeoutError:
             if not deadline.expired():
                 raise  # the task's own TimeoutError: an ordinary failure
             raise outcome_error(TaskTimeout, message.id, f"ran longer than {timeout} s") from None
 
-    async def _run(self, task: AnyTask, message: TaskMessage, calls: _Calls) -> Any:
-        """Call the function: once, or once per item of a chunk (a list of results)."""
-        if isinstance(calls, tuple):
-            return await self._call(task, message, *calls)
+    async def _call_each(
+        self, task: AnyTask, message: TaskMessage, calls: list[tuple[list[Any], dict[str, Any]]]
+    ) -> list[Any]:
+        """Call the function once per item of a chunk; the list of results."""
         return [await self._call(task, message, args, kwargs) for args, kwargs in calls]
 
     async def _call(
@@ -397,12 +403,6 @@ _SETTLED = _Settled()
 def _expired(message: TaskMessage) -> bool:
     """Whether ``message``'s ``expires`` time has passed."""
     return message.expires is not None and time.time() > message.expires
-
-
-def _ids(message: TaskMessage) -> tuple[str, ...]:
-    """The ids a cancel request for ``message`` may name: its own and its workflow's."""
-    flow = message.workflow
-    return (message.id,) if flow is None else (message.id, flow["root"])
 
 
 _Calls = tuple[list[Any], dict[str, Any]] | list[tuple[list[Any], dict[str, Any]]]
