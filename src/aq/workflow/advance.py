@@ -98,10 +98,10 @@ class Advancer:
             else:
                 replies.append(reply)
 
-        links = self._callbacks(flow, value)
-        if flow.link:
-            await links.stage(_starts(links.planner, flow.link, value, message.id, "link"))
+        links = self._callbacks(flow)
         try:
+            if flow.link:
+                await links.stage(_starts(links.planner, flow.link, value, message.id, "link"))
             await Driver(self.broker, planner, outcome).run(
                 planner.proceed(value, flow.then, message.id)
             )
@@ -135,8 +135,9 @@ class Advancer:
         try:
             errbacks = list(flow.link_error) + await self._chord_errbacks(message, flow)
             if errbacks:
-                driver = self._callbacks(flow, failure)
-                await driver.run(_starts(driver.planner, errbacks, failure, message.id, "error"))
+                driver = self._callbacks(flow)
+                starts = _starts(driver.planner, errbacks, failure, message.id, "link_error")
+                await driver.run(starts)
         except OUTAGE:
             raise
         except Exception as exc:  # a callback that cannot be sent must not lose the reply
@@ -172,7 +173,7 @@ class Advancer:
                 found.extend(body["link_error"])
         return found
 
-    def _callbacks(self, flow: Flow, value: Any) -> Driver:
+    def _callbacks(self, flow: Flow) -> Driver:
         """A driver for callbacks: their outcomes go to no handle (they share the
         workflow's root, so cancelling it stops them too)."""
         return Driver(self.broker, Planner(flow.root, None, None), _ignore)
