@@ -34,7 +34,8 @@ from aq.message import TaskMessage, new_id
 from aq.options import TaskConfig, check_priority, check_seconds
 from aq.replies import ResultWaiter
 from aq.unique import default_key, send_unique
-from aq.workflow.canvas import Canvas, Group, Items, Signature, callbacks
+from aq.workflow.canvas import Canvas, Group, Signature, callbacks
+from aq.workflow.items import Items
 
 if TYPE_CHECKING:
     from aq.broker import Broker

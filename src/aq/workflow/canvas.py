@@ -15,7 +15,7 @@ when it is sent.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aq.coerce import Converter
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from aq.broker import Broker
     from aq.task import AnyTask, SendOptions
     from aq.workflow.handles import GroupHandle
+    from aq.workflow.items import Items
 
-__all__ = ["Canvas", "Chain", "Chord", "Group", "Items", "Signature"]
+__all__ = ["Canvas", "Chain", "Chord", "Group", "Signature"]
 
 I_contra = TypeVar("I_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
@@ -84,7 +85,8 @@ def _broker_of(canvases: Iterable[Canvas[Any, Any]]) -> Broker:
     raise ConfigurationError("a workflow of empty groups only has no broker to be sent through")
 
 
-def _label(parent: str, what: str) -> str:
+def label_of(parent: str, what: str) -> str:
+    """The name of ``what`` inside the step named ``parent`` (none: the workflow)."""
     return f"{parent}, {what}" if parent else what
 
 
@@ -229,10 +231,10 @@ class Signature(Canvas[I_contra, R_co]):
         if opts is not None:
             _add_options(node, opts)
         if opts is not None and opts.link:
-            node["link"] = [c.to_node(_label(label, "link"), True, False) for c in opts.link]
+            node["link"] = [c.to_node(label_of(label, "link"), True, False) for c in opts.link]
         if opts is not None and opts.link_error:
             node["link_error"] = [
-                c.to_node(_label(label, "link_error"), True, False) for c in opts.link_error
+                c.to_node(label_of(label, "link_error"), True, False) for c in opts.link_error
             ]
         return node
 
@@ -328,7 +330,7 @@ class Chain(Canvas[I_contra, R_co]):
         return {
             "chain": [
                 step.to_node(
-                    _label(label, f"chain step {i + 1}"), gets_input or i > 0, lazy and i == 0
+                    label_of(label, f"chain step {i + 1}"), gets_input or i > 0, lazy and i == 0
                 )
                 for i, step in enumerate(self.steps)
             ]
@@ -380,7 +382,7 @@ class Group(Canvas[I_contra, list[R_co]]):
             items = self._source.nodes(label)
             return items if lazy else list(items)
         return [
-            member.to_node(_label(label, f"{what} {i + 1}"), gets_input, lazy)
+            member.to_node(label_of(label, f"{what} {i + 1}"), gets_input, lazy)
             for i, member in enumerate(self._members)
         ]
 
@@ -444,7 +446,7 @@ class Chord(Canvas[I_contra, R_co]):
     def to_node(self, label: str, gets_input: bool, lazy: bool) -> Node:
         return {
             "chord": self.header.members_node(label, "chord member", gets_input, lazy),
-            "body": self.body.to_node(_label(label, "chord body"), True, False),
+            "body": self.body.to_node(label_of(label, "chord body"), True, False),
         }
 
     def converter(self) -> Converter | None:
@@ -452,58 +454,3 @@ class Chord(Canvas[I_contra, R_co]):
 
     def ends_in_group(self) -> Group[Any, Any] | None:
         return self.body.ends_in_group()
-
-
-class Items:
-    """The members of ``task.map``, ``starmap`` or ``chunks``: made one by one as
-    the group is sent, so a map over a generator never holds every item."""
-
-    __slots__ = ("items", "mode", "size", "task")
-
-    def __init__(self, task: AnyTask, items: Iterable[Any], mode: str, size: int = 1) -> None:
-        if mode == "chunks" and (type(size) is not int or size < 1):
-            raise ConfigurationError(f"chunks need a whole number of items above 0, not {size!r}")
-        self.task = task
-        self.items = items
-        self.mode = mode
-        self.size = size
-
-    def __repr__(self) -> str:
-        return f"{self.task.name}.{self.mode}(...)"
-
-    def converter(self) -> Converter | None:
-        convert = self.task.return_converter
-        if self.mode != "chunks" or convert is None:
-            return convert
-        return lambda values: [None if v is None else convert(v) for v in values]
-
-    def nodes(self, label: str) -> Iterator[Node]:
-        task = self.task
-        if self.mode != "chunks":
-            for index, args in enumerate(self._calls()):
-                signature: Signature[Any, Any] = Signature(task, args, {}, True)
-                yield signature.to_node(_label(label, f"item {index + 1}"), False, False)
-            return
-        template = Signature(task, (), {}, True, check=False).to_node("", False, False, False)
-        for index, (chunk,) in enumerate(self._calls()):
-            where = _label(label, f"chunk {index + 1}")
-            for args in chunk:  # each call of the chunk must fit, and be encodable
-                Signature(task, tuple(args), {}, True).to_node(where, False, False)
-            yield {**template, "args": [chunk], "each": True, "label": f"{where} ({task.name})"}
-
-    def _calls(self) -> Iterator[tuple[Any, ...]]:
-        if self.mode == "map":
-            for item in self.items:
-                yield (item,)
-        elif self.mode == "starmap":
-            for item in self.items:
-                yield tuple(item)
-        else:
-            chunk: list[list[Any]] = []
-            for item in self.items:
-                chunk.append(list(item))
-                if len(chunk) == self.size:
-                    yield (chunk,)
-                    chunk = []
-            if chunk:
-                yield (chunk,)
