@@ -202,7 +202,8 @@ class Signature(Canvas[I_contra, R_co]):
                 f"{label or 'the call'}: {self!r} does not fit "
                 f"{task.name}{task.signature}: {self._bind_error(takes)}{hint}"
             )
-        self._check_encodable(label, takes)
+        if not lazy:  # carried inside another message: its own encoding would not name it
+            self._check_encodable(label, takes)
         config, opts = task.config, self._options
         if config.unique_for is not None or (opts and (opts.unique_key or opts.unique_for)):
             raise ConfigurationError(

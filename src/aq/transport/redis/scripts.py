@@ -245,28 +245,37 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return redis.call('SCARD', KEYS[1])
 """
 
-#: A join: its parts (hash index -> part) at KEYS[1], its state (hash: size,
-#: owner, done) at KEYS[2]. ARGV: the index ('' for none), the part, the size
-#: ('' for none), ttl (ms). Returns {count, size or -1, 0} or, for the completer
-#: (and its index again until the join is done), {count, size, parts as
-#: HGETALL gives them}. A done join records nothing more.
+#: Joins, any number in one call (the calls of one event-loop turn are merged):
+#: for each, its parts (hash index -> part) and its state (hash: size, owner,
+#: done) are two KEYS, and the index ('' for none), the part, the size ('' for
+#: none) and the ttl (ms) four ARGV. Returns, for each in order, {count, size or
+#: -1, 0} or, for the completer (and its index again until the join is done),
+#: {count, size, parts as HGETALL gives them}. A done join records nothing more.
 STORE_JOIN = """
-local done = redis.call('HEXISTS', KEYS[2], 'done') == 1
-if ARGV[1] ~= '' and not done then redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) end
-if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'size', ARGV[3]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local count = redis.call('HLEN', KEYS[1])
-local size = tonumber(redis.call('HGET', KEYS[2], 'size') or '-1')
-if done or size < 0 or count < size then return {count, size, 0} end
-local me = ARGV[1] == '' and '-1' or ARGV[1]
-local owner = redis.call('HGET', KEYS[2], 'owner')
-if not owner then
-  redis.call('HSET', KEYS[2], 'owner', me)
-  owner = me
+local out = {}
+for g = 1, #KEYS / 2 do
+  local parts, state = KEYS[2 * g - 1], KEYS[2 * g]
+  local index, part, given, ttl = ARGV[4 * g - 3], ARGV[4 * g - 2], ARGV[4 * g - 1], ARGV[4 * g]
+  local done = redis.call('HEXISTS', state, 'done') == 1
+  if index ~= '' and not done then redis.call('HSETNX', parts, index, part) end
+  if given ~= '' then redis.call('HSETNX', state, 'size', given) end
+  redis.call('PEXPIRE', parts, ttl)
+  redis.call('PEXPIRE', state, ttl)
+  local count = redis.call('HLEN', parts)
+  local size = tonumber(redis.call('HGET', state, 'size') or '-1')
+  local result = {count, size, 0}
+  if not done and size >= 0 and count >= size then
+    local me = index == '' and '-1' or index
+    local owner = redis.call('HGET', state, 'owner')
+    if not owner then
+      redis.call('HSET', state, 'owner', me)
+      owner = me
+    end
+    if owner == me then result[3] = redis.call('HGETALL', parts) end
+  end
+  out[g] = result
 end
-if owner ~= me then return {count, size, 0} end
-return {count, size, redis.call('HGETALL', KEYS[1])}
+return out
 """
 
 #: The join at KEYS[1] (parts) / KEYS[2] (state) is done: drop its parts, keep

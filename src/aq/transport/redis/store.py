@@ -113,7 +113,15 @@ class RedisStore(Store):
         parts_key = self._key(key)
         keys = [parts_key, parts_key + ":state"]
         args = ["" if index is None else index, part, "" if size is None else size, _ms(ttl)]
-        count, known, found = await self._script("STORE_JOIN", keys, args)
+        context = self._context
+
+        async def run() -> Any:
+            if context.cluster:  # one join per call: cluster pipelines refuse scripts
+                return (await context.run_script("STORE_JOIN", keys, args))[0]
+            # A turn's joins (a worker finishing many chord members) go as one call.
+            return await context.batcher.run_merged(context.script("STORE_JOIN"), keys, args)
+
+        count, known, found = await retrying("join", run, context.settings.publish_timeout)
         size = None if known < 0 else int(known)
         if not found:
             return JoinState(int(count), size)
