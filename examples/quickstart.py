@@ -69,6 +69,17 @@ async def tick() -> None:
         three_ticks.set()
 
 
+@broker.task
+async def square(x: int) -> int:
+    return x * x
+
+
+@broker.task
+async def add_all(numbers: list[int]) -> int:
+    """A chord's body: given every member's result, once they are all in."""
+    return sum(numbers)
+
+
 @broker.task(unique_for=60)
 async def build_report(report_id: int) -> str:
     """While one build of a report is queued or running, asking again joins it."""
@@ -91,9 +102,14 @@ async def main() -> None:
         stream = await countdown.kiq(3)
         print("countdown(3) streams:", [n async for n in stream.stream()])
 
-        handles = [await add.kiq(i, i) for i in range(1000)]
+        handles = await add.kiq_many(add.s(i, i) for i in range(1000))
         results = await asyncio.gather(*(h.result(timeout=10) for h in handles))
-        print(f"1000 tasks done, sum of results = {sum(results)}")
+        print(f"1000 tasks sent at once and done, sum of results = {sum(results)}")
+
+        chain = aq.chain(add.s(1, 2), square.s(), add.s(10))  # (1 + 2)² + 10
+        print(f"chain(add, square, add) = {await (await chain.kiq()).result(timeout=5)}")
+        chord = aq.chord(square.map(range(10)), add_all.s())
+        print(f"chord(square.map(0..9), add_all) = {await (await chord.kiq()).result(timeout=5)}")
 
         first, again = await build_report.kiq(7), await build_report.kiq(7)
         print(f"build_report(7) twice: one task ({first.id == again.id}),", end=" ")
