@@ -154,7 +154,7 @@ def _describe(system: System) -> dict[str, Any]:
     code = (
         "import importlib, json, sys; a = importlib.import_module(sys.argv[1]);"
         "print(json.dumps({'label': a.LABEL, 'settings': a.SETTINGS,"
-        " 'workloads': list(a.WORKLOADS)}))"
+        " 'workloads': list(a.WORKLOADS), 'target': getattr(a, 'TARGET', 0.8)}))"
     )
     described: dict[str, Any] = _ask(system, code, f"benchmarks.systems.{system.name}")
     return described

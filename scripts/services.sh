@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (from Debian packages) and start redis-server and rabbitmq-server on
 # 127.0.0.1 for the test suite, unless they already answer; also openssl, which
-# the TLS tests use. Idempotent.
+# the TLS tests use, and tmux, which the terminal tests use. Idempotent.
 set -euo pipefail
 
 REDIS_PORT=${AQ_REDIS_PORT:-6379}
@@ -20,6 +20,7 @@ install_packages() {
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
     command -v openssl >/dev/null || missing+=(openssl)  # the TLS tests make certificates
+    command -v tmux >/dev/null || missing+=(tmux)  # aq top is tested in a real terminal
     if [ ${#missing[@]} -gt 0 ]; then
         echo "services.sh: installing ${missing[*]}"
         need_root apt-get update -qq

@@ -347,8 +347,15 @@ def test_a_control_message_round_trips() -> None:
         (b"\xff", "not application/json"),
         (b"[1]", "not a v1 control message"),
         (b'{"v": 2, "op": "cancel", "task_id": "t"}', "not a v1 control message"),
-        (b'{"v": 1, "op": "shutdown", "task_id": "t"}', "unknown control operation 'shutdown'"),
+        (b'{"v": 1, "op": "reboot", "task_id": "t"}', "unknown control operation 'reboot'"),
         (b'{"v": 1, "op": "cancel", "task_id": 7}', "task_id must be a string"),
+        (b'{"v": 1, "op": "inspect", "task_id": "", "arg": 5}', "arg must be a string"),
+        (b'{"v": 1, "op": "shutdown", "task_id": "", "worker": 1}', "worker must be a string"),
+        (b'{"v": 1, "op": "inspect", "task_id": "", "reply_to": []}', "reply_to must be a string"),
+        (
+            b'{"v": 1, "op": "shutdown", "task_id": "", "expires": "soon"}',
+            "expires must be a number",
+        ),
     ],
 )
 def test_a_control_message_that_cannot_be_acted_on_says_why(body: bytes, reason: str) -> None:
@@ -392,3 +399,15 @@ def test_any_other_remote_error_is_a_task_failed_with_its_type_and_text() -> Non
         "tb",
     )
     assert remote_error("t-1", "junk").remote_type == "unknown"
+
+
+def test_an_inspect_command_survives_the_wire_with_every_field() -> None:
+    command = ControlMessage(
+        "inspect", "", arg="active", worker="h.1", reply_to="inbox-1", expires=1800000000.5
+    )
+    assert decode_control(encode_control(command, CODEC), CODEC) == command
+
+
+def test_a_cancel_carries_no_optional_fields() -> None:
+    data = ControlMessage("cancel", "t-1", id="c-1").to_dict()
+    assert data == {"v": 1, "op": "cancel", "task_id": "t-1", "id": "c-1"}

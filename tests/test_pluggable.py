@@ -64,6 +64,12 @@ class WrappedTransport(Transport):
     async def subscribe_control(self) -> Inbox:
         return await self.inner.subscribe_control()
 
+    async def publish_events(self, body: bytes) -> None:
+        await self.inner.publish_events(body)
+
+    async def subscribe_events(self) -> Inbox:
+        return await self.inner.subscribe_events()
+
 
 @pytest.fixture(autouse=True)
 def wrapped_scheme(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
-from types import TracebackType
 
 import aq
 from benchmarks.systems import _mark
+from benchmarks.systems._aq_variant import noop_client
 
 _URL = os.environ.get("AQBENCH_URL", "memory://")
 # RabbitMQ keeps no state by key: the limiter's state goes to the bench's Redis.
@@ -28,21 +28,4 @@ def worker_argv(module: str, workload: str) -> list[str]:
     return [sys.executable, "-m", "aq", "worker", f"{module}:broker", "--log-level", "WARNING"]
 
 
-class Client:
-    def __init__(self, url: str) -> None:
-        pass
-
-    async def __aenter__(self) -> Client:
-        await broker.__aenter__()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await broker.__aexit__(et, e, tb)
-
-    async def send(self, kind: str) -> None:
-        await noop.kiq()
-
-    async def call(self) -> None:
-        await (await noop.kiq()).result(timeout=30)
+Client = noop_client(broker, noop)

@@ -32,6 +32,8 @@ from aq.errors import (
 from aq.handle import StreamHandle, TaskHandle
 from aq.message import TaskMessage
 from aq.middleware import Middleware, Outcome
+from aq.monitor.status import TaskStatus
+from aq.monitor.wire import Event
 from aq.scheduling.entry import Schedule
 from aq.scheduling.spec import Cron, Every, ScheduleSpec, cron, every
 from aq.task import StreamTask, SyncTask, Task, TaskCall
@@ -57,6 +59,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLost",
     "Cron",
+    "Event",
     "Every",
     "Failure",
     "Group",
@@ -83,6 +86,7 @@ __all__ = [
     "TaskFailed",
     "TaskHandle",
     "TaskMessage",
+    "TaskStatus",
     "TaskTimeout",
     "UnknownTask",
     "Worker",

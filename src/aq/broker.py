@@ -17,18 +17,22 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
-from aq.errors import ConfigurationError, ResultNotFound, SerializationError
+from aq.errors import ConfigurationError, ResultNotFound
 from aq.message import (
     ControlMessage,
     TaskMessage,
     decode_reply,
     encode_control,
-    encode_task,
     remote_error,
     result_key,
 )
 from aq.middleware import Middleware
+from aq.monitor.emitter import EventEmitter
+from aq.monitor.inspect import Control, Inspect
+from aq.monitor.status import TaskStatus, read_status
+from aq.monitor.stream import EventStream
 from aq.options import TaskOptions, check_seconds, task_config
+from aq.publishing import Publisher
 from aq.replies import ReplyListener, ResultWaiter, Waiter
 from aq.scheduling.book import ScheduleBook
 from aq.scheduling.entry import Schedule, ScheduleOptions
@@ -94,6 +98,9 @@ class Broker:
         workflow_ttl: seconds the store keeps a workflow's group and chord state
             (the members' results a chord's body waits for) after its last
             change; default one day (docs/workflows.md).
+        events: emit monitoring events (``task-sent`` here; a worker on this
+            broker emits its own too): see docs/monitoring.md. ``aq worker
+            --events`` turns them on for a worker.
 
     Raises:
         aq.ConfigurationError: no URL given or found, the URL is invalid, or a
@@ -114,6 +121,7 @@ class Broker:
         result_backend: str | None = None,
         queue_type: str | None = None,
         workflow_ttl: float = DEFAULT_WORKFLOW_TTL,
+        events: bool = False,
     ) -> None:
         if max_message_size <= 0:
             raise ConfigurationError("max_message_size must be a positive number of bytes")
@@ -144,6 +152,13 @@ class Broker:
         #: The schedules: defined in code, and kept in the store (docs/schedules.md).
         self.schedules = ScheduleBook(self)
         self._listener = ReplyListener(self.transport, self.serializer)
+        self._publisher = Publisher(self)
+        #: Questions for live workers (``await broker.inspect.active()``).
+        self.inspect = Inspect(self)
+        #: Commands for live workers (``await broker.control.rate_limit(...)``).
+        self.control = Control(self)
+        if events:
+            self.enable_events()
         self._started = False
         self._listening = False
         self._lock = asyncio.Lock()
@@ -165,10 +180,14 @@ class Broker:
                         await self.transport.close()
                         raise
                 self._started = True
+                if self._publisher.emitter is not None:
+                    self._publisher.emitter.start()
 
     async def shutdown(self) -> None:
         """Stop listening for replies and close the connection."""
         async with self._lock:
+            if self._publisher.emitter is not None:
+                await self._publisher.emitter.close()
             if self._listening:
                 await self._listener.stop()
                 self._listening = False
@@ -203,6 +222,38 @@ class Broker:
                 "aq.Broker(..., store='redis://...') to keep it in Redis"
             )
         return self.store
+
+    @property
+    def emitter(self) -> EventEmitter | None:
+        """Where this process's monitoring events go, if they are on."""
+        return self._publisher.emitter
+
+    def subscribe_events(self) -> EventStream:
+        """The cluster's events from now on (workers need ``--events``):
+        ``async with broker.subscribe_events() as events: async for e in events``."""
+        return EventStream(self)
+
+    def enable_events(self) -> EventEmitter:
+        """Turn monitoring events on (what ``events=True`` does); the emitter."""
+        emitter = self._publisher.emitter
+        if emitter is None:
+            emitter = self._publisher.emitter = EventEmitter(self.transport, self.serializer)
+            if self._started:
+                emitter.start()
+        return emitter
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """What is known of task ``task_id``, from any process: queued, scheduled,
+        running (where, since when, which attempt), retrying, succeeded, failed,
+        dead-lettered, cancelled, or unknown. States are kept by brokers with
+        ``result_ttl`` (docs/monitoring.md), for as long as results are.
+
+        Raises:
+            aq.ConfigurationError: there is no store to read states from.
+        """
+        store = self.require_store("status()")
+        await self.startup()
+        return await read_status(store, self.serializer, task_id)
 
     @property
     def is_started(self) -> bool:
@@ -363,49 +414,11 @@ class Broker:
         Raises:
             aq.SerializationError: a value cannot be encoded, or the message is too large.
         """
-        serializer = self.serializer
-        try:
-            body = encode_task(message, serializer)
-        except SerializationError as exc:
-            raise self._locate(message, task, exc) from exc
-        if len(body) > self.max_message_size:
-            raise SerializationError(
-                f"the message for task {message.task!r} is {len(body)} bytes, over the limit of "
-                f"{self.max_message_size} (raise Broker(max_message_size=...) or send a reference "
-                "to the data instead)"
-            )
-        return body
-
-    def _locate(
-        self, message: TaskMessage, task: AnyTask | None, exc: SerializationError
-    ) -> SerializationError:
-        places: list[tuple[str, Any]] = [
-            (task.parameter_name(i) if task else f"#{i}", v) for i, v in enumerate(message.args)
-        ]
-        places += list(message.kwargs.items())
-        places += [(f"header {k}", v) for k, v in message.headers.items()]
-        for label, value in places:
-            try:
-                self.serializer.dumps(value)
-            except SerializationError as inner:
-                what = label if label.startswith("header ") else f"argument {label!r}"
-                return SerializationError(
-                    f"{what} of task {message.task!r} cannot be sent: {inner}"
-                )
-        return SerializationError(f"task {message.task!r} cannot be sent: {exc}")
+        return self._publisher.encode(message, task)
 
     async def publish(self, message: TaskMessage, task: AnyTask | None = None) -> ResultWaiter:
         """Run publish middleware, encode and publish ``message``; return its result waiter."""
-        for mw in self.middleware:
-            await mw.before_publish(message)
-        body = self.encode(message, task)
-        waiter = self._listener.register(message.correlation_id or message.id)
-        await self.transport.publish(
-            message.queue, body, priority=message.priority, eta=message.eta
-        )
-        for mw in reversed(self.middleware):
-            await mw.after_publish(message)
-        return waiter
+        return await self._publisher.publish(message, task)
 
     async def prepare(self, message: TaskMessage, task: AnyTask | None = None) -> bytes:
         """Run publish middleware's ``before_publish`` on ``message`` and encode it,
@@ -414,9 +427,7 @@ class Broker:
         Raises:
             aq.SerializationError: as :meth:`encode`.
         """
-        for mw in self.middleware:
-            await mw.before_publish(message)
-        return self.encode(message, task)
+        return await self._publisher.prepare(message, task)
 
     async def publish_prepared(self, batch: Sequence[tuple[TaskMessage, bytes]]) -> None:
         """Publish prepared messages all at once: pipelined on Redis, one window
@@ -426,18 +437,7 @@ class Broker:
             aq.BrokerError: the first error of any publish (the others were
                 waited for, whether they failed or not).
         """
-        publish = self.transport.publish
-        outcomes = await asyncio.gather(
-            *(publish(m.queue, body, priority=m.priority, eta=m.eta) for m, body in batch),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        if self.middleware:
-            for message, _ in batch:
-                for mw in reversed(self.middleware):
-                    await mw.after_publish(message)
+        await self._publisher.publish_prepared(batch)
 
     async def cancel(self, task_id: str) -> None:
         """Cancel task ``task_id`` wherever it is: queued tasks will not run, running ones stop."""

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import importlib
-import os
-import sys
-from typing import Annotated, Any, NoReturn, cast
+from typing import Annotated, Any, cast
 
 import typer
 
 from aq import admin
 from aq.broker import Broker
+from aq.clikit import AppArgument, load_broker
+from aq.clikit import broker_or_exit as _broker_or_exit
+from aq.clikit import fail as _fail
+from aq.clikit import run as _run
 from aq.errors import AQError, ConfigurationError
 from aq.logs import configure
+from aq.monitor.commands import register as register_monitoring
 from aq.worker.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_HANDOFF_TIMEOUT,
@@ -33,40 +34,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def load_broker(spec: str) -> Broker:
-    """Import ``module:attribute`` and return the :class:`aq.Broker` it names.
-
-    Raises:
-        aq.ConfigurationError: the spec is malformed, the module cannot be
-            imported, or the attribute is missing or not a Broker.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(
-            f"invalid app {spec!r}: write MODULE:ATTRIBUTE, for example app.tasks:broker"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from exc
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, Broker):
-        raise ConfigurationError(f"{spec} is a {type(obj).__name__}, not an aq.Broker")
-    return obj
-
-
-def _fail(exc: AQError) -> NoReturn:
-    typer.secho(f"aq: error: {exc}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -142,6 +109,27 @@ def worker(
             "schedulers running leads and fires the schedules.",
         ),
     ] = False,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events",
+            help="Emit monitoring events (task-received, task-succeeded... and the "
+            "worker's heartbeats) for aq events, aq top and other watchers.",
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on /metrics and a health check on /healthz "
+            "at this port (for every worker process of this command).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The address the metrics port listens on.")
+    ] = "0.0.0.0",
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -193,6 +181,9 @@ def worker(
             handoff_timeout,
             lease_time,
             scheduler,
+            events,
+            metrics_port,
+            metrics_host,
         )
         how = launch.Launch(app_spec, level, loop, options)
         if supervised:  # a child of the supervisor
@@ -205,7 +196,6 @@ def worker(
         _fail(exc)
 
 
-AppArgument = Annotated[str, typer.Argument(metavar="APP", help="The broker, as MODULE:ATTRIBUTE.")]
 QueueOption = Annotated[str, typer.Option("--queue", "-q", help="The queue.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
@@ -213,23 +203,9 @@ dlq = typer.Typer(help="Inspect, requeue and purge dead letters.", no_args_is_he
 app.add_typer(dlq, name="dlq")
 
 
-def _broker_or_exit(spec: str) -> Broker:
-    try:
-        return load_broker(spec)
-    except AQError as exc:
-        _fail(exc)
-
-
 def _confirm(question: str, yes: bool) -> None:
     if not yes and not typer.confirm(question):
         raise typer.Exit(1)
-
-
-def _run(coro: Any) -> Any:
-    try:
-        return asyncio.run(coro)
-    except AQError as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -396,6 +372,9 @@ def _level(log_level: str) -> str:
 @app.callback()
 def _root() -> None:
     """aq: an asyncio-native distributed task queue."""
+
+
+register_monitoring(app)
 
 
 def main() -> None:

@@ -3,8 +3,10 @@
 A :class:`TaskMessage` is what a producer publishes and a worker consumes; a
 :class:`Reply` is what a worker sends back to the producer's reply address
 (outcome, progress, stream items); a :class:`ControlMessage` is what
-``broker.cancel()`` broadcasts to every worker. An error reply's payload is
-built by :func:`error_payload` and turned back into an exception by
+``broker.cancel()``, ``aq inspect`` and ``aq control`` broadcast to every
+worker (monitoring events have their own format: :mod:`aq.monitor.wire`).
+An error reply's payload is built by :func:`error_payload` and turned back
+into an exception by
 :func:`remote_error`, with the type names of aq's own outcomes from
 :func:`error_type`. All are plain JSON objects whose fields are specified in
 docs/protocol.md. Decoding validates every field before anything acts on it,
@@ -36,6 +38,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "WORKFLOW_VERSION",
     "ControlMessage",
+    "ControlOp",
     "Reply",
     "ReplyKind",
     "TaskMessage",
@@ -286,18 +289,51 @@ def decode_reply(data: bytes, serializer: Serializer) -> Reply:
 # -- control -------------------------------------------------------------------------
 
 
+#: What a control message asks: cancel a task, reload schedules, answer a
+#: question (``inspect``), change a rate limit, or shut down.
+ControlOp = Literal["cancel", "schedules", "inspect", "rate_limit", "shutdown"]
+_CONTROL_OPS: frozenset[str] = frozenset(
+    ("cancel", "schedules", "inspect", "rate_limit", "shutdown")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
-    """A command broadcast to every worker and scheduler: ``cancel`` (the task
-    ``task_id``), or ``schedules`` (the schedule named ``task_id``, kept in the
-    store, changed; ``""``: any of them)."""
+    """A command broadcast to every worker and scheduler.
 
-    op: Literal["cancel", "schedules"]
+    ``op`` says what: ``cancel`` (the task ``task_id``), ``schedules`` (the
+    schedule named ``task_id``, kept in the store, changed; ``""``: any of
+    them), ``inspect`` (answer the question ``arg``: ``ping``, ``stats``,
+    ``active``, ``reserved`` or ``registered``), ``rate_limit`` (limit the task
+    named ``task_id`` to the rate ``arg``, ``""`` for none), or ``shutdown``.
+    With ``worker``, only the worker of that id acts; with ``reply_to``, each
+    that acts answers there, a reply whose ``correlation_id`` is this
+    message's ``id`` and whose ``task_id`` is the worker's id. A message
+    whose ``expires`` (UNIX time) has passed is ignored: a worker that
+    starts later (and reads the control messages of the last hour, on
+    Redis) does not answer old questions or obey old commands.
+    """
+
+    op: ControlOp
     task_id: str
     id: str = field(default_factory=lambda: new_id())
+    arg: str = ""
+    worker: str | None = None
+    reply_to: str | None = None
+    expires: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "op": self.op, "task_id": self.task_id, "id": self.id}
+        data: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": self.op, "task_id": self.task_id}
+        data["id"] = self.id
+        if self.arg:
+            data["arg"] = self.arg
+        if self.worker is not None:
+            data["worker"] = self.worker
+        if self.reply_to is not None:
+            data["reply_to"] = self.reply_to
+        if self.expires is not None:
+            data["expires"] = self.expires
+        return data
 
 
 def encode_control(command: ControlMessage, serializer: Serializer) -> bytes:
@@ -316,11 +352,21 @@ def decode_control(data: bytes, serializer: Serializer) -> ControlMessage:
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise MessageDecodeError(f"not a v{PROTOCOL_VERSION} control message")
     op, task_id, command_id = obj.get("op"), obj.get("task_id"), obj.get("id")
-    if op != "cancel" and op != "schedules":
+    if op not in _CONTROL_OPS:
         raise MessageDecodeError(f"unknown control operation {op!r}")
     if not isinstance(task_id, str):
         raise MessageDecodeError("task_id must be a string")
-    return ControlMessage(op, task_id, command_id if isinstance(command_id, str) else "")
+    arg, worker, reply_to = obj.get("arg", ""), obj.get("worker"), obj.get("reply_to")
+    if not isinstance(arg, str):
+        raise MessageDecodeError("arg must be a string")
+    for name, value in (("worker", worker), ("reply_to", reply_to)):
+        if value is not None and not isinstance(value, str):
+            raise MessageDecodeError(f"{name} must be a string")
+    expires = obj.get("expires")
+    if expires is not None and (not isinstance(expires, int | float) or isinstance(expires, bool)):
+        raise MessageDecodeError("expires must be a number")
+    command_id = command_id if isinstance(command_id, str) else ""
+    return ControlMessage(op, task_id, command_id, arg, worker, reply_to, expires)
 
 
 # -- errors --------------------------------------------------------------------------

@@ -76,6 +76,9 @@ class TaskOptions(TypedDict, total=False):
             running, another ``kiq()`` returns a handle to it instead of sending a
             second. The key frees when the task ends, or after this many seconds
             if its worker dies.
+        event_data: whether monitoring events (``task-sent``, ``task-received``,
+            ``task-succeeded``) carry its arguments and result; off by default,
+            since they may hold secrets (docs/monitoring.md).
         schedule: when to call the task by itself, with no arguments:
             ``aq.every(minutes=5)`` or ``aq.cron("0 9 * * MON-FRI", tz=...)``
             (see docs/schedules.md; ``broker.schedule`` gives arguments).
@@ -94,6 +97,7 @@ class TaskOptions(TypedDict, total=False):
     global_max_concurrency: int | None
     limit_key: Callable[..., Any] | None
     unique_for: float | None
+    event_data: bool
     schedule: ScheduleSpec | None
 
 
@@ -107,6 +111,10 @@ class RateLimit:
     @property
     def per_second(self) -> float:
         return self.count / self.period
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "m", 3600.0: "h", 86400.0: "d"}.get(self.period)
+        return f"{self.count:g}/{unit}" if unit else f"{self.count:g}/{self.period:g}s"
 
 
 def parse_rate_limit(text: str) -> RateLimit:
@@ -190,6 +198,7 @@ class TaskConfig:
     global_max_concurrency: int | None = None
     limit_key: Callable[..., Any] | None = None
     unique_for: float | None = None
+    event_data: bool = False
 
     @property
     def max_attempts(self) -> int:
@@ -241,4 +250,12 @@ def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConf
         global_max_concurrency=global_concurrency,
         limit_key=limit_key,
         unique_for=check_seconds("unique_for", options.get("unique_for")),
+        event_data=check_flag("event_data", options.get("event_data", False)),
     )
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Validate a True/False option."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, not {value!r}")
+    return value

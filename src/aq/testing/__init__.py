@@ -28,9 +28,10 @@ async def running_worker(
     shutdown_timeout: float = 5.0,
     crashes: CrashMode = "inline",
     scheduler: bool = False,
+    events: bool = False,
 ) -> AsyncIterator[Worker]:
     """Run a worker on ``broker`` in this event loop for the ``async with`` block
-    (``crashes`` and ``scheduler`` as for :class:`aq.Worker`)."""
+    (``crashes``, ``scheduler`` and ``events`` as for :class:`aq.Worker`)."""
     worker = Worker(
         broker,
         queues=queues,
@@ -38,6 +39,7 @@ async def running_worker(
         shutdown_timeout=shutdown_timeout,
         crashes=crashes,
         scheduler=scheduler,
+        events=events,
     )
     await worker.start()
     try:

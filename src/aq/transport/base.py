@@ -3,7 +3,8 @@
 A transport moves opaque bytes: it publishes to named queues (with priority and
 an optional due time), hands out :class:`Delivery` objects that must be acked,
 requeued, dead-lettered or isolated, carries replies to a producer's
-:class:`Inbox`, and broadcasts control messages to every worker. It knows
+:class:`Inbox`, broadcasts control messages to every worker, and carries
+monitoring events to whoever watches (best effort, bounded). It knows
 nothing of tasks, and no exception of its underlying client library may escape
 it: they are translated into :class:`aq.BrokerError` subclasses at the boundary.
 
@@ -26,7 +27,11 @@ from aq.transport.connection import Connection
 from aq.transport.election import Election
 from aq.transport.store import Store
 
-__all__ = ["Consumer", "Delivery", "Inbox", "Transport"]
+__all__ = ["EVENT_BACKLOG", "Consumer", "Delivery", "Inbox", "Transport"]
+
+#: The most event batches the broker keeps for a subscriber that reads slowly
+#: (a batch holds up to a few hundred events; older ones are dropped first).
+EVENT_BACKLOG = 1000
 
 
 class Delivery(abc.ABC):
@@ -192,3 +197,21 @@ class Transport(Connection):
     @abc.abstractmethod
     async def subscribe_control(self) -> Inbox:
         """Receive control messages sent with :meth:`broadcast`."""
+
+    async def ping(self) -> None:
+        """Return once the broker has answered; raise :class:`aq.BrokerError` if
+        it cannot be reached. For health checks (``/healthz``); by default a
+        transport is taken to be connected."""
+
+    @abc.abstractmethod
+    async def publish_events(self, body: bytes) -> None:
+        """Send one batch of monitoring events to every current subscriber.
+
+        Best effort and bounded: the broker keeps only the newest batches for a
+        subscriber that reads slowly (a capped stream, a length-limited queue),
+        and nothing for nobody. Raises :class:`aq.BrokerError` if the broker
+        cannot be reached."""
+
+    @abc.abstractmethod
+    async def subscribe_events(self) -> Inbox:
+        """Receive the event batches published from now on."""

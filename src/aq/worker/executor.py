@@ -31,6 +31,7 @@ from aq.errors import (
 from aq.logs import event
 from aq.message import TaskMessage, decode_task, error_payload, outcome_error
 from aq.middleware import Outcome
+from aq.monitor.watch import TaskWatch
 from aq.task import AnyTask
 from aq.transport.base import Delivery
 from aq.worker.cluster import Admission, ClusterLimits, Deferral, LimitKeyFailed
@@ -59,6 +60,8 @@ class Executor:
         crashes: what becomes of a message whose workers died while it ran.
         handoff: how hand-off steps ride out broker outages.
         cluster: the limits shared by every worker (``global_rate_limit``...).
+        watch: what is told of each step of a task's life (events, states,
+            metrics: :mod:`aq.monitor.watch`); ``None`` when nothing watches.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class Executor:
         crashes: CrashPolicy,
         handoff: HandOff,
         cluster: ClusterLimits,
+        watch: TaskWatch | None = None,
     ) -> None:
         self.broker = broker
         self.transport = broker.transport
@@ -81,6 +85,11 @@ class Executor:
         self.handoff = handoff
         self.cluster = cluster
         self.settle = Settler(broker, handoff)
+        self.settle.watch = self.watch = watch
+        #: Messages decoded and waiting for their turn (``aq inspect reserved``),
+        #: and those whose function runs, since when (``aq inspect active``).
+        self.reserved: dict[Delivery, TaskMessage] = {}
+        self.active: dict[Delivery, tuple[TaskMessage, float]] = {}
 
     def is_cancelled(self, message: TaskMessage) -> bool:
         """Whether ``message``, or the workflow it is a step of, was cancelled."""
@@ -97,6 +106,8 @@ class Executor:
                 log, logging.ERROR, "task.oversized", queue=delivery.queue, size=size, limit=limit
             )
             reason = f"message of {size} bytes is over max_message_size ({limit}); not decoded"
+            if self.watch is not None:
+                self.watch.dead_lettered(None, delivery.queue, reason)
             await self.handoff("-", "-", lambda: delivery.dead_letter(reason))
             return
         try:
@@ -104,6 +115,8 @@ class Executor:
         except MessageDecodeError as exc:
             event(log, logging.ERROR, "task.undecodable", queue=delivery.queue, error=exc)
             reason = f"undecodable message: {exc}"
+            if self.watch is not None:
+                self.watch.dead_lettered(None, delivery.queue, reason)
             await self.handoff("-", "-", lambda: delivery.dead_letter(reason))
             return
         if delivery.delivery_count > 1 and not await self._survives_crashes(message, delivery):
@@ -113,9 +126,10 @@ class Executor:
             error = UnknownTask(message.task)
             event(log, logging.ERROR, "task.unknown", task_id=message.id, name=message.task)
             await self.settle.reply(message, "error", error_payload(error, with_traceback=False))
-            await self.settle.patiently(
-                message, delivery.dead_letter, f"unknown task: {message.task!r}"
-            )
+            reason = f"unknown task: {message.task!r}"
+            await self.settle.patiently(message, delivery.dead_letter, reason)
+            if self.watch is not None:
+                self.watch.dead_lettered(message, delivery.queue, reason)
             return
         if _expired(message):
             await self.settle.expire(message, delivery)
@@ -137,7 +151,14 @@ class Executor:
             name=message.task,
             attempt=message.attempt,
         )
-        await self._execute(task, message, delivery)
+        if self.watch is not None:
+            self.watch.received(message, delivery.queue)
+        self.reserved[delivery] = message
+        try:
+            await self._execute(task, message, delivery)
+        finally:
+            self.reserved.pop(delivery, None)
+            self.active.pop(delivery, None)
 
     async def _first_copy(self, message: TaskMessage, delivery: Delivery) -> bool:
         """Whether ``message`` is the copy of a workflow step to run; another copy
@@ -175,6 +196,8 @@ class Executor:
         error = outcome_error(WorkerCrashed, message.id, reason)
         await self.settle.reply(message, "error", error_payload(error, with_traceback=False))
         await self.settle.patiently(message, delivery.dead_letter, reason)
+        if self.watch is not None:
+            self.watch.dead_lettered(message, delivery.queue, reason)
         event(
             log,
             logging.ERROR,
@@ -214,6 +237,8 @@ class Executor:
                 await self.settle.fail(message, delivery, outcome, "its workflow could not go on")
                 status = "failure"
             else:
+                if self.watch is not None:
+                    self.watch.succeeded(message, outcome.duration, outcome.value)
                 event(
                     log,
                     logging.INFO,
@@ -225,7 +250,7 @@ class Executor:
                 )
         elif status == "cancelled":
             assert outcome.error is not None
-            await self.settle.cancelled(message, delivery, outcome.error)
+            await self.settle.cancelled(message, delivery, outcome.error, outcome.duration)
         elif status == "retry":
             await self.settle.retry(task, message, delivery, outcome)
             return
@@ -244,7 +269,10 @@ class Executor:
         except LimitKeyFailed as exc:
             event(log, logging.ERROR, "task.limit_key_failed", task_id=message.id, error=exc)
             await self.settle.reply(message, "error", error_payload(exc, with_traceback=False))
-            await self.settle.patiently(message, delivery.dead_letter, str(exc)[:_MAX_REASON])
+            reason = str(exc)[:_MAX_REASON]
+            await self.settle.patiently(message, delivery.dead_letter, reason)
+            if self.watch is not None:
+                self.watch.dead_lettered(message, delivery.queue, reason)
             return None
         except OUTAGE as exc:
             admission = Deferral(1.0, f"the store could not be reached ({exc})")
@@ -300,6 +328,10 @@ class Executor:
                 self._set_context(message)
                 for mw in self.broker.middleware:
                     await mw.before_execute(message)
+                if self.watch is not None:
+                    self.watch.started(message)
+                self.reserved.pop(delivery, None)
+                self.active[delivery] = (message, time.time())
                 try:
                     calls = _calls(task, message)
                 except SerializationError as exc:  # a message that does not fit: never retried

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aq.broker import Broker
 from aq.logs import event
+from aq.monitor.fleet import FleetMetrics
+from aq.monitor.http import bind
 from aq.worker import runner
 from aq.worker.options import CrashMode, WorkerOptions
 from aq.worker.supervisor import Supervisor
@@ -55,7 +58,17 @@ def run_supervisor(broker: Broker, launch: Launch, processes: int) -> None:
     in_process = _in_process(broker, "each worker process has its own queues")
     isolation = None if in_process else launch.child_args("isolated")
     children = launch.child_args(_crash_mode(broker))
-    supervisor = Supervisor(children, processes, launch.worker.shutdown_timeout, isolation)
+    options = launch.worker
+    metrics: Callable[[Supervisor], FleetMetrics] | None = None
+    if options.metrics_port is not None:
+        # Bound first: a port in use fails at once, before any child starts.
+        sock = bind(options.metrics_host, options.metrics_port)
+        queues = broker.queue_names(options.queues)
+
+        def metrics(supervisor: Supervisor) -> FleetMetrics:
+            return FleetMetrics(sock, broker, queues, supervisor.live_children)
+
+    supervisor = Supervisor(children, processes, options.shutdown_timeout, isolation, metrics)
     asyncio.run(supervisor.run())
 
 
@@ -72,7 +85,9 @@ def run_unsupervised(broker: Broker, launch: Launch) -> None:
 
 def run_child(broker: Broker, launch: Launch) -> None:
     """Run one worker started by a supervisor (its crash mode is in its options)."""
-    runner.run(broker, launch.worker, loop=launch.loop, watch_parent=True)
+    code = runner.run(broker, launch.worker, loop=launch.loop, watch_parent=True)
+    if code:
+        raise SystemExit(code)
 
 
 def _crash_mode(broker: Broker) -> CrashMode:

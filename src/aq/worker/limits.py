@@ -4,7 +4,9 @@ A rate limit such as ``"100/s"`` (parsed in :mod:`aq.options`) is a token
 bucket that holds one period's worth of tokens, so a burst up to the limit runs
 at once and the rest is spaced evenly. Reservations may drive the bucket below
 zero; each caller then sleeps exactly until its token exists, which keeps
-waiters in arrival order without a lock.
+waiters in arrival order without a lock. ``aq control rate-limit`` replaces a
+task's rate limit in a running worker (:meth:`TaskLimits.set_rate`) until it
+restarts; its concurrency cap stays as it is.
 """
 
 from __future__ import annotations
@@ -89,14 +91,32 @@ class TaskLimits:
 
     def __init__(self) -> None:
         self._by_task: dict[str, _Limits | _NoLimits] = {}
+        #: Rate limits set at run time, by task name (None: no rate limit).
+        self._rates: dict[str, RateLimit | None] = {}
 
     def get(self, task: _BaseTask[Any, Any]) -> _Limits | _NoLimits:
         limits = self._by_task.get(task.name)
         if limits is None:
             config = task.config
-            if config.rate_limit is None and config.max_concurrency is None:
+            rate = self.rate(task)
+            if rate is None and config.max_concurrency is None:
                 limits = _NONE
             else:
-                limits = _Limits(config.rate_limit, config.max_concurrency)
+                limits = _Limits(rate, config.max_concurrency)
             self._by_task[task.name] = limits
         return limits
+
+    def rate(self, task: _BaseTask[Any, Any]) -> RateLimit | None:
+        """The rate limit in force for ``task`` here."""
+        if task.name in self._rates:
+            return self._rates[task.name]
+        return task.config.rate_limit
+
+    def set_rate(self, task: _BaseTask[Any, Any], limit: RateLimit | None) -> None:
+        """Limit ``task`` to ``limit`` from now on (``None``: no rate limit)."""
+        self._rates[task.name] = limit
+        limits = self._by_task.get(task.name)
+        if isinstance(limits, _Limits):  # keep its concurrency cap, and who holds it
+            limits._rate = RateLimiter(limit) if limit is not None else None
+        else:
+            self._by_task.pop(task.name, None)  # built again on its next use

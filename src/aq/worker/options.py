@@ -54,6 +54,13 @@ class WorkerOptions:
     handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT
     lease_time: float = DEFAULT_LEASE_TIME
     scheduler: bool = False
+    #: Emit monitoring events (``aq worker --events``).
+    events: bool = False
+    #: Serve Prometheus metrics and /healthz on this port (``--metrics-port``);
+    #: with a supervisor, it serves them for all its workers.
+    metrics_port: int | None = None
+    #: The address the metrics port listens on.
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         concurrency = self.concurrency
@@ -67,6 +74,9 @@ class WorkerOptions:
             raise ConfigurationError("lease_time must be a positive number of seconds")
         if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
             raise ConfigurationError("max_tasks must be a positive int")
+        port = self.metrics_port
+        if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
+            raise ConfigurationError(f"--metrics-port must be a port number, not {port!r}")
         if self.crashes not in ("inline", "isolate", "isolated"):
             raise ConfigurationError(
                 f"crashes must be 'inline', 'isolate' or 'isolated', not {self.crashes!r}"

@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
 from aq.broker import Broker
 from aq.errors import ConfigurationError
+from aq.monitor.http import MetricsServer, bind
 from aq.worker.options import WorkerOptions
-from aq.worker.supervisor import Supervisor, report_ready
+from aq.worker.supervisor import EXIT_SHUT_DOWN, Supervisor, report_ready
 from aq.worker.worker import Worker
 
 __all__ = ["LOOPS", "loop_factory", "run", "serve"]
@@ -58,8 +60,9 @@ async def serve(
     *,
     watch_parent: bool = False,
     isolation_args: Sequence[str] | None = None,
-) -> None:
-    """Run a worker until a signal (or ``max_tasks``) stops it.
+) -> int:
+    """Run a worker until a signal (or ``max_tasks``, or ``aq control shutdown``)
+    stops it; the process's exit code (:data:`EXIT_SHUT_DOWN` for the last).
 
     With ``watch_parent``, standard input is a pipe from the supervising
     process, and its end-of-file (the supervisor died, even by SIGKILL) stops
@@ -67,7 +70,10 @@ async def serve(
     process also keeps an isolation worker running as its child (``aq worker
     --no-supervise``), and stops it with itself.
     """
+    # Bound first: a port in use fails at once, before anything else starts.
+    served = None if watch_parent else _metrics_socket(options)
     worker = Worker(broker, options=options)
+    metrics = _serve_metrics(worker, served) if served is not None else None
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
     grace = options.shutdown_timeout
@@ -87,6 +93,8 @@ async def serve(
         await _stop_on_eof(worker, on_signal)
     keeping = loop.create_task(keeper.run(handle_signals=False)) if keeper else None
     try:
+        if metrics is not None:
+            await metrics.start()
         await worker.start()
         report_ready()
         await worker.wait_stopped()
@@ -94,10 +102,31 @@ async def serve(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if metrics is not None:
+            await metrics.close()
         if keeper is not None and keeping is not None:
             keeper.stop()
             await asyncio.gather(keeping, return_exceptions=True)
         await broker.shutdown()
+    return EXIT_SHUT_DOWN if worker.shutdown_requested else 0
+
+
+def _metrics_socket(options: WorkerOptions) -> socket.socket | None:
+    if options.metrics_port is None:
+        return None
+    return bind(options.metrics_host, options.metrics_port)
+
+
+def _serve_metrics(worker: Worker, sock: socket.socket) -> MetricsServer:
+    """The metrics port of a lone worker: its own metrics and health."""
+    from aq.monitor.metrics import QueueDepth, scrape
+
+    reporter = worker.reporter
+    assert reporter.metrics is not None
+    registry, depth = reporter.metrics.registry, QueueDepth()
+    registry.register(depth)
+    admin, queues = worker.broker.admin, worker.queues
+    return MetricsServer(sock, lambda: scrape(registry, depth, admin, queues), reporter.health)
 
 
 def tune_gc() -> None:
@@ -123,12 +152,15 @@ def run(
     watch_parent: bool = False,
     loop: str = "auto",
     isolation_args: Sequence[str] | None = None,
-) -> None:
-    """Run a worker in a fresh event loop (see ``loop_factory``) until it is stopped."""
+) -> int:
+    """Run a worker in a fresh event loop (see ``loop_factory``) until it is
+    stopped; its exit code."""
     factory = loop_factory(loop)
     tune_gc()
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(broker, options, watch_parent=watch_parent, isolation_args=isolation_args))
+        return runner.run(
+            serve(broker, options, watch_parent=watch_parent, isolation_args=isolation_args)
+        )
 
 
 async def _stop_on_eof(worker: Worker, stop: Callable[[], None]) -> None:

@@ -37,6 +37,7 @@ from aq.message import (
     result_key,
 )
 from aq.middleware import Outcome
+from aq.monitor.watch import TaskWatch
 from aq.task import AnyTask
 from aq.transport.base import Delivery
 from aq.unique import UNIQUE_HEADER, finish_unique
@@ -69,10 +70,14 @@ class Settler:
         self.serializer = broker.serializer
         self.handoff = handoff
         self.advancer = Advancer(broker)
+        #: What is told of each outcome (events, states, metrics); None: nothing watches.
+        self.watch: TaskWatch | None = None
 
     async def expire(self, message: TaskMessage, delivery: Delivery) -> None:
         """Tell the producer, and dead-letter a message whose ``expires`` time has passed."""
         event(log, logging.WARNING, "task.expired", task_id=message.id, name=message.task)
+        if self.watch is not None:
+            self.watch.expired(message)
         expired = outcome_error(TaskExpired, message.id, "expired before it ran")
         await self.reply(message, "error", error_payload(expired, with_traceback=False))
         await self.patiently(message, delivery.dead_letter, "expired before it ran")
@@ -95,6 +100,8 @@ class Settler:
         delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
         if delay is None:
             delay = task.config.backoff.delay(message.attempt)
+        if self.watch is not None:  # before it is sent, so its state lands before the next run's
+            self.watch.retried(message, outcome.duration, error, time.time() + delay)
         message.attempt += 1
         await self.send_back(message, delivery, delay)
         event(
@@ -118,6 +125,8 @@ class Settler:
             await self.reply(message, "error", payload)
         reason = f"{what} after {message.attempt} attempt(s): {describe(error)}"
         await self.patiently(message, delivery.dead_letter, reason[:_MAX_REASON])
+        if self.watch is not None:
+            self.watch.failed(message, outcome.duration, error)
         event(
             log,
             logging.ERROR,
@@ -132,10 +141,12 @@ class Settler:
             log.debug("traceback of task %s:\n%s", message.id, payload["traceback"])
 
     async def cancelled(
-        self, message: TaskMessage, delivery: Delivery, error: BaseException
+        self, message: TaskMessage, delivery: Delivery, error: BaseException, runtime: float = 0.0
     ) -> None:
         payload = error_payload(error, with_traceback=False)
         await self.reply(message, "error", payload, settle=delivery)
+        if self.watch is not None:
+            self.watch.cancelled(message, runtime)
         event(log, logging.INFO, "task.cancelled", task_id=message.id, name=message.task)
 
     async def reply(

@@ -15,7 +15,9 @@ the crash policy keeps such a task from killing the next process for long. A
 child that dies before it ever consumed (a broker that refuses it, an app that
 no longer imports), or that cannot be started at all, is tried again after a
 delay that starts at 0.5 s and doubles up to 30 s, so it does not spin; a clean
-exit (``--max-tasks-per-child``) restarts at once too.
+exit (``--max-tasks-per-child``) restarts at once too. A child that exits with
+:data:`EXIT_SHUT_DOWN` was told to stop (``aq control shutdown``): it is not
+replaced, and once every worker has been told, the supervisor stops too.
 """
 
 from __future__ import annotations
@@ -27,14 +29,20 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aq.logs import event
 
-__all__ = ["READY_FD", "Supervisor", "report_ready"]
+if TYPE_CHECKING:
+    from aq.monitor.fleet import FleetMetrics
+
+__all__ = ["EXIT_SHUT_DOWN", "READY_FD", "Supervisor", "report_ready"]
 
 log = logging.getLogger("aq.supervisor")
 
+#: The exit code of a worker stopped by ``aq control shutdown``.
+EXIT_SHUT_DOWN = 3
 #: The environment variable naming the pipe a child writes to once it consumes.
 READY_FD = "AQ_READY_FD"
 
@@ -65,6 +73,8 @@ class Supervisor:
         shutdown_timeout: a child's grace period; it is killed 5 s after that.
         isolation_args: the arguments that start the isolation worker, or
             ``None`` to run none.
+        metrics: the metrics port serving every child's metrics and health
+            (``--metrics-port``), or ``None``.
     """
 
     def __init__(
@@ -73,6 +83,7 @@ class Supervisor:
         processes: int,
         shutdown_timeout: float,
         isolation_args: Sequence[str] | None = None,
+        metrics: Callable[[Supervisor], FleetMetrics] | None = None,
     ) -> None:
         self.slots: dict[int | str, list[str]] = {
             slot: list(child_args) for slot in range(processes)
@@ -82,7 +93,13 @@ class Supervisor:
         self.processes = processes
         self.shutdown_timeout = shutdown_timeout
         self.children: dict[int | str, asyncio.subprocess.Process] = {}
+        #: When each slot's current child started (time.monotonic()).
+        self.started: dict[int | str, float] = {}
+        #: Built before any child starts (it sets their metrics directory).
+        self.metrics = metrics(self) if metrics is not None else None
         self.restarts = 0
+        #: Slots whose workers were told to shut down, and are not replaced.
+        self.retired: set[int | str] = set()
         self._stopping = asyncio.Event()
 
     async def run(self, *, handle_signals: bool = True) -> None:
@@ -98,6 +115,8 @@ class Supervisor:
             processes=self.processes,
             isolation=ISOLATION_SLOT in self.slots,
         )
+        if self.metrics is not None:
+            await self.metrics.start()
         keepers = [asyncio.create_task(self._keep_alive(slot)) for slot in self.slots]
         try:
             await self._stopping.wait()
@@ -108,6 +127,8 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
             for task in keepers:
                 task.cancel()
+            if self.metrics is not None:
+                await self.metrics.close()
         event(log, logging.INFO, "supervisor.stopped", restarts=self.restarts)
 
     def stop(self) -> None:
@@ -122,6 +143,14 @@ class Supervisor:
         # A second signal: pass it on, and each child cuts its grace period short.
         event(log, logging.WARNING, "supervisor.hurry")
         self._signal_children()
+
+    def live_children(self) -> list[tuple[int, float]]:
+        """(pid, start time) of each child still running."""
+        return [
+            (proc.pid, self.started[slot])
+            for slot, proc in self.children.items()
+            if proc.returncode is None
+        ]
 
     def _signal_children(self) -> None:
         for proc in self.children.values():
@@ -141,8 +170,13 @@ class Supervisor:
                 backoff = min(_BACKOFF_MAX, backoff * 2)
                 continue
             code = await proc.wait()
+            if self.metrics is not None:
+                self.metrics.child_exited(proc.pid)
             was_ready = await _answer(ready)
             if self._stopping.is_set():
+                return
+            if code == EXIT_SHUT_DOWN:
+                self._retire(slot, proc.pid)
                 return
             self.restarts += 1
             uptime = time.monotonic() - started
@@ -164,6 +198,14 @@ class Supervisor:
             # It never got going: wait before trying again, growing each time.
             await self._pause(backoff)
             backoff = min(_BACKOFF_MAX, backoff * 2)
+
+    def _retire(self, slot: int | str, pid: int) -> None:
+        """Leave ``slot`` empty: its worker was told to shut down. The last worker
+        to go takes the supervisor (and the isolation worker) with it."""
+        self.retired.add(slot)
+        event(log, logging.INFO, "supervisor.child_shut_down", slot=slot, pid=pid)
+        if all(s in self.retired for s in self.slots if s != ISOLATION_SLOT):
+            self.stop()
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the supervisor is asked to stop."""
@@ -194,6 +236,7 @@ class Supervisor:
             os.close(write_end)
         ready = asyncio.create_task(_read_ready(read_end))
         self.children[slot] = proc
+        self.started[slot] = time.monotonic()
         event(log, logging.INFO, "supervisor.child_started", slot=slot, pid=proc.pid)
         if self._stopping.is_set():  # started while shutdown began: stop it too
             with contextlib.suppress(ProcessLookupError):

@@ -39,6 +39,8 @@ from aq.worker.options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     WorkerOptions,
 )
+from aq.worker.remote import Remote
+from aq.worker.reporting import Reporter
 
 __all__ = ["Worker"]
 
@@ -75,6 +77,7 @@ class Worker:
             renewed every third of it meanwhile.
         scheduler: also run a :class:`aq.Scheduler` here (one of all the
             schedulers running leads and fires the schedules).
+        events: emit monitoring events (docs/monitoring.md).
         options: all of the above as one :class:`aq.worker.options.WorkerOptions`
             (how ``aq worker`` builds its workers); when given, the keywords
             above are not read.
@@ -94,6 +97,7 @@ class Worker:
         handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT,
         lease_time: float = DEFAULT_LEASE_TIME,
         scheduler: bool = False,
+        events: bool = False,
         options: WorkerOptions | None = None,
     ) -> None:
         if options is None:
@@ -106,6 +110,7 @@ class Worker:
                 handoff_timeout,
                 lease_time,
                 scheduler,
+                events,
             )
         #: Every setting of this worker (what ``aq worker`` passes whole).
         self.options = options
@@ -123,14 +128,21 @@ class Worker:
         self._running: dict[str, set[Delivery]] = {}
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self._cluster = ClusterLimits(broker.store, lease_time=options.lease_time)
-        self._executor = Executor(
+        #: This worker's own per-task limits (``aq control rate-limit`` changes them).
+        self.limits = TaskLimits()
+        #: Its id, events, states and stats (:mod:`aq.worker.reporting`).
+        self.reporter = Reporter(self)
+        #: This worker's id, ``host.pid``: what ``aq inspect --worker`` names.
+        self.id = self.reporter.id
+        self.executor = Executor(
             broker,
-            TaskLimits(),
+            self.limits,
             self._running,
             self._is_revoked,
             self.crashes,
             HandOff(options.handoff_timeout),
             self._cluster,
+            self.reporter.watch,
         )
         self._inflight: dict[Delivery, asyncio.Task[None]] = {}
         self._room: asyncio.Future[None] | None = None
@@ -141,12 +153,18 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
         if options.scheduler:
             check_scheduler(broker)
         self._self_stop: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._activity: asyncio.Future[None] | None = None
         self._stopping = False
+        #: Whether ``aq control shutdown`` stopped this worker (its process then
+        #: exits with EXIT_SHUT_DOWN, and its supervisor does not replace it).
+        self.shutdown_requested = False
+        self._remote = Remote(self)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -191,10 +209,16 @@ class Worker:
             self._heartbeat_task = background.start(
                 "aq-heartbeat", lambda: self._heartbeat(interval)
             )
+        self.reporter.online()
+        if self.reporter.emitter is not None:
+            self._beat_task = background.start("aq-worker-heartbeat", self.reporter.heartbeats)
+        if self.reporter.metrics is not None:
+            self._health_task = background.start("aq-health", self.reporter.check_health)
         event(
             log,
             logging.INFO,
             "worker.started",
+            worker=self.id,
             queues=",".join(self.queues),
             concurrency=self.concurrency,
             crashes=self.crashes.mode,
@@ -232,7 +256,13 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
         if self.interrupted_count:
             event(log, logging.WARNING, "worker.requeued", count=self.interrupted_count)
-        for loop_task in (self._control_task, self._heartbeat_task, self._renew_task):
+        for loop_task in (
+            self._control_task,
+            self._heartbeat_task,
+            self._renew_task,
+            self._beat_task,
+            self._health_task,
+        ):
             if loop_task is not None:
                 loop_task.cancel()
                 await asyncio.gather(loop_task, return_exceptions=True)
@@ -240,9 +270,16 @@ class Worker:
             await self._consumer.close()  # returns unsettled deliveries to their queues
         if self._control is not None:
             await self._control.close()
+        await self.reporter.offline()
         event(log, logging.INFO, "worker.stopped", finished=self.finished_count)
         self._stopped.set()
         self._notify()
+
+    def request_shutdown(self) -> None:
+        """Stop gracefully because an operator asked (``aq control shutdown``)."""
+        self.shutdown_requested = True
+        if not self._stopping:
+            asyncio.get_running_loop().call_soon(self._stop_soon)
 
     def abort(self) -> None:
         """Cancel every running task now; their messages return to the queue."""
@@ -299,7 +336,7 @@ class Worker:
 
     async def _run(self, delivery: Delivery) -> None:
         try:
-            await self._executor.handle(delivery)
+            await self.executor.handle(delivery)
         except asyncio.CancelledError:
             self.interrupted_count += 1
             raise
@@ -332,6 +369,8 @@ class Worker:
                 continue
             if command.op == "cancel":
                 self._revoke(command.task_id)
+            elif command.op != "schedules" and self._remote.concerns(command):
+                await self._remote.act(command)
 
     async def _heartbeat(self, interval: float) -> None:
         """Keep the claims of long-running deliveries fresh so they are not redelivered."""

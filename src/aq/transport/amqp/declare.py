@@ -48,6 +48,7 @@ class Declarer:
         self._delays: set[str] = set()
         self._shared = False
         self._control = False
+        self._events = False
         self._lock = asyncio.Lock()
         #: Every queue name this declarer has declared, for delete_declared().
         self.declared: set[str] = set()
@@ -55,7 +56,7 @@ class Declarer:
     def forget(self) -> None:
         self._queues.clear()
         self._delays.clear()
-        self._shared = self._control = False
+        self._shared = self._control = self._events = False
 
     async def control(self) -> None:
         """Declare the fanout exchange for control messages."""
@@ -66,6 +67,16 @@ class Declarer:
                 self.names.control_exchange, exchange_type="fanout", durable=True
             )
         self._control = True
+
+    async def events(self) -> None:
+        """Declare the topic exchange for monitoring events."""
+        if self._events:
+            return
+        async with self._channel() as channel:
+            await channel.exchange_declare(
+                self.names.events_exchange, exchange_type="topic", durable=True
+            )
+        self._events = True
 
     async def queue(self, name: str) -> QueueNames:
         """Declare queue ``name``'s work and dead-letter queues (if not done yet)."""

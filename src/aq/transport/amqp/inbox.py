@@ -7,7 +7,10 @@ worker batches them: :mod:`aq.transport.amqp.batch`): a durable queue with
 once nobody has used it for ``reply_ttl``. A worker's control queue
 ``P.control.<id>`` is exclusive and bound to the fanout exchange
 ``P.control``: every worker gets every control message sent while it is
-connected. Both are consumed on a robust channel, so aio-pika declares and
+connected. A watcher's event queue ``P.events.<id>`` is exclusive too, bound
+to the topic exchange ``P.events`` for every routing key, and holds at most
+``EVENT_BACKLOG`` batches (the oldest dropped first) and expires once unused.
+All are consumed on a robust channel, so aio-pika declares and
 binds them again after a reconnect, and :mod:`aq.transport.amqp.direct`
 consumes them again.
 """
@@ -31,9 +34,9 @@ from aq.transport.amqp.batch import AckWindow, split_batch
 from aq.transport.amqp.context import CLOSE_TIMEOUT
 from aq.transport.amqp.direct import DirectConsumers
 from aq.transport.amqp.errors import translated
-from aq.transport.base import Inbox
+from aq.transport.base import EVENT_BACKLOG, Inbox
 
-__all__ = ["AmqpInbox", "open_control_inbox", "open_reply_inbox"]
+__all__ = ["AmqpInbox", "open_control_inbox", "open_event_inbox", "open_reply_inbox"]
 
 log = logging.getLogger("aq.amqp")
 
@@ -124,6 +127,38 @@ async def open_control_inbox(
             exchange = await channel.declare_exchange(exchange_name, "fanout", durable=True)
             queue = await channel.declare_queue(queue_name, exclusive=True, auto_delete=True)
             await queue.bind(exchange)
+            return queue
+
+        queue = await declare()
+    inbox = AmqpInbox(queue_name, channel, queue, delete_on_close=False, declare=declare)
+    await inbox.start()
+    return inbox
+
+
+#: Milliseconds an event queue outlives its last consumer (it is exclusive, so
+#: RabbitMQ deletes it with its connection anyway; this bounds the unexpected).
+_EVENT_QUEUE_EXPIRES = 60_000
+
+
+async def open_event_inbox(
+    connection: AbstractRobustConnection, exchange_name: str, queue_name: str
+) -> AmqpInbox:
+    """Declare a length-limited exclusive queue bound to the events exchange and consume it."""
+    with translated("subscribe to events"):
+        channel: AbstractRobustChannel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=100)
+        arguments = {
+            "x-max-length": EVENT_BACKLOG,
+            "x-overflow": "drop-head",
+            "x-expires": _EVENT_QUEUE_EXPIRES,
+        }
+
+        async def declare() -> AbstractQueue:
+            exchange = await channel.declare_exchange(exchange_name, "topic", durable=True)
+            queue = await channel.declare_queue(
+                queue_name, exclusive=True, auto_delete=True, arguments=arguments
+            )
+            await queue.bind(exchange, routing_key="#")
             return queue
 
         queue = await declare()

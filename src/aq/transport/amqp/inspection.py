@@ -221,7 +221,7 @@ async def delete_declared(context: AmqpContext) -> int:
                 deleted += 1
         for level in range(-1, LEVELS):
             await channel.exchange_delete(names.delay_exchange(level))
-        for exchange in (names.dead_exchange, names.control_exchange):
+        for exchange in (names.dead_exchange, names.control_exchange, names.events_exchange):
             await channel.exchange_delete(exchange)
     context.declarer.forget()
     context.declarer.declared.clear()

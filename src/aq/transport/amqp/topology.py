@@ -12,7 +12,8 @@ For a queue ``Q`` under prefix ``P`` (default ``aq``):
 * ``P.Q.delay.00`` .. ``P.Q.delay.31``: the delay levels (below).
 
 and for the whole prefix: ``P.control`` (a fanout exchange for control
-messages), ``P.reply.<id>`` (one reply queue per producer),
+messages), ``P.events`` (a topic exchange for monitoring events) with one
+``P.events.<id>`` queue per watcher, ``P.reply.<id>`` (one reply queue per producer),
 ``P.election.<name>`` (a leader election, see election.py) and the delay
 exchanges ``P.delay.00`` .. ``P.delay.31`` and ``P.delay.out``.
 
@@ -44,7 +45,7 @@ __all__ = ["LEVELS", "MAX_DELAY_MS", "Names", "QueueNames", "delay_route"]
 LEVELS = 32
 MAX_DELAY_MS = 2**LEVELS - 1
 _MAX_NAME = 255 - 2 * LEVELS  # the routing key of a delayed message must fit in 255 bytes
-_RESERVED = re.compile(r"(\.dead|\.isolated|\.delay\.\d\d)$|^(reply|control|election)\.")
+_RESERVED = re.compile(r"(\.dead|\.isolated|\.delay\.\d\d)$|^(reply|control|election|events)\.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,13 @@ class Names:
     def control_queue(self, consumer_id: str) -> str:
         return f"{self.prefix}.control.{consumer_id}"
 
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    def events_queue(self, subscriber_id: str) -> str:
+        return f"{self.prefix}.events.{subscriber_id}"
+
     def election_queue(self, name: str) -> str:
         return f"{self.prefix}.election.{name}"
 
@@ -113,7 +121,7 @@ def check_queue_name(name: str) -> None:
         raise ConfigurationError(
             f"queue name {name!r} cannot be used with RabbitMQ: it must be non-empty, "
             "contain no '*' or '#', not end in '.dead', '.isolated' or '.delay.NN', and "
-            "not start with 'reply.', 'control.' or 'election.'"
+            "not start with 'reply.', 'control.', 'election.' or 'events.'"
         )
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aq.errors import BrokerError, ConfigurationError
+from aq.errors import BrokerError, ConfigurationError, ConnectionLost
 from aq.message import MAX_PRIORITY, new_id
 from aq.transport.amqp.admin import AmqpAdmin
 from aq.transport.amqp.batch import ReplyBatcher
@@ -28,7 +28,7 @@ from aq.transport.amqp.consumer import ETA, AmqpConsumer
 from aq.transport.amqp.context import AmqpContext
 from aq.transport.amqp.election import QueueElection
 from aq.transport.amqp.errors import Unroutable
-from aq.transport.amqp.inbox import open_control_inbox, open_reply_inbox
+from aq.transport.amqp.inbox import open_control_inbox, open_event_inbox, open_reply_inbox
 from aq.transport.amqp.settings import parse_url
 from aq.transport.amqp.topology import delay_route
 from aq.transport.base import Consumer, Inbox, Transport
@@ -141,6 +141,29 @@ class AmqpTransport(Transport):
     async def subscribe_control(self) -> Inbox:
         return await open_control_inbox(
             self.context.connection, self.names.control_exchange, self.names.control_queue(new_id())
+        )
+
+    async def ping(self) -> None:
+        connection = self.context.connection
+        if connection.is_closed or not connection.connected.is_set():
+            raise ConnectionLost("the connection to RabbitMQ is down")
+
+    # -- events ----------------------------------------------------------------------
+
+    async def publish_events(self, body: bytes) -> None:
+        await self.declarer.events()
+        await self.context.publish_raw(
+            self.names.events_exchange,
+            "events",
+            body,
+            mandatory=False,
+            persistent=False,
+            what="publish events",
+        )
+
+    async def subscribe_events(self) -> Inbox:
+        return await open_event_inbox(
+            self.context.connection, self.names.events_exchange, self.names.events_queue(new_id())
         )
 
     async def purge_namespace(self) -> int:

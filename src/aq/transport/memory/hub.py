@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 
 from aq.transport.admin import DeadLetter
 
-__all__ = ["Entry", "Hub", "MemoryQueue", "attach", "detach", "hub_name", "next_sequence"]
+__all__ = [
+    "Entry",
+    "EventBuffer",
+    "Hub",
+    "MemoryQueue",
+    "attach",
+    "detach",
+    "hub_name",
+    "next_sequence",
+]
 
 #: A number larger than every one before it: the order of arrival.
 next_sequence = itertools.count().__next__
@@ -71,6 +80,25 @@ class MemoryQueue:
         return self.delayed[0][0] if self.delayed else None
 
 
+class EventBuffer:
+    """The event batches one subscriber has not read yet; the oldest go first
+    when it holds ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.batches: deque[bytes] = deque(maxlen=limit)
+        self.arrived = asyncio.Event()
+
+    def put(self, body: bytes) -> None:
+        self.batches.append(body)
+        self.arrived.set()
+
+    async def get(self) -> bytes:
+        while not self.batches:
+            self.arrived.clear()
+            await self.arrived.wait()
+        return self.batches.popleft()
+
+
 class Hub:
     """One in-process broker; see the module docstring."""
 
@@ -79,6 +107,8 @@ class Hub:
         self.isolation: dict[str, MemoryQueue] = {}
         self.inboxes: dict[str, asyncio.Queue[bytes]] = {}
         self.control: set[asyncio.Queue[bytes]] = set()
+        #: Event subscribers: each a bounded buffer that drops its oldest batch.
+        self.events: set[EventBuffer] = set()
         #: The store's values: key -> (expiry, value), and the expiries in a heap.
         self.values: dict[str, tuple[float, object]] = {}
         self.expiries: list[tuple[float, str]] = []

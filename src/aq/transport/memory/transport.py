@@ -17,15 +17,24 @@ import heapq
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aq.errors import ConfigurationError
 from aq.transport.admin import DeadLetter
-from aq.transport.base import Consumer, Inbox, Transport
+from aq.transport.base import EVENT_BACKLOG, Consumer, Inbox, Transport
 from aq.transport.kit import BufferedConsumer, OnceDelivery, connected
 from aq.transport.kit.consumer import wake
 from aq.transport.memory.admin import MemoryAdmin
-from aq.transport.memory.hub import Entry, Hub, MemoryQueue, attach, detach, hub_name, next_sequence
+from aq.transport.memory.hub import (
+    Entry,
+    EventBuffer,
+    Hub,
+    MemoryQueue,
+    attach,
+    detach,
+    hub_name,
+    next_sequence,
+)
 from aq.transport.memory.store import MemoryStore
 
 __all__ = ["MemoryTransport"]
@@ -148,10 +157,12 @@ class _MemoryConsumer(BufferedConsumer[_MemoryDelivery]):
         wake(self._waiter)
 
 
+class _Source(Protocol):
+    async def get(self) -> bytes: ...
+
+
 class _MemoryInbox(Inbox):
-    def __init__(
-        self, address: str, queue: asyncio.Queue[bytes], on_close: Callable[[], object]
-    ) -> None:
+    def __init__(self, address: str, queue: _Source, on_close: Callable[[], object]) -> None:
         self.address = address
         self._queue = queue
         self._on_close = on_close
@@ -234,3 +245,13 @@ class MemoryTransport(Transport):
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         hub.control.add(queue)
         return _MemoryInbox("memory-control", queue, lambda: hub.control.discard(queue))
+
+    async def publish_events(self, body: bytes) -> None:
+        for subscriber in self.hub.events:
+            subscriber.put(body)
+
+    async def subscribe_events(self) -> Inbox:
+        hub = self.hub
+        buffer = EventBuffer(EVENT_BACKLOG)
+        hub.events.add(buffer)
+        return _MemoryInbox("memory-events", buffer, lambda: hub.events.discard(buffer))

@@ -5,7 +5,9 @@ simply read again after a lost connection: nothing is removed by reading, so
 nothing read-but-not-received is lost. The reply inbox also keeps its
 liveness key fresh (workers reply only while it exists) and trims what it has
 received; the control inbox starts an hour back, so a worker that starts after
-a cancellation still honours it.
+a cancellation still honours it. The event inbox starts at the newest entry
+of the capped event stream; when it reads slower than events come, the
+entries trimmed meanwhile are simply not seen.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aq.transport.kit import ReconnectDelay
 from aq.transport.redis.connection import CONNECTION_ERRORS, raise_if_cancelling, retrying
 from aq.transport.redis.context import RedisContext
 
-__all__ = ["ControlInbox", "ReplyInbox"]
+__all__ = ["ControlInbox", "EventInbox", "ReplyInbox"]
 
 log = logging.getLogger("aq.redis")
 
@@ -141,3 +143,11 @@ class ControlInbox(_StreamInbox):
     def __init__(self, context: RedisContext, start_id: str) -> None:
         super().__init__(context, context.keys.control, start_id)
         self.address = context.keys.control
+
+
+class EventInbox(_StreamInbox):
+    """The event stream, from the entry after the newest one at subscription."""
+
+    def __init__(self, context: RedisContext, start_id: str) -> None:
+        super().__init__(context, context.keys.events, start_id)
+        self.address = context.keys.events

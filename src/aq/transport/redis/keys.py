@@ -76,3 +76,8 @@ class Keys:
     def control(self) -> str:
         """The stream of control messages (cancellations) every worker reads."""
         return f"{self.prefix}:control"
+
+    @property
+    def events(self) -> str:
+        """The stream of monitoring event batches, capped by length."""
+        return f"{self.prefix}:events"

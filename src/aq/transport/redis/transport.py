@@ -21,13 +21,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from aq.message import MAX_PRIORITY, new_id
-from aq.transport.base import Consumer, Delivery, Inbox, Transport
+from aq.transport.base import EVENT_BACKLOG, Consumer, Delivery, Inbox, Transport
 from aq.transport.redis.admin import RedisAdmin
-from aq.transport.redis.connection import parse_url, retrying
+from aq.transport.redis.connection import parse_url, retrying, translated
 from aq.transport.redis.consumer import RedisConsumer
 from aq.transport.redis.context import RedisContext
 from aq.transport.redis.delivery import RedisDelivery
-from aq.transport.redis.inbox import ControlInbox, ReplyInbox
+from aq.transport.redis.inbox import ControlInbox, EventInbox, ReplyInbox
 from aq.transport.redis.store import RedisStore
 
 __all__ = ["RedisTransport"]
@@ -141,5 +141,31 @@ class RedisTransport(Transport):
     async def subscribe_control(self) -> Inbox:
         start = f"{max(0, int(time.time() * 1000) - _CONTROL_REPLAY_MS)}-0"
         return ControlInbox(self.context, start)
+
+    async def ping(self) -> None:
+        with translated("ping Redis"):
+            await self.context.client.ping()
+
+    # -- events ----------------------------------------------------------------------
+
+    async def publish_events(self, body: bytes) -> None:
+        stream, batcher = self.context.keys.events, self.context.batcher
+
+        async def add() -> Any:
+            return await batcher.run(
+                lambda pipe: pipe.xadd(stream, {"b": body}, maxlen=EVENT_BACKLOG, approximate=True)
+            )
+
+        await retrying("publish events", add, self.settings.publish_timeout)
+
+    async def subscribe_events(self) -> Inbox:
+        context = self.context
+
+        async def newest() -> Any:
+            return await context.client.xrevrange(context.keys.events, count=1)
+
+        entries = await retrying("subscribe to events", newest, self.settings.publish_timeout)
+        start = entries[0][0].decode() if entries else "0-0"
+        return EventInbox(context, start)
 
     # -- inspection ------------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""A task's state by id, kept in the store, readable from any process.
+
+When a broker keeps results (``result_ttl``), it keeps each task's state too,
+under ``status:<task id>`` with the same lifetime: the producer writes
+``queued`` (or ``scheduled``, with its due time) when it sends the task, unless
+a worker has written already; a worker writes ``running`` (where, since when,
+which attempt) when the function starts and ``retrying`` (with the next
+attempt's due time) before it sends a retry back. The final state is not
+written again: it is read from the kept result (``result:<task id>``), which
+the worker writes anyway. So tracking costs one store write at ``kiq()`` and
+one per attempt, sent without waiting (a lost one makes the state lag; the
+result still wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from aq.errors import (
+    AQError,
+    MessageDecodeError,
+    TaskCancelled,
+    TaskExpired,
+    UnknownTask,
+    WorkerCrashed,
+)
+from aq.logs import event
+from aq.message import TaskMessage, decode_reply, error_type, result_key
+from aq.serializer import Serializer
+from aq.transport.store import Store
+
+__all__ = ["State", "StatusWriter", "TaskStatus", "read_status", "status_key"]
+
+log = logging.getLogger("aq.status")
+
+State = Literal[
+    "queued",
+    "scheduled",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "dead-lettered",
+    "cancelled",
+    "unknown",
+]
+
+_LIMIT_KEY_FAILED = "aq.worker.cluster.LimitKeyFailed"  # the worker's; not imported here
+#: Error types whose reply means the message went to the dead letters without
+#: the task failing by itself.
+_DEAD_LETTERED = frozenset(
+    [*(error_type(cls) for cls in (TaskExpired, WorkerCrashed, UnknownTask)), _LIMIT_KEY_FAILED]
+)
+_CANCELLED = error_type(TaskCancelled)
+_STATES: dict[object, State] = {state: state for state in get_args(State)}
+_MAX_PENDING = 10_000
+_WARN_EVERY = 30.0
+
+
+def status_key(task_id: str) -> str:
+    """Where the state of ``task_id`` is kept."""
+    return f"status:{task_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """What is known of one task.
+
+    Attributes:
+        task_id: the id asked about.
+        state: ``queued``, ``scheduled``, ``running``, ``retrying``,
+            ``succeeded``, ``failed``, ``dead-lettered``, ``cancelled``, or
+            ``unknown`` (never seen, or forgotten after ``result_ttl``).
+        name: the task's name, when known.
+        queue: its queue, when known.
+        attempt: the attempt running, or (``retrying``) the next one.
+        eta: when a ``scheduled`` or ``retrying`` task is due (UNIX seconds).
+        worker: the worker running it (``running``).
+        since: when it entered this state (UNIX seconds), when known.
+        error_type: the exception type of a failure (or of the attempt
+            that is being retried).
+        error: its message.
+    """
+
+    task_id: str
+    state: State
+    name: str | None = None
+    queue: str | None = None
+    attempt: int | None = None
+    eta: float | None = None
+    worker: str | None = None
+    since: float | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, for JSON output."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def record(state: State, message: TaskMessage, **fields: Any) -> dict[str, Any]:
+    """The stored form of a state of ``message``."""
+    entry: dict[str, Any] = {
+        "v": 1,
+        "state": state,
+        "name": message.task,
+        "queue": message.queue,
+        "attempt": message.attempt,
+        "since": time.time(),
+    }
+    entry.update(fields)
+    return entry
+
+
+def lifetime(ttl: float, eta: float | None) -> float:
+    """How long to keep a state: ``ttl`` after the task is due."""
+    return ttl + max(0.0, eta - time.time()) if eta is not None else ttl
+
+
+class StatusWriter:
+    """Writes states to the store without making the caller wait.
+
+    Writes go out as they come (pipelined with everything else of the loop
+    turn on Redis); at most ``_MAX_PENDING`` are in flight, and a write that
+    fails is logged (at most every 30 s) and dropped: the state lags, the
+    result still tells the end.
+    """
+
+    def __init__(self, store: Store, serializer: Serializer, ttl: float) -> None:
+        self.store = store
+        self.serializer = serializer
+        self.ttl = ttl
+        self._pending: set[asyncio.Task[None]] = set()
+        self._warned = 0.0
+
+    def write(self, task_id: str, entry: dict[str, Any], eta: float | None = None) -> None:
+        if len(self._pending) >= _MAX_PENDING:
+            return
+        body = self.serializer.dumps(entry)
+        task = asyncio.ensure_future(self._set(status_key(task_id), body, lifetime(self.ttl, eta)))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _set(self, key: str, body: bytes, ttl: float) -> None:
+        try:
+            await self.store.set(key, body, ttl=ttl)
+        except AQError as exc:
+            now = time.monotonic()
+            if now - self._warned >= _WARN_EVERY:
+                self._warned = now
+                event(
+                    log, logging.WARNING, "status.unwritten", error=f"{type(exc).__name__}: {exc}"
+                )
+
+    async def flush(self) -> None:
+        """Wait for the writes in flight."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+async def read_status(store: Store, serializer: Serializer, task_id: str) -> TaskStatus:
+    """The state of ``task_id``: its kept result if it has one, else its last state."""
+    kept, body = await asyncio.gather(
+        store.get(result_key(task_id)), store.get(status_key(task_id))
+    )
+    entry = _entry(body, serializer)
+    state = entry.get("state")
+    eta = _float(entry.get("eta"))
+    error = entry.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    if kept is not None:
+        final = _final(kept, serializer)
+        if final is not None:
+            state, error, eta = final[0], final[1], None
+    if state == "queued" and eta is not None and eta > time.time():
+        state = "scheduled"
+    if state not in _STATES:
+        return TaskStatus(task_id, "unknown")
+    return TaskStatus(
+        task_id,
+        _STATES[state],
+        name=_str(entry.get("name")),
+        queue=_str(entry.get("queue")),
+        attempt=_int(entry.get("attempt")),
+        eta=eta,
+        worker=_str(entry.get("worker")),
+        since=_float(entry.get("since")) if kept is None else None,
+        error_type=_str(error.get("type")),
+        error=_str(error.get("message")),
+    )
+
+
+def _final(kept: bytes, serializer: Serializer) -> tuple[State, dict[str, Any]] | None:
+    """The final state a kept result tells, and its error (type, message)."""
+    try:
+        reply = decode_reply(kept, serializer)
+    except MessageDecodeError:
+        return None
+    if reply.kind != "error":
+        return "succeeded", {}
+    details = reply.payload if isinstance(reply.payload, dict) else {}
+    kind = details.get("type")
+    if kind == _CANCELLED:
+        return "cancelled", details
+    if kind in _DEAD_LETTERED:
+        return "dead-lettered", details
+    return "failed", details
+
+
+def _entry(body: bytes | None, serializer: Serializer) -> dict[str, Any]:
+    if body is None:
+        return {}
+    try:
+        entry = serializer.loads(body)
+    except MessageDecodeError:
+        return {}
+    return entry if isinstance(entry, dict) and entry.get("v") == 1 else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

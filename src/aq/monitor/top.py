@@ -1,0 +1,213 @@
+"""What ``aq top`` shows, kept up to date from events and queue stats.
+
+:class:`TopState` takes events (:meth:`TopState.feed`), workers' own
+descriptions (``inspect stats``, for workers seen before their first
+heartbeat) and queue counts (:meth:`TopState.queues`), and :meth:`render`
+draws them as rich tables: workers (alive, lost after three missed
+heartbeats, or gone), queues with their depth and their rates in and out,
+the rates at which workers take and finish their tasks, throughput and
+failures, and runtime percentiles per task name. It does no
+I/O; :mod:`aq.monitor.terminal` drives it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from aq.monitor.wire import Event
+from aq.transport.admin import QueueStats
+
+__all__ = ["TopState"]
+
+#: Seconds over which rates are measured.
+WINDOW = 10.0
+#: Runtimes kept per task name for its percentiles.
+_SAMPLES = 1000
+#: Heartbeats a worker may miss before it is shown as lost.
+_MISSED = 3
+_ENDS = frozenset(("task-succeeded", "task-failed", "task-cancelled", "task-expired"))
+
+
+@dataclass
+class _Worker:
+    host: str = "?"
+    pid: int | None = None
+    seen: float = 0.0
+    freq: float = 2.0
+    active: int = 0
+    processed: int = 0
+    concurrency: int | None = None
+    gone: bool = False
+
+
+@dataclass
+class _Tasks:
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    runtimes: deque[float] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
+
+
+class TopState:
+    """The figures ``aq top`` shows; see the module docstring."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.workers: dict[str, _Worker] = {}
+        self.tasks: dict[str, _Tasks] = defaultdict(_Tasks)
+        self.stats: dict[str, QueueStats] = {}
+        self.events_seen = 0
+        self.failures = 0
+        self._done: deque[float] = deque()
+        self._in: dict[str, deque[float]] = defaultdict(deque)
+        self._out: dict[str, deque[float]] = defaultdict(deque)
+
+    def feed(self, event: Event, now: float | None = None) -> None:
+        """Take one event into account."""
+        now = time.time() if now is None else now
+        self.events_seen += 1
+        kind = event.type
+        if event.worker is not None:
+            self._worker_event(event, now)
+        name, queue = event.name, event.get("queue")
+        if kind == "task-received" and isinstance(queue, str):
+            self._in[queue].append(now)
+        if kind in _ENDS:
+            self._done.append(now)
+            if isinstance(queue, str):
+                self._out[queue].append(now)
+        if name is None:
+            return
+        stats = self.tasks[name]
+        if kind == "task-succeeded":
+            stats.succeeded += 1
+        elif kind == "task-failed":
+            stats.failed += 1
+            self.failures += 1
+        elif kind == "task-retried":
+            stats.retried += 1
+        runtime = event.get("runtime")
+        if kind in ("task-succeeded", "task-failed") and isinstance(runtime, int | float):
+            stats.runtimes.append(float(runtime))
+
+    def _worker_event(self, event: Event, now: float) -> None:
+        worker_id = event.worker
+        assert worker_id is not None
+        worker = self.workers.setdefault(worker_id, _Worker())
+        worker.seen = now
+        worker.host = str(event.get("host", worker.host))
+        worker.gone = event.type == "worker-offline"
+        for name in ("pid", "active", "processed", "concurrency", "freq"):
+            value = event.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                setattr(worker, name, value)
+
+    def describe_worker(self, worker_id: str, stats: dict[str, Any], now: float) -> None:
+        """Take a worker's ``inspect stats`` answer into account."""
+        worker = self.workers.setdefault(worker_id, _Worker())
+        worker.seen = max(worker.seen, now)
+        worker.host = str(stats.get("host", worker.host))
+        worker.pid = stats.get("pid", worker.pid)
+        worker.active = int(stats.get("in_flight", worker.active))
+        worker.processed = int(stats.get("processed", worker.processed))
+        worker.concurrency = stats.get("concurrency", worker.concurrency)
+
+    def queues(self, stats: list[QueueStats]) -> None:
+        """The latest counts of the queues shown."""
+        for entry in stats:
+            self.stats[entry.queue] = entry
+
+    def rate(self, times: deque[float], now: float) -> float:
+        """Events per second in ``times`` over the last :data:`WINDOW` seconds."""
+        while times and times[0] < now - WINDOW:
+            times.popleft()
+        return len(times) / WINDOW
+
+    def render(self, now: float | None = None) -> RenderableType:
+        """Everything, as rich renderables."""
+        now = time.time() if now is None else now
+        alive = [w for w in self.workers.values() if self._state(w, now) == "online"]
+        head = Text(f"aq top  {self.title}", style="bold")
+        head.append(
+            f"   workers {len(alive)}   tasks/s {self.rate(self._done, now):.1f}"
+            f"   failed {self.failures}   events {self.events_seen}   (q quits)"
+        )
+        return Group(head, self._workers_table(now), self._queues_table(now), self._tasks_table())
+
+    def _state(self, worker: _Worker, now: float) -> str:
+        if worker.gone:
+            return "offline"
+        return "lost" if now - worker.seen > _MISSED * worker.freq + 1 else "online"
+
+    def _workers_table(self, now: float) -> Table:
+        table = Table(title="workers", title_justify="left", expand=True)
+        for column in ("worker", "host", "state", "active", "processed", "seen"):
+            table.add_column(
+                column, justify="right" if column in ("active", "processed") else "left"
+            )
+        for worker_id, worker in sorted(self.workers.items()):
+            state = self._state(worker, now)
+            style = {"online": "green", "lost": "yellow", "offline": "dim"}[state]
+            table.add_row(
+                worker_id,
+                worker.host,
+                Text(state, style=style),
+                str(worker.active),
+                str(worker.processed),
+                f"{now - worker.seen:.0f}s ago",
+            )
+        return table
+
+    def _queues_table(self, now: float) -> Table:
+        table = Table(title="queues", title_justify="left", expand=True)
+        table.add_column("queue")
+        for column in ("ready", "delayed", "unacked", "dead", "consumers", "taken/s", "done/s"):
+            table.add_column(column, justify="right")
+        for name in sorted(set(self.stats) | set(self._in) | set(self._out)):
+            stats = self.stats.get(name)
+            counts = (
+                [stats.ready, stats.delayed, stats.unacked, stats.dead, stats.consumers]
+                if stats is not None
+                else ["-"] * 5
+            )
+            table.add_row(
+                name,
+                *map(str, counts),
+                f"{self.rate(self._in[name], now):.1f}",
+                f"{self.rate(self._out[name], now):.1f}",
+            )
+        return table
+
+    def _tasks_table(self) -> Table:
+        table = Table(title="tasks", title_justify="left", expand=True)
+        table.add_column("task")
+        for column in ("succeeded", "failed", "retried", "p50", "p95"):
+            table.add_column(column, justify="right")
+        for name, stats in sorted(self.tasks.items()):
+            p50, p95 = _percentile(stats.runtimes, 0.50), _percentile(stats.runtimes, 0.95)
+            table.add_row(
+                name,
+                str(stats.succeeded),
+                Text(str(stats.failed), style="red" if stats.failed else ""),
+                str(stats.retried),
+                p50,
+                p95,
+            )
+        return table
+
+
+def _percentile(samples: deque[float], fraction: float) -> str:
+    """The ``fraction`` percentile of ``samples`` in milliseconds, or ``-``."""
+    if not samples:
+        return "-"
+    ordered = sorted(samples)  # the nearest-rank percentile
+    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
+    return f"{ordered[index] * 1000:.1f}ms"

@@ -1,0 +1,199 @@
+"""The parts behind monitoring, each on its own: the emitter's bounds, a slow
+watcher's backlog, aq top's figures, and a lone worker's metrics port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+
+import aq
+from aq.errors import ConnectionLost
+from aq.monitor.emitter import EventEmitter
+from aq.monitor.metrics import dead_letter_reason
+from aq.monitor.top import TopState
+from aq.monitor.wire import Event, decode_events, encode_events
+from aq.serializer import JSONSerializer
+from aq.testing import running_worker
+from aq.transport.base import EVENT_BACKLOG
+from aq.transport.memory import MemoryTransport
+from aq.worker.options import WorkerOptions
+from aq.worker.runner import _metrics_socket, _serve_metrics
+
+CODEC = JSONSerializer()
+
+
+class _Unreachable(MemoryTransport):
+    """A memory transport whose event channel is down until ``up`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("memory://unreachable")
+        self.up = asyncio.Event()
+        self.batches: list[bytes] = []
+
+    async def publish_events(self, body: bytes) -> None:
+        if not self.up.is_set():
+            raise ConnectionLost("down")
+        self.batches.append(body)
+
+
+async def test_an_emitter_that_cannot_send_keeps_only_the_newest_events() -> None:
+    transport = _Unreachable()
+    emitter = EventEmitter(transport, CODEC, max_buffer=10, max_batch=4)
+    emitter.start()
+    for n in range(25):
+        emitter.emit("task-sent", {"n": n})
+    await asyncio.sleep(0)  # the send loop tries, fails, and waits to try again
+    assert emitter.dropped == 15
+    transport.up.set()
+    await emitter.flush(timeout=5)
+    await emitter.close()
+    sent = [e.get("n") for body in transport.batches for e in decode_events(body, CODEC)]
+    assert sent == list(range(15, 25))
+
+
+async def test_a_watcher_that_does_not_read_keeps_only_the_newest_batches() -> None:
+    broker = aq.Broker("memory://backlog")
+    async with broker, broker.subscribe_events() as stream:
+        for n in range(EVENT_BACKLOG + 5):
+            await broker.transport.publish_events(
+                encode_events([{"type": "task-sent", "ts": 1.0, "n": n}], CODEC)
+            )
+        first = await stream.next()
+    assert first.get("n") == 5
+
+
+def test_a_batch_keeps_the_good_events_and_skips_the_bad() -> None:
+    items: list[Any] = [
+        {"type": "task-sent", "ts": 1.5, "task_id": "a"},
+        {"type": "no-such-type", "ts": 1.0},
+        {"type": "task-sent", "ts": "yesterday"},
+        "not an object",
+    ]
+    body = encode_events(items, CODEC)
+    assert [e.task_id for e in decode_events(body, CODEC)] == ["a"]
+    with pytest.raises(aq.MessageDecodeError, match="not a v1 event batch"):
+        decode_events(b'{"v": 2, "events": []}', CODEC)
+
+
+def test_dead_letter_reasons_become_few_label_values() -> None:
+    assert dead_letter_reason("undecodable message: bad json") == "undecodable"
+    assert dead_letter_reason("unknown task: 'x'") == "unknown_task"
+    assert dead_letter_reason("failed after 3 attempt(s): ValueError: x") == "failed"
+    assert dead_letter_reason("expired before it ran") == "expired"
+    assert dead_letter_reason("something new") == "other"
+
+
+def _event(kind: str, ts: float, **fields: object) -> Event:
+    return Event(kind, ts, {"type": kind, "ts": ts, **fields})
+
+
+def test_top_counts_outcomes_and_runtime_percentiles_per_task() -> None:
+    state = TopState("redis://localhost")
+    now = time.time()
+    state.feed(_event("worker-heartbeat", now, worker="h.1", host="h", active=2, processed=7), now)
+    for i in range(1, 101):
+        common = {"worker": "h.1", "name": "app.work", "queue": "default", "task_id": str(i)}
+        state.feed(_event("task-received", now, **common), now)
+        state.feed(_event("task-succeeded", now, runtime=i / 1000, **common), now)
+    state.feed(_event("task-failed", now, worker="h.1", name="app.bad", runtime=0.5), now)
+    console = Console(record=True, width=120)
+    console.print(state.render(now))
+    text = console.export_text()
+    assert "h.1" in text
+    assert "online" in text
+    [row] = [line for line in text.splitlines() if "app.work" in line]
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells == ["app.work", "100", "0", "0", "50.0ms", "95.0ms"]
+    assert "failed 1" in text
+    assert "tasks/s 10.1" in text  # 101 ends over the last 10 seconds
+
+
+def test_top_shows_a_worker_lost_after_three_missed_heartbeats() -> None:
+    state = TopState("memory://")
+    state.feed(_event("worker-heartbeat", 0.0, worker="h.1", freq=2.0), now=0.0)
+    console = Console(record=True, width=120)
+    console.print(state.render(now=8.0))
+    assert "lost" in console.export_text()
+
+
+async def test_a_lone_workers_metrics_port_serves_its_metrics_and_health() -> None:
+    broker = aq.Broker("memory://metrics")
+
+    @broker.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    options = WorkerOptions(metrics_port=0, metrics_host="127.0.0.1")
+    sock = _metrics_socket(options)
+    assert sock is not None
+    async with broker:
+        worker = aq.Worker(broker, options=options)
+        server = _serve_metrics(worker, sock)
+        await server.start()
+        await worker.start()
+        try:
+            assert await (await double.kiq(21)).result(timeout=5) == 42
+            await _healthy(server.port)
+            text = await asyncio.to_thread(_get, server.port, "/metrics")
+            missing = await asyncio.to_thread(_status, server.port, "/nothing")
+        finally:
+            await worker.stop()
+            await server.close()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    labels = (("outcome", "succeeded"), ("queue", "default"), ("task", double.name))
+    assert samples[("aq_tasks_total", labels)] == 1
+    assert samples[("aq_worker_concurrency_slots", ())] == worker.concurrency
+    assert samples[("aq_queue_messages", (("queue", "default"), ("state", "ready")))] == 0
+    assert missing == 404
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        body: bytes = response.read()
+        return body.decode()
+
+
+def _status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def _healthy(port: int) -> None:
+    """Wait for the first health check (it runs once a second)."""
+    async with asyncio.timeout(10):
+        while await asyncio.to_thread(_status, port, "/healthz") != 200:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def test_an_expired_command_is_not_obeyed(broker_memory: aq.Broker) -> None:
+    from aq.message import ControlMessage, encode_control
+
+    async with running_worker(broker_memory) as worker:
+        old = ControlMessage("shutdown", "", expires=time.time() - 1)
+        await broker_memory.transport.broadcast(encode_control(old, broker_memory.serializer))
+        answers = await broker_memory.inspect.ping(worker=worker.id, timeout=5)
+        assert list(answers) == [worker.id]  # answered after the shutdown, which it ignored
+        assert not worker.shutdown_requested
+
+
+@pytest.fixture
+async def broker_memory() -> AsyncIterator[aq.Broker]:
+    broker = aq.Broker("memory://expired-commands")
+    async with broker:
+        yield broker
