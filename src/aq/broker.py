@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
@@ -39,7 +38,7 @@ from aq.scheduling.entry import Schedule, ScheduleOptions
 from aq.scheduling.spec import ScheduleSpec
 from aq.serializer import JSONSerializer, Serializer
 from aq.task import AnyTask, StreamTask, SyncTask, Task
-from aq.transport import Admin, Store, Transport, create_store, create_transport
+from aq.transport import Admin, Store, Transport, create_store, transport_for
 
 __all__ = ["Broker", "TaskDecorator"]
 
@@ -47,7 +46,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
 
-ENV_URL = "AQ_BROKER_URL"
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 DEFAULT_WORKFLOW_TTL = 24 * 3600.0
@@ -101,6 +99,9 @@ class Broker:
         events: emit monitoring events (``task-sent`` here; a worker on this
             broker emits its own too): see docs/monitoring.md. ``aq worker
             --events`` turns them on for a worker.
+        track_states: with ``result_ttl``, also keep each task's state
+            (queued, running, retrying...) for :meth:`status`; ``False`` keeps
+            only outcomes, saving a store write per task and per attempt.
 
     Raises:
         aq.ConfigurationError: no URL given or found, the URL is invalid, or a
@@ -122,6 +123,7 @@ class Broker:
         queue_type: str | None = None,
         workflow_ttl: float = DEFAULT_WORKFLOW_TTL,
         events: bool = False,
+        track_states: bool = True,
     ) -> None:
         if max_message_size <= 0:
             raise ConfigurationError("max_message_size must be a positive number of bytes")
@@ -129,7 +131,9 @@ class Broker:
             raise ConfigurationError("pass the broker URL or transport=..., not both")
         if store is not None and result_backend is not None:
             raise ConfigurationError("pass store=... or its old name result_backend=..., not both")
-        self.transport: Transport = _transport(url if transport is None else transport, queue_type)
+        self.transport: Transport = transport_for(
+            url if transport is None else transport, queue_type
+        )
         self.url = self.transport.url
         #: Queue administration (stats, dead letters, purges) over the transport.
         self.admin: Admin = self.transport.admin
@@ -148,6 +152,7 @@ class Broker:
         if result_ttl is not None:
             self.require_store("result_ttl")
         self.workflow_ttl = float(check_seconds("workflow_ttl", workflow_ttl) or workflow_ttl)
+        self.track_states = track_states
         self.tasks: dict[str, AnyTask] = {}
         #: The schedules: defined in code, and kept in the store (docs/schedules.md).
         self.schedules = ScheduleBook(self)
@@ -242,6 +247,11 @@ class Broker:
                 emitter.start()
         return emitter
 
+    @property
+    def tracks_states(self) -> bool:
+        """Whether task states are kept (``result_ttl`` and ``track_states``)."""
+        return self.result_ttl is not None and self.track_states
+
     async def status(self, task_id: str) -> TaskStatus:
         """What is known of task ``task_id``, from any process: queued, scheduled,
         running (where, since when, which attempt), retrying, succeeded, failed,
@@ -249,9 +259,15 @@ class Broker:
         ``result_ttl`` (docs/monitoring.md), for as long as results are.
 
         Raises:
-            aq.ConfigurationError: there is no store to read states from.
+            aq.ConfigurationError: there is no store to read states from, or
+                this broker keeps none (no ``result_ttl``, or ``track_states=False``).
         """
         store = self.require_store("status()")
+        if not self.tracks_states:
+            raise ConfigurationError(
+                "status() reads the task states that brokers with result_ttl keep: create "
+                "the broker with aq.Broker(..., result_ttl=3600) (and track_states left on)"
+            )
         await self.startup()
         return await read_status(store, self.serializer, task_id)
 
@@ -480,19 +496,3 @@ class Broker:
     def queue_names(self, queues: Sequence[str] | None) -> list[str]:
         """``queues`` if given, else every queue the registered tasks use."""
         return list(queues) if queues else self.queues
-
-
-def _transport(given: Transport | str | None, queue_type: str | None) -> Transport:
-    """The transport for ``aq.Broker``: an object as given, else built from the URL,
-    ``AQ_BROKER_URL`` taking precedence over a URL passed in code."""
-    if isinstance(given, Transport):
-        if queue_type is not None:
-            raise ConfigurationError("queue_type applies to a broker URL, not a transport object")
-        return given
-    url = os.environ.get(ENV_URL) or given
-    if not url:
-        raise ConfigurationError(
-            f"no broker URL: pass one to aq.Broker(...) or set {ENV_URL} "
-            "(for example memory://, redis://127.0.0.1:6379/0, amqp://guest:guest@127.0.0.1/)"
-        )
-    return create_transport(url, {"queue_type": queue_type})

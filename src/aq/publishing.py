@@ -78,8 +78,9 @@ class Publisher:
         body = self.encode(message, task)
         waiter = broker.register_waiter(message.correlation_id or message.id)
         publish = broker.transport.publish
-        sent_at = time.time()  # the event's time: before any worker can have it
-        if broker.result_ttl is None:
+        # The event's time: before any worker can have it.
+        sent_at = time.time() if self.emitter is not None else 0.0
+        if not broker.tracks_states:
             await publish(message.queue, body, priority=message.priority, eta=message.eta)
         else:
             await self._tracked(
@@ -100,9 +101,9 @@ class Publisher:
     async def publish_prepared(self, batch: Sequence[tuple[TaskMessage, bytes]]) -> None:
         broker = self.broker
         publish = broker.transport.publish
-        sent_at = time.time()
+        sent_at = time.time() if self.emitter is not None else 0.0
         sends = [publish(m.queue, body, priority=m.priority, eta=m.eta) for m, body in batch]
-        if broker.result_ttl is None:
+        if not broker.tracks_states:
             outcomes = await asyncio.gather(*sends, return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
@@ -120,7 +121,7 @@ class Publisher:
     async def _tracked(self, messages: list[TaskMessage], sends: list[Any]) -> None:
         """Run ``sends`` with the ``queued`` states of ``messages`` written beside
         them (first in the same pipeline on Redis); raise the first send's error,
-        removing those states then (the tasks may not have been sent)."""
+        removing the states of the messages whose send failed."""
         broker = self.broker
         store, ttl = broker.require_store("result_ttl"), broker.result_ttl
         assert ttl is not None
@@ -134,11 +135,16 @@ class Publisher:
             for m in messages
         ]
         outcomes = await asyncio.gather(*writes, *sends, return_exceptions=True)
-        failed = [o for o in outcomes[len(writes) :] if isinstance(o, BaseException)]
+        wrote, sent = outcomes[: len(writes)], outcomes[len(writes) :]
+        failed = [o for o in sent if isinstance(o, BaseException)]
         if failed:
-            written = [m for m, o in zip(messages, outcomes, strict=False) if o is True]
+            unsent = [
+                m
+                for m, w, o in zip(messages, wrote, sent, strict=True)
+                if w is True and isinstance(o, BaseException)
+            ]
             with contextlib.suppress(AQError):
-                await asyncio.gather(*(store.delete(status_key(m.id)) for m in written))
+                await asyncio.gather(*(store.delete(status_key(m.id)) for m in unsent))
             raise failed[0]
 
     def _sent(self, message: TaskMessage, task: AnyTask | None, ts: float) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aq
 
-broker = aq.Broker("memory://quiet")
+broker = aq.Broker("memory://quiet", result_ttl=60)
 
 
 @broker.task

@@ -93,6 +93,19 @@ async def test_a_rate_limit_set_at_run_time_spaces_the_starts(broker: aq.Broker)
     assert entry["rate_limit"] == "5/s"
 
 
+async def test_lifting_a_rate_limit_frees_the_tasks_already_waiting(broker: aq.Broker) -> None:
+    @broker.task(rate_limit="1/m")
+    async def slow_lane(n: int) -> int:
+        return n
+
+    async with running_worker(broker) as worker:
+        handles = [await slow_lane.kiq(n) for n in range(3)]
+        assert await handles[0].result(timeout=5) == 0
+        await _until_listed(broker, "reserved", worker.id, handles[2].id)  # a minute to wait
+        await broker.control.rate_limit(slow_lane, None, worker=worker.id, timeout=5)
+        assert await asyncio.gather(*(h.result(timeout=5) for h in handles[1:])) == [1, 2]
+
+
 async def test_a_rate_limit_for_a_task_a_worker_does_not_run_is_refused_by_it(
     broker: aq.Broker,
 ) -> None:

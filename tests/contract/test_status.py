@@ -21,7 +21,9 @@ def tracked(stored_broker: aq.Broker) -> aq.Broker:
 
 async def _status(broker: aq.Broker, task_id: str) -> aq.TaskStatus:
     """The status as another process sees it."""
-    async with twin(broker) as other:
+    other = twin(broker)
+    other.result_ttl = broker.result_ttl  # the same app's broker, in another process
+    async with other:
         return await other.status(task_id)
 
 
@@ -134,6 +136,30 @@ async def test_final_states_succeeded_failed_cancelled_and_dead_lettered(
     assert (unknown.state, unknown.error_type) == ("dead-lettered", "aq.errors.UnknownTask")
 
 
+async def test_status_of_a_broker_that_keeps_no_states_says_how_to_keep_them() -> None:
+    for broker in (
+        aq.Broker("memory://"),
+        aq.Broker("memory://", result_ttl=60, track_states=False),
+    ):
+        with pytest.raises(aq.ConfigurationError, match="result_ttl"):
+            await broker.status("any")
+
+
+async def test_a_broker_that_keeps_no_states_writes_none(stored_broker: aq.Broker) -> None:
+    stored_broker.result_ttl, stored_broker.track_states = 60.0, False
+
+    @stored_broker.task
+    async def quick() -> int:
+        return 1
+
+    async with running_worker(stored_broker):
+        handle = await quick.kiq()
+        await handle.result(timeout=5)
+    assert stored_broker.store is not None
+    assert await stored_broker.store.get(f"status:{handle.id}") is None
+    assert await stored_broker.get_result(handle.id) == 1
+
+
 async def test_status_without_a_store_says_to_give_one() -> None:
     broker = aq.Broker(AMQP_URL)  # RabbitMQ keeps no state by key
     with pytest.raises(aq.ConfigurationError, match=r"store='redis://"):
@@ -144,3 +170,34 @@ async def _written(worker: aq.Worker) -> None:
     """Wait for the states the worker is writing (it does not wait for them itself)."""
     assert worker.reporter.status is not None
     await worker.reporter.status.flush()
+
+
+async def test_a_chains_steps_each_have_a_state_and_its_handle_the_outcome(
+    tracked: aq.Broker,
+) -> None:
+    @tracked.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @tracked.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async with tracked.subscribe_events() as events, running_worker(tracked, events=True) as w:
+        handle = await aq.chain(add.s(1, 2), double.s(), double.s()).kiq()
+        assert await handle.result(timeout=10) == 12
+        steps: list[str] = []
+        async for event in events:
+            if event.type == "task-succeeded" and event.get("root") == handle.id:
+                steps.append(event.task_id or "")
+                if len(steps) == 3:
+                    break
+        await _written(w)
+    assert handle.id not in steps  # each step has an id of its own
+    assert (await _status(tracked, handle.id)).state == "succeeded"  # the kept outcome
+    names = [(await _status(tracked, step)) for step in steps]
+    assert [(s.state, s.name) for s in names] == [
+        ("succeeded", add.name),
+        ("succeeded", double.name),
+        ("succeeded", double.name),
+    ]

@@ -225,3 +225,15 @@ async def _until_status(port: int, wanted: int) -> str:
             if code == wanted:
                 return body
             await asyncio.sleep(0.2)
+
+
+async def test_workers_told_to_shut_down_stop_and_aq_worker_exits_3() -> None:
+    async with _namespace("redis") as url:
+        broker = _app_broker(url)
+        async with _workers(url, "--processes", "2") as process, broker:
+            await _pings(broker, 3)
+            answers = await broker.control.shutdown(timeout=1.0)
+            async with asyncio.timeout(30):
+                code = await process.wait()
+    assert sorted(a["ok"] for a in answers.values()) == ["shutting down"] * 3
+    assert code == 3

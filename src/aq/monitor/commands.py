@@ -134,13 +134,11 @@ def _nobody(answers: Answers, worker: str | None, timeout: float) -> None:
     """Exit with status 1 if no worker answered."""
     if answers:
         return
-    who = f"worker {worker!r}" if worker else "no worker"
-    typer.secho(
-        f"aq: {who} answered within {timeout:g} s"
-        + (" (is it running, with this broker?)" if worker else " (are workers running?)"),
-        err=True,
-        fg=typer.colors.RED,
-    )
+    if worker:
+        text = f"no answer from worker {worker!r} within {timeout:g} s (is it running?)"
+    else:
+        text = f"no worker answered within {timeout:g} s (are workers running, on this broker?)"
+    typer.secho(f"aq: {text}", err=True, fg=typer.colors.RED)
     raise typer.Exit(1)
 
 

@@ -1,10 +1,12 @@
 """Sending events without ever slowing the code that emits them.
 
-:meth:`EventEmitter.emit` only appends a dict to a buffer. One background
-loop sends what has gathered as one batch (at most ``max_batch`` events) and,
-while that send is in flight, more gather for the next: under load, batches
-grow and the broker sees few messages; when idle, an event leaves at once. The
-buffer holds at most ``max_buffer`` events; when the broker is slow or gone,
+:meth:`EventEmitter.emit` only appends to a buffer (a task event as a tuple
+of what it needs, made into its JSON object only when its batch is encoded,
+off the task's path). One background loop, woken by the first event after a
+quiet spell, lets events gather for ``interval`` (50 ms), then sends them in
+batches of at most ``max_batch``: under load the broker sees about twenty
+messages a second (more only past ``max_batch`` events each), not one per
+task. The buffer holds at most ``max_buffer`` events; when the broker is slow or gone,
 the oldest are dropped and counted (``dropped``), so memory stays bounded and
 a task never waits for an event. Events are best effort by design: docs/
 monitoring.md says what a watcher may miss.
@@ -23,18 +25,21 @@ from collections import deque
 from typing import Any
 
 from aq import background
-from aq.errors import AQError, SerializationError
+from aq.errors import SerializationError
 from aq.logs import event
+from aq.message import TaskMessage
 from aq.monitor.wire import encode_events
 from aq.serializer import Serializer
 from aq.transport.base import Transport
 
-__all__ = ["EventEmitter", "worker_id"]
+__all__ = ["EventEmitter", "TaskEvent", "worker_id"]
 
 log = logging.getLogger("aq.events")
 
 DEFAULT_MAX_BUFFER = 10_000
-DEFAULT_MAX_BATCH = 500
+DEFAULT_MAX_BATCH = 200
+#: Seconds events gather before a batch is sent.
+DEFAULT_INTERVAL = 0.05
 _CLOSE_TIMEOUT = 2.0
 _WARN_EVERY = 30.0
 _workers = itertools.count(1)
@@ -55,6 +60,44 @@ def _reset_worker_ids() -> None:
 os.register_at_fork(after_in_child=_reset_worker_ids)
 
 
+#: A task event as it waits to be sent: type, time, task id, name, queue,
+#: attempt, workflow fields, (worker, host), extra fields.
+TaskEvent = tuple[
+    str,
+    float,
+    str,
+    str,
+    str,
+    int,
+    "dict[str, Any] | None",
+    tuple[str, str],
+    "dict[str, Any] | None",
+]
+
+
+def _fields(item: dict[str, Any] | TaskEvent) -> dict[str, Any]:
+    """An event's JSON object."""
+    if isinstance(item, dict):
+        return item
+    kind, ts, task_id, name, queue, attempt, flow, (worker, host), extra = item
+    fields = {
+        "type": kind,
+        "ts": ts,
+        "task_id": task_id,
+        "name": name,
+        "queue": queue,
+        "attempt": attempt,
+        "worker": worker,
+        "host": host,
+    }
+    if flow is not None:
+        fields["root"] = flow.get("root")
+        fields["step"] = flow.get("step")
+    if extra:
+        fields.update(extra)
+    return fields
+
+
 class EventEmitter:
     """Buffers events and sends them in batches on ``transport``.
 
@@ -63,6 +106,8 @@ class EventEmitter:
         serializer: the codec of the batches.
         max_buffer: the most events held while sending is slow; older ones are dropped.
         max_batch: the most events in one broker message.
+        interval: seconds events gather before they are sent (so an emit costs
+            an append, not a wake-up of the sending loop).
     """
 
     def __init__(
@@ -72,17 +117,22 @@ class EventEmitter:
         *,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         max_batch: int = DEFAULT_MAX_BATCH,
+        interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.transport = transport
         self.serializer = serializer
         self.max_batch = max_batch
-        #: Events dropped because the buffer was full (the broker slow or gone).
+        self.interval = interval
+        #: Events dropped: the buffer was full (the broker slow or gone), or one
+        #: could not be encoded.
         self.dropped = 0
         #: Events handed to the broker.
         self.sent = 0
-        self._buffer: deque[dict[str, Any]] = deque(maxlen=max_buffer)
+        self._buffer: deque[dict[str, Any] | TaskEvent] = deque(maxlen=max_buffer)
+        self._pending = False  # events wait and the loop has been woken for them
         self._wake: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None  # a flush waits: send without gathering
+        self._flushes: list[asyncio.Future[None]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._warned = 0.0
 
@@ -91,33 +141,54 @@ class EventEmitter:
         ``fields`` is taken over, not copied."""
         fields["type"] = kind
         fields["ts"] = time.time() if ts is None else ts
+        self._queue(fields)
+
+    def emit_task(
+        self,
+        kind: str,
+        message: TaskMessage,
+        source: tuple[str, str],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue the task event ``kind`` of ``message``, now, from ``source``
+        (worker id, host); ``extra`` adds fields. What it needs of the message
+        is read now: the message may change before the event is sent."""
+        self._queue(
+            (kind, time.time(), message.id, message.task, message.queue, message.attempt,
+             message.workflow, source, extra)
+        )  # fmt: skip
+
+    def _queue(self, item: dict[str, Any] | TaskEvent) -> None:
         buffer = self._buffer
         if len(buffer) == buffer.maxlen:
             self.dropped += 1
-        buffer.append(fields)
-        if self._idle is not None:
-            self._idle.clear()
-        wake = self._wake
-        if wake is not None and not wake.is_set():
-            wake.set()
+        buffer.append(item)
+        if not self._pending and self._wake is not None:
+            self._pending = True
+            self._wake.set()
 
     def start(self) -> None:
         """Start sending (in the running event loop)."""
         if self._loop_task is None:
-            self._wake, self._idle = asyncio.Event(), asyncio.Event()
+            self._wake, self._hurry = asyncio.Event(), asyncio.Event()
             if self._buffer:
+                self._pending = True
                 self._wake.set()
-            else:
-                self._idle.set()
             self._loop_task = background.start("aq-events", self._send_loop)
 
     async def flush(self, timeout: float = _CLOSE_TIMEOUT) -> None:
-        """Wait (at most ``timeout`` seconds) until every event emitted so far is sent."""
-        idle = self._idle
-        if idle is not None and self._loop_task is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await idle.wait()
+        """Send every event emitted so far now, waiting at most ``timeout`` seconds."""
+        if not self._buffer or self._loop_task is None:
+            return
+        assert self._wake is not None
+        assert self._hurry is not None
+        done = asyncio.get_running_loop().create_future()
+        self._flushes.append(done)
+        self._wake.set()
+        self._hurry.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(done)
 
     async def close(self) -> None:
         """Send what is buffered (for at most a couple of seconds), then stop."""
@@ -126,35 +197,44 @@ class EventEmitter:
             return
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        with contextlib.suppress(AQError, TimeoutError):
+        with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 while self._buffer:
                     await self._send_one()
+        self._release_flushes()
 
     async def _send_loop(self) -> None:
-        wake = self._wake
+        wake, hurry = self._wake, self._hurry
         assert wake is not None
-        idle = self._idle
-        assert idle is not None
+        assert hurry is not None
         while True:
             await wake.wait()
+            if not hurry.is_set():  # let a batch gather rather than send each event alone
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval):
+                        await hurry.wait()
             wake.clear()
+            hurry.clear()
+            self._pending = False
             while self._buffer:
                 try:
                     await self._send_one()
-                except AQError as exc:  # best effort: keep what fits, try again later
+                except Exception as exc:  # best effort: keep what fits, try again later
                     self._warn(exc)
                     await asyncio.sleep(1.0)
-            idle.set()
+            self._release_flushes()
+
+    def _release_flushes(self) -> None:
+        flushes, self._flushes = self._flushes, []
+        for done in flushes:
+            if not done.done():
+                done.set_result(None)
 
     async def _send_one(self) -> None:
         buffer, size = self._buffer, min(len(self._buffer), self.max_batch)
         batch = [buffer.popleft() for _ in range(size)]
-        try:
-            body = encode_events(batch, self.serializer)
-        except SerializationError as exc:  # opted-in data that cannot be encoded: drop it
-            self.dropped += size
-            self._warn(exc)
+        body = self._encode(batch)
+        if body is None:
             return
         try:
             await self.transport.publish_events(body)
@@ -165,6 +245,25 @@ class EventEmitter:
             buffer.extendleft(reversed(kept))
             raise
         self.sent += size
+
+    def _encode(self, batch: list[dict[str, Any] | TaskEvent]) -> bytes | None:
+        """The batch's body; an event that cannot be encoded (opted-in data) is
+        dropped alone, the rest go."""
+        events = [_fields(item) for item in batch]
+        try:
+            return encode_events(events, self.serializer)
+        except SerializationError:
+            pass
+        good = []
+        for fields in events:
+            try:
+                self.serializer.dumps(fields)
+            except SerializationError as exc:
+                self.dropped += 1
+                self._warn(exc)
+            else:
+                good.append(fields)
+        return encode_events(good, self.serializer) if good else None
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()

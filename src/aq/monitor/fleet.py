@@ -5,14 +5,18 @@ write their metrics to files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-
 client's multiprocess mode); this process sets that directory (a fresh one,
 unless the environment names one, which is then emptied) before any child
 starts. A scrape of the supervisor adds the files up, and reads the queue
-depths from the broker. ``/healthz`` is 200 only while every live worker
-process has found its loop turning and its broker answering within
-``HEALTH_STALE`` seconds; one that started less than ``_GRACE`` seconds ago
-is not judged yet. A child that exits has its live gauges removed.
+depths from the broker (connecting when first asked, and again after a
+failure). ``/healthz`` is 200 only while every live worker process has found
+its loop turning and its broker answering within ``HEALTH_STALE`` seconds. A
+process that started less than ``_GRACE`` seconds ago and has not reported
+yet is not judged (a child replaced after a crash does not fail the probe),
+unless none has reported: then it is 503, "starting". A child that exits
+has its live gauges removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -25,6 +29,9 @@ from collections.abc import Callable, Sequence
 from aq.broker import Broker
 from aq.monitor.http import Health, MetricsServer
 from aq.worker.reporting import HEALTH_STALE
+
+#: Seconds a new worker process has to report itself healthy before it is judged.
+_GRACE = 10.0
 
 __all__ = ["FleetMetrics", "prepare_directory"]
 
@@ -74,16 +81,17 @@ class FleetMetrics:
         self._files = MultiProcessCollector(self.registry, path=self.directory)  # type: ignore[no-untyped-call]
         depth = QueueDepth()
         self.registry.register(depth)
-        self.server = MetricsServer(
-            sock,
-            lambda: scrape(self.registry, depth, broker.admin, list(queues)),
-            self.health,
-        )
+
+        async def metrics() -> bytes:
+            with contextlib.suppress(Exception):  # depths are left out until it connects
+                async with asyncio.timeout(2.0):
+                    await broker.startup()  # at once when it is connected
+            return await scrape(self.registry, depth, broker.admin, list(queues))
+
+        self.server = MetricsServer(sock, metrics, self.health)
 
     async def start(self) -> None:
         await self.server.start()
-        with contextlib.suppress(Exception):  # queue depths are left out until it connects
-            await self.broker.startup()
 
     async def close(self) -> None:
         await self.server.close()
@@ -106,9 +114,13 @@ class FleetMetrics:
         for family in self._files.collect():  # type: ignore[no-untyped-call]
             if family.name == _ALIVE:
                 alive = {s.labels.get("pid", ""): s.value for s in family.samples}
-        now = time.time()
-        for pid, _ in children:
+        now, clock = time.time(), time.monotonic()
+        judged = 0
+        for pid, started in children:
             seen = alive.get(str(pid))
+            if seen is None and clock - started < _GRACE:
+                continue  # just started: not judged yet
+            judged += 1
             if seen is None or now - seen > HEALTH_STALE:
                 return False, f"worker process {pid} has not reached its broker recently"
-        return True, "ok"
+        return (True, "ok") if judged else (False, "starting: no worker process has reported yet")

@@ -1,11 +1,13 @@
 """The metrics port: ``/metrics`` for Prometheus and ``/healthz`` for probes.
 
-A deliberately small HTTP/1.1 server on asyncio (one request per connection,
-GET only): what it serves comes from two callables, so the same server runs
-in a lone worker (its own metrics, its own health) and in the supervisor of
-several (their metrics added up, healthy only if each is). The socket is
-bound by :func:`bind` before anything else starts, so a port that is taken
-fails ``aq worker`` at once, naming the port.
+A deliberately small HTTP/1.1 server on asyncio: one request per connection,
+GET and HEAD only, a request head of at most 8 KiB read within 5 s, an answer
+written within 10 s, at most 32 connections at once. What it serves comes
+from two callables, so the same server runs in a lone worker (its own
+metrics, its own health) and in the supervisor of several (their metrics
+added up, healthy only if each is). The socket is bound by :func:`bind`
+before anything else starts, so a port that is taken fails ``aq worker`` at
+once, naming the port.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ log = logging.getLogger("aq.metrics")
 #: (healthy, why): what ``/healthz`` answers.
 Health = tuple[bool, str]
 _READ_TIMEOUT = 5.0
+_WRITE_TIMEOUT = 10.0
 _MAX_REQUEST = 8192
+_MAX_CONNECTIONS = 32
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -72,6 +76,7 @@ class MetricsServer:
         self.metrics = metrics
         self.health = health
         self._server: asyncio.Server | None = None
+        self._busy = 0
 
     @property
     def port(self) -> int:
@@ -79,7 +84,7 @@ class MetricsServer:
         return port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, sock=self.sock)
+        self._server = await asyncio.start_server(self._serve, sock=self.sock, limit=_MAX_REQUEST)
         event(log, logging.INFO, "metrics.serving", port=self.port)
 
     async def close(self) -> None:
@@ -91,6 +96,17 @@ class MetricsServer:
                     await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._busy >= _MAX_CONNECTIONS:  # refuse rather than pile up
+            writer.transport.abort()
+            return
+        self._busy += 1
+        try:
+            await self._exchange(reader, writer)
+        finally:
+            self._busy -= 1
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = b""
         try:
             async with asyncio.timeout(_READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -104,12 +120,16 @@ class MetricsServer:
             f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
-        with contextlib.suppress(ConnectionError):
-            writer.write(head_out.encode() + body)
-            await writer.drain()
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+        if head.startswith(b"HEAD "):
+            body = b""
+        try:  # a client that does not read gets a few seconds, then is cut off
+            async with asyncio.timeout(_WRITE_TIMEOUT):
+                writer.write(head_out.encode() + body)
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+        except (TimeoutError, ConnectionError):
+            writer.transport.abort()
 
     async def _answer(self, head: bytes) -> tuple[str, bytes, str]:
         method, _, rest = head[:_MAX_REQUEST].partition(b" ")

@@ -70,7 +70,8 @@ def dead_letter_reason(reason: str) -> str:
         ("undecodable", "undecodable"),
         ("message of", "oversized"),
         ("unknown task", "unknown_task"),
-        ("its workers died", "crashed"),
+        ("crashed ", "crashed"),
+        ("delivered ", "crashed"),
         ("expired", "expired"),
     ):
         if reason.startswith(prefix):

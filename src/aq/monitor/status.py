@@ -7,21 +7,24 @@ a worker has written already; a worker writes ``running`` (where, since when,
 which attempt) when the function starts and ``retrying`` (with the next
 attempt's due time) before it sends a retry back. The final state is not
 written again: it is read from the kept result (``result:<task id>``), which
-the worker writes anyway. So tracking costs one store write at ``kiq()`` and
-one per attempt, sent without waiting (a lost one makes the state lag; the
-result still wins).
+the worker writes anyway; only a workflow step, whose result is not kept
+under its own id, has its end written as a state (but the step that carries
+its workflow's handle id, whose end is the workflow's kept outcome). So
+tracking costs one store write at ``kiq()`` and one per attempt, sent
+without waiting (a lost one makes the state lag; the result still wins), and
+``Broker(track_states=False)`` turns it off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from aq.errors import (
-    AQError,
     MessageDecodeError,
     TaskCancelled,
     TaskExpired,
@@ -136,30 +139,42 @@ class StatusWriter:
         self.ttl = ttl
         self._pending: set[asyncio.Task[None]] = set()
         self._warned = 0.0
+        #: States not written: too many writes waited for the store.
+        self.dropped = 0
 
-    def write(self, task_id: str, entry: dict[str, Any], eta: float | None = None) -> None:
+    def write(
+        self, task_id: str, entry: dict[str, Any], eta: float | None = None, extra: float = 0.0
+    ) -> None:
+        """Keep ``entry`` as the state of ``task_id`` for ``result_ttl`` after
+        ``eta`` (or now), plus ``extra`` seconds."""
         if len(self._pending) >= _MAX_PENDING:
+            self.dropped += 1
+            self._warn("too many state writes waiting for the store")
             return
         body = self.serializer.dumps(entry)
-        task = asyncio.ensure_future(self._set(status_key(task_id), body, lifetime(self.ttl, eta)))
+        ttl = lifetime(self.ttl, eta) + extra
+        task = asyncio.ensure_future(self._set(status_key(task_id), body, ttl))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _set(self, key: str, body: bytes, ttl: float) -> None:
         try:
             await self.store.set(key, body, ttl=ttl)
-        except AQError as exc:
-            now = time.monotonic()
-            if now - self._warned >= _WARN_EVERY:
-                self._warned = now
-                event(
-                    log, logging.WARNING, "status.unwritten", error=f"{type(exc).__name__}: {exc}"
-                )
+        except Exception as exc:  # best effort: the state lags, the result still tells
+            self._warn(f"{type(exc).__name__}: {exc}")
 
-    async def flush(self) -> None:
-        """Wait for the writes in flight."""
+    def _warn(self, error: str) -> None:
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY:
+            self._warned = now
+            event(log, logging.WARNING, "status.unwritten", error=error, dropped=self.dropped)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout`` seconds) for the writes in flight."""
         if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*self._pending, return_exceptions=True)
 
 
 async def read_status(store: Store, serializer: Serializer, task_id: str) -> TaskStatus:
@@ -179,7 +194,7 @@ async def read_status(store: Store, serializer: Serializer, task_id: str) -> Tas
             state, error, eta = final[0], final[1], None
     if state == "queued" and eta is not None and eta > time.time():
         state = "scheduled"
-    if state not in _STATES:
+    if state not in _STATES or state == "unknown":
         return TaskStatus(task_id, "unknown")
     return TaskStatus(
         task_id,

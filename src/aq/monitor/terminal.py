@@ -1,8 +1,8 @@
 """Driving ``aq top``: a full-screen view that refreshes in place and quits on q.
 
 :func:`run_top` reads the event stream into a :class:`~aq.monitor.top.TopState`,
-asks the workers for their stats once at the start (so workers show before
-their first heartbeat, even with events off), polls the queue counts every
+asks the workers for their stats every few seconds (so workers show before
+their first heartbeat, and with events off), polls the queue counts every
 ``interval`` seconds, and redraws. Standard input is read key by key (when it
 is a terminal): q quits, as Ctrl-C does.
 """
@@ -28,21 +28,30 @@ from aq.monitor.top import TopState
 
 __all__ = ["run_top"]
 
+#: Seconds between asking the workers for their stats.
+_ASK_EVERY = 3.0
+
 
 async def run_top(broker: Broker, interval: float) -> None:
     """Show the live view until q or Ctrl-C."""
     state = TopState(_title(broker.url))
     quit_now = asyncio.Event()
     async with broker, broker.subscribe_events() as stream:
-        answers = await broker.inspect.stats(timeout=min(1.0, interval))
-        for worker_id, stats in answers.items():
-            state.describe_worker(worker_id, stats, time.time())
 
         async def read_events() -> None:
             async for event in stream:
                 state.feed(event)
 
+        async def ask_workers() -> None:
+            while True:
+                with contextlib.suppress(AQError):
+                    answers = await broker.inspect.stats(timeout=1.0)
+                    for worker_id, stats in answers.items():
+                        state.describe_worker(worker_id, stats, time.time())
+                await asyncio.sleep(_ASK_EVERY)
+
         reader = asyncio.create_task(read_events())
+        asker = asyncio.create_task(ask_workers())
         console = Console()
         with _keys(quit_now), Live(console=console, screen=True, auto_refresh=False) as live:
             try:
@@ -55,12 +64,13 @@ async def run_top(broker: Broker, interval: float) -> None:
                             await quit_now.wait()
             finally:
                 reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
+                asker.cancel()
+                await asyncio.gather(reader, asker, return_exceptions=True)
 
 
 def _queues(broker: Broker, state: TopState) -> list[str]:
     """The app's queues and those seen in events."""
-    return list(dict.fromkeys([*broker.queues, *state.stats]))
+    return list(dict.fromkeys([*broker.queues, *state.seen_queues()]))
 
 
 def _title(url: str) -> str:

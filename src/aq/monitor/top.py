@@ -31,8 +31,11 @@ __all__ = ["TopState"]
 WINDOW = 10.0
 #: Runtimes kept per task name for its percentiles.
 _SAMPLES = 1000
-#: Heartbeats a worker may miss before it is shown as lost.
+#: Heartbeats a worker may miss before it is shown as lost (workers also
+#: answer aq top's questions every few seconds, events on or not).
 _MISSED = 3
+#: Seconds a worker that went offline, or was lost, stays on the screen.
+_FORGET_AFTER = 60.0
 _ENDS = frozenset(("task-succeeded", "task-failed", "task-cancelled", "task-expired"))
 
 
@@ -120,6 +123,10 @@ class TopState:
         worker.processed = int(stats.get("processed", worker.processed))
         worker.concurrency = stats.get("concurrency", worker.concurrency)
 
+    def seen_queues(self) -> list[str]:
+        """The queues that events have named."""
+        return list(dict.fromkeys([*self._in, *self._out]))
+
     def queues(self, stats: list[QueueStats]) -> None:
         """The latest counts of the queues shown."""
         for entry in stats:
@@ -148,6 +155,9 @@ class TopState:
         return "lost" if now - worker.seen > _MISSED * worker.freq + 1 else "online"
 
     def _workers_table(self, now: float) -> Table:
+        for worker_id, worker in list(self.workers.items()):  # long gone: off the screen
+            if self._state(worker, now) != "online" and now - worker.seen > _FORGET_AFTER:
+                del self.workers[worker_id]
         table = Table(title="workers", title_justify="left", expand=True)
         for column in ("worker", "host", "state", "active", "processed", "seen"):
             table.add_column(

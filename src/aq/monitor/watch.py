@@ -18,7 +18,7 @@ from typing import Any
 
 from aq.message import TaskMessage, error_type
 from aq.monitor.emitter import EventEmitter
-from aq.monitor.status import StatusWriter, record
+from aq.monitor.status import State, StatusWriter, record
 
 __all__ = ["EventSink", "StatusSink", "TaskWatch", "Watchers", "error_fields"]
 
@@ -129,59 +129,49 @@ class EventSink(TaskWatch):
         self, emitter: EventEmitter, worker: str, host: str, with_data: frozenset[str]
     ) -> None:
         self.emitter = emitter
-        self.worker = worker
-        self.host = host
+        #: (worker id, host), as every event of this worker carries them.
+        self.source = (worker, host)
         self.with_data = with_data
 
-    def _task(self, kind: str, message: TaskMessage, **fields: Any) -> dict[str, Any]:
-        fields["task_id"] = message.id
-        fields["name"] = message.task
-        fields["queue"] = message.queue
-        fields["attempt"] = message.attempt
-        fields["worker"] = self.worker
-        fields["host"] = self.host
-        flow = message.workflow
-        if flow is not None:
-            fields["root"] = flow.get("root")
-            fields["step"] = flow.get("step")
-        self.emitter.emit(kind, fields)
-        return fields
-
     def received(self, message: TaskMessage, queue: str) -> None:
-        fields = self._task("task-received", message)
+        extra: dict[str, Any] | None = None
         if message.task in self.with_data:
-            fields["args"] = message.args
-            fields["kwargs"] = message.kwargs
+            extra = {"args": message.args, "kwargs": message.kwargs}
         if message.eta is not None:
-            fields["eta"] = message.eta
+            extra = (extra or {}) | {"eta": message.eta}
+        self.emitter.emit_task("task-received", message, self.source, extra)
 
     def started(self, message: TaskMessage) -> None:
-        self._task("task-started", message)
+        self.emitter.emit_task("task-started", message, self.source)
 
     def succeeded(self, message: TaskMessage, runtime: float, value: Any) -> None:
-        fields = self._task("task-succeeded", message, runtime=runtime)
+        extra = {"runtime": runtime}
         if message.task in self.with_data:
-            fields["result"] = value
+            extra["result"] = value
+        self.emitter.emit_task("task-succeeded", message, self.source, extra)
 
     def failed(self, message: TaskMessage, runtime: float, error: BaseException | None) -> None:
-        self._task("task-failed", message, runtime=runtime, error=error_fields(error))
+        extra = {"runtime": runtime, "error": error_fields(error)}
+        self.emitter.emit_task("task-failed", message, self.source, extra)
 
     def retried(
         self, message: TaskMessage, runtime: float, error: BaseException | None, eta: float
     ) -> None:
-        self._task("task-retried", message, runtime=runtime, error=error_fields(error), eta=eta)
+        extra = {"runtime": runtime, "error": error_fields(error), "eta": eta}
+        self.emitter.emit_task("task-retried", message, self.source, extra)
 
     def cancelled(self, message: TaskMessage, runtime: float) -> None:
-        self._task("task-cancelled", message, runtime=runtime)
+        self.emitter.emit_task("task-cancelled", message, self.source, {"runtime": runtime})
 
     def expired(self, message: TaskMessage) -> None:
-        self._task("task-expired", message)
+        self.emitter.emit_task("task-expired", message, self.source)
 
     def dead_lettered(self, message: TaskMessage | None, queue: str, reason: str) -> None:
         if message is not None:
-            self._task("task-dead-lettered", message, reason=reason[:_MAX_TEXT])
+            extra = {"reason": reason[:_MAX_TEXT]}
+            self.emitter.emit_task("task-dead-lettered", message, self.source, extra)
             return
-        fields = {"queue": queue, "worker": self.worker, "host": self.host}
+        fields = {"queue": queue, "worker": self.source[0], "host": self.source[1]}
         fields["reason"] = reason[:_MAX_TEXT]
         self.emitter.emit("task-dead-lettered", fields)
 
@@ -189,12 +179,17 @@ class EventSink(TaskWatch):
 class StatusSink(TaskWatch):
     """Keeps ``running`` and ``retrying`` states in the store (see aq.monitor.status)."""
 
-    def __init__(self, writer: StatusWriter, worker: str) -> None:
+    def __init__(self, writer: StatusWriter, worker: str, longest: float) -> None:
         self.writer = writer
         self.worker = worker
+        #: Seconds a task here may run (the longest timeout; a day without one).
+        self.longest = longest
 
     def started(self, message: TaskMessage) -> None:
-        self.writer.write(message.id, record("running", message, worker=self.worker))
+        # Kept while it may still run (its timeout), then for result_ttl.
+        self.writer.write(
+            message.id, record("running", message, worker=self.worker), extra=self.longest
+        )
 
     def retried(
         self, message: TaskMessage, runtime: float, error: BaseException | None, eta: float
@@ -202,3 +197,25 @@ class StatusSink(TaskWatch):
         entry = record("retrying", message, eta=eta, error=error_fields(error))
         entry["attempt"] = message.attempt + 1
         self.writer.write(message.id, entry, eta)
+
+    # A workflow step keeps no result under its own id (only the workflow's
+    # outcome is kept, under its handle's), so its end is a state of its own;
+    # the step that carries the handle's id leaves the end to that outcome.
+
+    def succeeded(self, message: TaskMessage, runtime: float, value: Any) -> None:
+        self._step_ended(message, "succeeded", None)
+
+    def failed(self, message: TaskMessage, runtime: float, error: BaseException | None) -> None:
+        self._step_ended(message, "failed", error)
+
+    def cancelled(self, message: TaskMessage, runtime: float) -> None:
+        self._step_ended(message, "cancelled", None)
+
+    def _step_ended(self, message: TaskMessage, state: State, error: BaseException | None) -> None:
+        flow = message.workflow
+        if flow is None or flow.get("root") == message.id:
+            return
+        entry = record(state, message, worker=self.worker)
+        if error is not None:
+            entry["error"] = error_fields(error)
+        self.writer.write(message.id, entry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
     "create_transport",
     "register_store",
     "register_transport",
+    "transport_for",
 ]
 
 #: Builds a transport or a store from its URL and the options given to aq.Broker.
@@ -170,3 +172,27 @@ def _load_entry_points(group: str, registry: dict[str, _Backend]) -> None:
     _loaded_entry_points.add(group)
     for entry in importlib.metadata.entry_points(group=group):
         registry.setdefault(entry.name.lower(), _Backend(entry.value))
+
+
+#: The environment variable whose broker URL takes precedence over the code's.
+ENV_URL = "AQ_BROKER_URL"
+
+
+def transport_for(given: Transport | str | None, queue_type: str | None) -> Transport:
+    """The transport for ``aq.Broker``: an object as given, else built from the URL,
+    ``AQ_BROKER_URL`` taking precedence over a URL passed in code.
+
+    Raises:
+        aq.ConfigurationError: no URL anywhere, or ``queue_type`` with an object.
+    """
+    if isinstance(given, Transport):
+        if queue_type is not None:
+            raise ConfigurationError("queue_type applies to a broker URL, not a transport object")
+        return given
+    url = os.environ.get(ENV_URL) or given
+    if not url:
+        raise ConfigurationError(
+            f"no broker URL: pass one to aq.Broker(...) or set {ENV_URL} "
+            "(for example memory://, redis://127.0.0.1:6379/0, amqp://guest:guest@127.0.0.1/)"
+        )
+    return create_transport(url, {"queue_type": queue_type})

@@ -27,11 +27,13 @@ from aq.transport.connection import Connection
 from aq.transport.election import Election
 from aq.transport.store import Store
 
-__all__ = ["EVENT_BACKLOG", "Consumer", "Delivery", "Inbox", "Transport"]
+__all__ = ["EVENT_BACKLOG", "EVENT_BACKLOG_BYTES", "Consumer", "Delivery", "Inbox", "Transport"]
 
 #: The most event batches the broker keeps for a subscriber that reads slowly
-#: (a batch holds up to a few hundred events; older ones are dropped first).
+#: (a batch holds up to 200 events; older ones are dropped first), and the
+#: most bytes where the broker can count them (RabbitMQ).
 EVENT_BACKLOG = 1000
+EVENT_BACKLOG_BYTES = 64 * 1024 * 1024
 
 
 class Delivery(abc.ABC):

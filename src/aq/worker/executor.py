@@ -332,6 +332,7 @@ class Executor:
                     self.watch.started(message)
                 self.reserved.pop(delivery, None)
                 self.active[delivery] = (message, time.time())
+                started = time.perf_counter()  # its run, not its wait for its limits
                 try:
                     calls = _calls(task, message)
                 except SerializationError as exc:  # a message that does not fit: never retried

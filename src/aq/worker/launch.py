@@ -28,7 +28,7 @@ from aq.monitor.fleet import FleetMetrics
 from aq.monitor.http import bind
 from aq.worker import runner
 from aq.worker.options import CrashMode, WorkerOptions
-from aq.worker.supervisor import Supervisor
+from aq.worker.supervisor import EXIT_SHUT_DOWN, Supervisor
 
 __all__ = ["Launch", "run_child", "run_supervisor", "run_unsupervised"]
 
@@ -70,17 +70,23 @@ def run_supervisor(broker: Broker, launch: Launch, processes: int) -> None:
 
     supervisor = Supervisor(children, processes, options.shutdown_timeout, isolation, metrics)
     asyncio.run(supervisor.run())
+    if (
+        supervisor.shut_down
+    ):  # told to (aq control shutdown): a process manager should not restart it
+        raise SystemExit(EXIT_SHUT_DOWN)
 
 
 def run_unsupervised(broker: Broker, launch: Launch) -> None:
     """Run one worker in this process, with the isolation worker as its child."""
     in_process = _in_process(broker, "this worker only runs tasks sent from its own process")
-    runner.run(
+    code = runner.run(
         broker,
         launch.worker.replace(crashes=_crash_mode(broker)),
         loop=launch.loop,
         isolation_args=None if in_process else launch.child_args("isolated"),
     )
+    if code:
+        raise SystemExit(code)
 
 
 def run_child(broker: Broker, launch: Launch) -> None:

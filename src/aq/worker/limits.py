@@ -28,13 +28,15 @@ __all__ = ["RateLimiter", "TaskLimits"]
 class RateLimiter:
     """A token bucket for one task in one worker process."""
 
-    __slots__ = ("_capacity", "_rate", "_stamp", "_tokens")
+    __slots__ = ("_capacity", "_rate", "_replaced", "_stamp", "_tokens")
 
     def __init__(self, limit: RateLimit) -> None:
         self._rate = limit.per_second
         self._capacity = max(1.0, limit.count)
         self._tokens = self._capacity
         self._stamp = time.monotonic()
+        #: Set when another limit replaces this one: its sleepers wake to use that.
+        self._replaced: asyncio.Event | None = None
 
     def reserve(self) -> float:
         """Take a token; return how many seconds to wait before using it."""
@@ -44,11 +46,24 @@ class RateLimiter:
         self._tokens -= 1.0
         return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
 
-    async def acquire(self) -> None:
-        """Wait until the next execution is allowed."""
+    async def acquire(self) -> bool:
+        """Wait until the next execution is allowed: ``True``; ``False`` if this
+        limiter was replaced meanwhile (the caller asks the new one)."""
         wait = self.reserve()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if wait <= 0:
+            return True
+        if self._replaced is None:
+            self._replaced = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._replaced.wait()
+                return False
+        return True
+
+    def replace(self) -> None:
+        """Wake every caller waiting here: a new limit applies."""
+        if self._replaced is not None:
+            self._replaced.set()
 
 
 class _Limits:
@@ -67,8 +82,8 @@ class _Limits:
         if semaphore is not None:
             await semaphore.acquire()
         try:
-            if self._rate is not None:
-                await self._rate.acquire()
+            while (rate := self._rate) is not None and not await rate.acquire():
+                pass  # replaced while it waited (aq control rate-limit): ask the new one
             yield
         finally:
             if semaphore is not None:
@@ -117,6 +132,8 @@ class TaskLimits:
         self._rates[task.name] = limit
         limits = self._by_task.get(task.name)
         if isinstance(limits, _Limits):  # keep its concurrency cap, and who holds it
-            limits._rate = RateLimiter(limit) if limit is not None else None
+            old, limits._rate = limits._rate, RateLimiter(limit) if limit is not None else None
+            if old is not None:
+                old.replace()
         else:
             self._by_task.pop(task.name, None)  # built again on its next use

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from aq.errors import AQError, ConfigurationError
+from aq.errors import ConfigurationError
 from aq.logs import event
 from aq.message import ControlMessage, Reply, TaskMessage, encode_reply
 from aq.monitor.inspect import QUESTIONS
@@ -44,7 +44,8 @@ class Remote:
         return command.worker is None or command.worker == self.worker.id
 
     async def act(self, command: ControlMessage) -> None:
-        """Carry out ``command`` (inspect, rate_limit or shutdown) and answer it."""
+        """Carry out ``command`` (inspect, rate_limit or shutdown) and answer it;
+        never raises (it runs on its own, beside the control listener)."""
         if command.op == "inspect":
             answer = self._inspect(command.arg)
         elif command.op == "rate_limit":
@@ -105,5 +106,5 @@ class Remote:
         try:
             body = encode_reply(reply, self.worker.broker.serializer)
             await self.worker.broker.transport.send_reply(command.reply_to, body)
-        except AQError as exc:
+        except Exception as exc:
             event(log, logging.WARNING, "control.unanswered", op=command.op, error=exc)

@@ -56,10 +56,15 @@ class Reporter:
             with_data = frozenset(t.name for t in broker.tasks.values() if t.config.event_data)
             watches.append(EventSink(self.emitter, self.id, self.host, with_data))
         self.status: StatusWriter | None = None
-        if broker.result_ttl is not None:
+        if broker.tracks_states:
+            assert broker.result_ttl is not None
             store = broker.require_store("result_ttl")
             self.status = StatusWriter(store, broker.serializer, broker.result_ttl)
-            watches.append(StatusSink(self.status, self.id))
+            timeouts = [t.config.timeout for t in broker.tasks.values()]
+            longest = max((t for t in timeouts if t is not None), default=0.0)
+            if None in timeouts:
+                longest = max(longest, 86400.0)
+            watches.append(StatusSink(self.status, self.id, longest))
         self.metrics: WorkerMetrics | None = None
         if worker.options.metrics_port is not None:
             from aq.monitor.metrics import WorkerMetrics  # prometheus-client only when asked

@@ -17,7 +17,9 @@ no longer imports), or that cannot be started at all, is tried again after a
 delay that starts at 0.5 s and doubles up to 30 s, so it does not spin; a clean
 exit (``--max-tasks-per-child``) restarts at once too. A child that exits with
 :data:`EXIT_SHUT_DOWN` was told to stop (``aq control shutdown``): it is not
-replaced, and once every worker has been told, the supervisor stops too.
+replaced (but for the isolation worker while others run), and once every
+worker has been told, the supervisor stops too, and ``aq worker`` exits with
+that status, so that a process manager does not start it again.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class Supervisor:
         self.restarts = 0
         #: Slots whose workers were told to shut down, and are not replaced.
         self.retired: set[int | str] = set()
+        #: Whether every worker was told to shut down (the command exits with 3).
+        self.shut_down = False
         self._stopping = asyncio.Event()
 
     async def run(self, *, handle_signals: bool = True) -> None:
@@ -175,8 +179,7 @@ class Supervisor:
             was_ready = await _answer(ready)
             if self._stopping.is_set():
                 return
-            if code == EXIT_SHUT_DOWN:
-                self._retire(slot, proc.pid)
+            if code == EXIT_SHUT_DOWN and self._retire(slot, proc.pid):
                 return
             self.restarts += 1
             uptime = time.monotonic() - started
@@ -199,13 +202,19 @@ class Supervisor:
             await self._pause(backoff)
             backoff = min(_BACKOFF_MAX, backoff * 2)
 
-    def _retire(self, slot: int | str, pid: int) -> None:
-        """Leave ``slot`` empty: its worker was told to shut down. The last worker
-        to go takes the supervisor (and the isolation worker) with it."""
-        self.retired.add(slot)
+    def _retire(self, slot: int | str, pid: int) -> bool:
+        """Leave ``slot`` empty, its worker told to shut down; whether it stays
+        empty. The last worker to go takes the supervisor (and the isolation
+        worker) with it; the isolation worker alone is started again, since the
+        workers left still need it."""
         event(log, logging.INFO, "supervisor.child_shut_down", slot=slot, pid=pid)
+        if slot == ISOLATION_SLOT and not self.shut_down:
+            return False
+        self.retired.add(slot)
         if all(s in self.retired for s in self.slots if s != ISOLATION_SLOT):
+            self.shut_down = True
             self.stop()
+        return True
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the supervisor is asked to stop."""

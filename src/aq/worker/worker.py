@@ -165,6 +165,7 @@ class Worker:
         #: exits with EXIT_SHUT_DOWN, and its supervisor does not replace it).
         self.shutdown_requested = False
         self._remote = Remote(self)
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -270,6 +271,8 @@ class Worker:
             await self._consumer.close()  # returns unsettled deliveries to their queues
         if self._control is not None:
             await self._control.close()
+        if self._answering:  # answers being sent (a shutdown's, say) get a moment
+            await asyncio.wait(self._answering, timeout=1.0)
         await self.reporter.offline()
         event(log, logging.INFO, "worker.stopped", finished=self.finished_count)
         self._stopped.set()
@@ -367,10 +370,14 @@ class Worker:
             except MessageDecodeError as exc:
                 event(log, logging.WARNING, "control.ignored", reason=str(exc))
                 continue
+            if command.op == "schedules" or not self._remote.concerns(command):
+                continue
             if command.op == "cancel":
                 self._revoke(command.task_id)
-            elif command.op != "schedules" and self._remote.concerns(command):
-                await self._remote.act(command)
+            else:  # answered aside: a slow reply never holds up the cancels behind it
+                answering = asyncio.create_task(self._remote.act(command))
+                self._answering.add(answering)
+                answering.add_done_callback(self._answering.discard)
 
     async def _heartbeat(self, interval: float) -> None:
         """Keep the claims of long-running deliveries fresh so they are not redelivered."""

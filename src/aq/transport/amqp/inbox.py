@@ -34,7 +34,7 @@ from aq.transport.amqp.batch import AckWindow, split_batch
 from aq.transport.amqp.context import CLOSE_TIMEOUT
 from aq.transport.amqp.direct import DirectConsumers
 from aq.transport.amqp.errors import translated
-from aq.transport.base import EVENT_BACKLOG, Inbox
+from aq.transport.base import EVENT_BACKLOG, EVENT_BACKLOG_BYTES, Inbox
 
 __all__ = ["AmqpInbox", "open_control_inbox", "open_event_inbox", "open_reply_inbox"]
 
@@ -53,8 +53,12 @@ class AmqpInbox(Inbox):
         queue: AbstractQueue,
         delete_on_close: bool,
         declare: Callable[[], Awaitable[object]],
+        backlog: int | None = None,
     ) -> None:
         self.address = address
+        #: The most bodies kept for a reader that is slow (the oldest go first);
+        #: ``None``: all (replies and control messages are never dropped).
+        self._backlog = backlog
         self._channel = channel
         self._queue = queue
         self._delete = delete_on_close
@@ -74,6 +78,8 @@ class AmqpInbox(Inbox):
             event(log, logging.WARNING, "amqp.bad_batch", queue=self._queue.name)
             bodies = []
         for body in bodies:
+            if self._backlog is not None and self._bodies.qsize() >= self._backlog:
+                self._bodies.get_nowait()  # a slow watcher loses the oldest events
             self._bodies.put_nowait(body)
         # It is ours now (only this process reads this queue); acked in this
         # turn's frames, not awaited.
@@ -149,6 +155,7 @@ async def open_event_inbox(
         await channel.set_qos(prefetch_count=100)
         arguments = {
             "x-max-length": EVENT_BACKLOG,
+            "x-max-length-bytes": EVENT_BACKLOG_BYTES,
             "x-overflow": "drop-head",
             "x-expires": _EVENT_QUEUE_EXPIRES,
         }
@@ -162,6 +169,8 @@ async def open_event_inbox(
             return queue
 
         queue = await declare()
-    inbox = AmqpInbox(queue_name, channel, queue, delete_on_close=False, declare=declare)
+    inbox = AmqpInbox(
+        queue_name, channel, queue, delete_on_close=False, declare=declare, backlog=EVENT_BACKLOG
+    )
     await inbox.start()
     return inbox
