@@ -120,22 +120,30 @@ class Publisher:
 
     async def _tracked(self, messages: list[TaskMessage], sends: list[Any]) -> None:
         """Run ``sends`` with the ``queued`` states of ``messages`` written beside
-        them (first in the same pipeline on Redis); raise the first send's error,
+        them (in the same pipeline on Redis); raise the first send's error,
         removing the states of the messages whose send failed."""
         broker = self.broker
         store, ttl = broker.require_store("result_ttl"), broker.result_ttl
         assert ttl is not None
         serializer = broker.serializer
         writes = [
-            store.set_if_absent(
-                status_key(m.id),
-                serializer.dumps(record("queued", m, eta=m.eta)),
-                ttl=lifetime(ttl, m.eta),
+            asyncio.ensure_future(
+                store.set_if_absent(
+                    status_key(m.id),
+                    serializer.dumps(record("queued", m, eta=m.eta)),
+                    ttl=lifetime(ttl, m.eta),
+                )
             )
             for m in messages
         ]
-        outcomes = await asyncio.gather(*writes, *sends, return_exceptions=True)
-        wrote, sent = outcomes[: len(writes)], outcomes[len(writes) :]
+        if len(sends) == 1:  # one kiq(): no task more than the write's
+            try:
+                sent: list[Any] = [await sends[0]]
+            except Exception as exc:
+                sent = [exc]
+        else:
+            sent = await asyncio.gather(*sends, return_exceptions=True)
+        wrote = await asyncio.gather(*writes, return_exceptions=True)
         failed = [o for o in sent if isinstance(o, BaseException)]
         if failed:
             unsent = [

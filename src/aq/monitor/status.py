@@ -127,17 +127,19 @@ def lifetime(ttl: float, eta: float | None) -> float:
 class StatusWriter:
     """Writes states to the store without making the caller wait.
 
-    Writes go out as they come (pipelined with everything else of the loop
-    turn on Redis); at most ``_MAX_PENDING`` are in flight, and a write that
-    fails is logged (at most every 30 s) and dropped: the state lags, the
-    result still tells the end.
+    The writes gathered while the last batch was on its way go as one
+    :meth:`Store.set_many` (one script call on Redis), one batch at a time, so
+    a task's later state never overtakes its earlier one; at most
+    ``_MAX_PENDING`` wait, and a write that fails is logged (at most every
+    30 s) and dropped: the state lags, the result still tells the end.
     """
 
     def __init__(self, store: Store, serializer: Serializer, ttl: float) -> None:
         self.store = store
         self.serializer = serializer
         self.ttl = ttl
-        self._pending: set[asyncio.Task[None]] = set()
+        self._waiting: list[tuple[str, bytes, float]] = []
+        self._sender: asyncio.Task[None] | None = None
         self._warned = 0.0
         #: States not written: too many writes waited for the store.
         self.dropped = 0
@@ -147,21 +149,26 @@ class StatusWriter:
     ) -> None:
         """Keep ``entry`` as the state of ``task_id`` for ``result_ttl`` after
         ``eta`` (or now), plus ``extra`` seconds."""
-        if len(self._pending) >= _MAX_PENDING:
+        if len(self._waiting) >= _MAX_PENDING:
             self.dropped += 1
             self._warn("too many state writes waiting for the store")
             return
-        body = self.serializer.dumps(entry)
         ttl = lifetime(self.ttl, eta) + extra
-        task = asyncio.ensure_future(self._set(status_key(task_id), body, ttl))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._waiting.append((status_key(task_id), self.serializer.dumps(entry), ttl))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send())
 
-    async def _set(self, key: str, body: bytes, ttl: float) -> None:
+    async def _send(self) -> None:
         try:
-            await self.store.set(key, body, ttl=ttl)
-        except Exception as exc:  # best effort: the state lags, the result still tells
-            self._warn(f"{type(exc).__name__}: {exc}")
+            while self._waiting:
+                items, self._waiting = self._waiting, []
+                try:
+                    await self.store.set_many(items)
+                except Exception as exc:  # best effort: the state lags, the result tells
+                    self.dropped += len(items)
+                    self._warn(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._sender = None
 
     def _warn(self, error: str) -> None:
         now = time.monotonic()
@@ -170,11 +177,12 @@ class StatusWriter:
             event(log, logging.WARNING, "status.unwritten", error=error, dropped=self.dropped)
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Wait (at most ``timeout`` seconds) for the writes in flight."""
-        if self._pending:
+        """Wait (at most ``timeout`` seconds) for the writes made so far."""
+        sender = self._sender
+        if sender is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await asyncio.gather(*self._pending, return_exceptions=True)
+                    await asyncio.shield(sender)
 
 
 async def read_status(store: Store, serializer: Serializer, task_id: str) -> TaskStatus:

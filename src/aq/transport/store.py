@@ -20,6 +20,8 @@ Values are opaque bytes.
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aq.transport.connection import Connection
@@ -115,6 +117,11 @@ class Store(Connection):
     @abc.abstractmethod
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         """Keep ``value`` at ``key`` for ``ttl`` seconds, replacing what was there."""
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+        """:meth:`set` each ``(key, value, ttl)`` of ``items``; a store that can
+        do them in one round trip overrides this."""
+        await asyncio.gather(*(self.set(key, value, ttl=ttl) for key, value, ttl in items))
 
     @abc.abstractmethod
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aq.errors import ConfigurationError
@@ -92,6 +92,10 @@ class MemoryStore(Store):
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
         self._write(key, value, ttl)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+        for key, value, ttl in items:
+            self._write(key, value, ttl)
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
         if self._read(key) is not None:

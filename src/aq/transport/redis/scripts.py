@@ -39,6 +39,7 @@ __all__ = [
     "STORE_QUEUE_FOR_SLOT",
     "STORE_RENEW_SLOT",
     "STORE_RESERVE_RATE",
+    "STORE_SET",
     "STORE_SET_FENCED",
 ]
 
@@ -251,6 +252,23 @@ return redis.call('SCARD', KEYS[1])
 #: none) and the ttl (ms) four ARGV. Returns, for each in order, {count, size or
 #: -1, 0} or, for the completer (and its index again until the join is done),
 #: {count, size, parts as HGETALL gives them}. A done join records nothing more.
+#: SET any number of keys, each with its TTL, each only if absent when asked.
+#: Per key, KEYS: the key; ARGV: value, TTL in ms, 1 for "only if absent" (else 0).
+#: Returns, per key, 1 if it was written, else 0.
+STORE_SET = """
+local out = {}
+for i = 1, #KEYS do
+  local value, ttl, nx = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  if nx == '1' then
+    out[i] = redis.call('SET', KEYS[i], value, 'PX', ttl, 'NX') and 1 or 0
+  else
+    redis.call('SET', KEYS[i], value, 'PX', ttl)
+    out[i] = 1
+  end
+end
+return out
+"""
+
 STORE_JOIN = """
 local out = {}
 for g = 1, #KEYS / 2 do

@@ -12,7 +12,7 @@ wrote the key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aq.transport.redis.connection import parse_url, retrying, translated
@@ -70,15 +70,35 @@ class RedisStore(Store):
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
-        name = self._key(key)
-        await self._retrying("write to the store", lambda pipe: pipe.set(name, value, px=_ms(ttl)))
+        await self._set(self._key(key), value, _ms(ttl), nx=False)
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
-        name = self._key(key)
-        written = await self._retrying(
-            "write to the store", lambda pipe: pipe.set(name, value, px=_ms(ttl), nx=True)
-        )
-        return bool(written)
+        return await self._set(self._key(key), value, _ms(ttl), nx=True)
+
+    async def _set(self, name: str, value: bytes, ms: int, *, nx: bool) -> bool:
+        context = self._context
+        if context.cluster:  # cluster pipelines refuse scripts: a plain SET
+            written = await self._retrying(
+                "write to the store", lambda pipe: pipe.set(name, value, px=ms, nx=nx)
+            )
+            return bool(written)
+        script = context.script("STORE_SET")
+
+        async def run() -> Any:
+            # A turn's writes (results, task states) go as one script call.
+            return await context.batcher.run_merged(script, [name], [value, ms, int(nx)])
+
+        return bool(await retrying("write to the store", run, context.settings.publish_timeout))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float]]) -> None:
+        if self._context.cluster:
+            await super().set_many(items)
+            return
+        keys = [self._key(key) for key, _, _ in items]
+        args: list[Any] = []
+        for _, value, ttl in items:
+            args += [value, _ms(ttl), 0]
+        await self._script("STORE_SET", keys, args)
 
     async def delete(self, key: str) -> bool:
         with translated("delete from the store"):
