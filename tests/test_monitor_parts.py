@@ -197,3 +197,77 @@ async def broker_memory() -> AsyncIterator[aq.Broker]:
     broker = aq.Broker("memory://expired-commands")
     async with broker:
         yield broker
+
+
+class _Slow(MemoryTransport):
+    """A memory transport whose event sends take ``delay`` seconds, or fail."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        super().__init__("memory://slow")
+        self.delay, self.fail = delay, fail
+        self.batches: list[bytes] = []
+        self.sending = asyncio.Event()
+
+    async def publish_events(self, body: bytes) -> None:
+        self.sending.set()
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise ValueError("this batch never goes")
+        self.batches.append(body)
+
+
+async def test_flush_waits_for_the_batch_being_sent() -> None:
+    transport = _Slow(delay=0.2)
+    emitter = EventEmitter(transport, CODEC, interval=0.01)
+    emitter.start()
+    emitter.emit("task-sent", {"n": 1})
+    await transport.sending.wait()  # the batch is on its way, the buffer empty
+    await emitter.flush(timeout=5)
+    assert emitter.sent == 1
+    await emitter.close()
+
+
+async def test_an_emitter_closed_and_started_again_still_sends() -> None:
+    transport = _Slow()
+    emitter = EventEmitter(transport, CODEC, interval=0.01)
+    for _ in range(2):
+        emitter.start()
+        emitter.emit("task-sent", {"n": 1})
+        await emitter.close()
+    emitter.start()
+    emitter.emit("task-sent", {"n": 2})
+    await emitter.flush(timeout=5)
+    assert emitter.sent == 3
+    await emitter.close()
+
+
+async def test_a_batch_that_never_goes_is_dropped_after_ten_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(asyncio, "sleep", _no_wait)  # the loop's pause between tries
+    transport = _Slow(fail=True)
+    emitter = EventEmitter(transport, CODEC, interval=0.01)
+    emitter.start()
+    emitter.emit("task-sent", {"n": 1})
+    await emitter.flush(timeout=5)
+    assert (emitter.sent, emitter.dropped) == (0, 1)
+    await emitter.close()
+
+
+_real_sleep = asyncio.sleep
+
+
+async def _no_wait(seconds: float) -> None:
+    await _real_sleep(0)
+
+
+async def test_a_broker_made_with_events_on_emits_task_sent() -> None:
+    broker = aq.Broker("memory://events-on", events=True)
+
+    @broker.task
+    async def noop() -> None: ...
+
+    async with broker, broker.subscribe_events() as stream:
+        handle = await noop.kiq()
+        sent = await stream.next()
+    assert (sent.type, sent.task_id) == ("task-sent", handle.id)

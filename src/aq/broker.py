@@ -162,11 +162,11 @@ class Broker:
         self.inspect = Inspect(self)
         #: Commands for live workers (``await broker.control.rate_limit(...)``).
         self.control = Control(self)
-        if events:
-            self.enable_events()
         self._started = False
         self._listening = False
         self._lock = asyncio.Lock()
+        if events:
+            self.enable_events()
 
     def __repr__(self) -> str:
         return f"<Broker {self.url} tasks={len(self.tasks)}>"

@@ -136,13 +136,19 @@ class Publisher:
             )
             for m in messages
         ]
-        if len(sends) == 1:  # one kiq(): no task more than the write's
-            try:
-                sent: list[Any] = [await sends[0]]
-            except Exception as exc:
-                sent = [exc]
-        else:
-            sent = await asyncio.gather(*sends, return_exceptions=True)
+        try:
+            if len(sends) == 1:  # one kiq(): no task more than the write's
+                try:
+                    sent: list[Any] = [await sends[0]]
+                except Exception as exc:
+                    sent = [exc]
+            else:
+                sent = await asyncio.gather(*sends, return_exceptions=True)
+        except BaseException:  # cancelled: the states go too, whether it was sent or not
+            for write in writes:
+                write.cancel()
+            await asyncio.gather(*writes, return_exceptions=True)
+            raise
         wrote = await asyncio.gather(*writes, return_exceptions=True)
         failed = [o for o in sent if isinstance(o, BaseException)]
         if failed:

@@ -40,6 +40,8 @@ DEFAULT_MAX_BUFFER = 10_000
 DEFAULT_MAX_BATCH = 200
 #: Seconds events gather before a batch is sent.
 DEFAULT_INTERVAL = 0.05
+#: Failed sends in a row after which the batch in front is dropped.
+_MAX_FAILURES = 10
 _CLOSE_TIMEOUT = 2.0
 _WARN_EVERY = 30.0
 _workers = itertools.count(1)
@@ -132,7 +134,10 @@ class EventEmitter:
         self._pending = False  # events wait and the loop has been woken for them
         self._wake: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None  # a flush waits: send without gathering
-        self._flushes: list[asyncio.Future[None]] = []
+        #: Flushes waiting: (how many events had been queued, its future).
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
+        self._queued = 0  # events ever queued; every one ends sent, dropped or buffered
+        self._failures = 0  # sends of the batch in front that failed in a row
         self._loop_task: asyncio.Task[None] | None = None
         self._warned = 0.0
 
@@ -163,6 +168,7 @@ class EventEmitter:
         if len(buffer) == buffer.maxlen:
             self.dropped += 1
         buffer.append(item)
+        self._queued += 1
         if not self._pending and self._wake is not None:
             self._pending = True
             self._wake.set()
@@ -171,19 +177,19 @@ class EventEmitter:
         """Start sending (in the running event loop)."""
         if self._loop_task is None:
             self._wake, self._hurry = asyncio.Event(), asyncio.Event()
-            if self._buffer:
-                self._pending = True
+            self._pending = bool(self._buffer)
+            if self._pending:
                 self._wake.set()
             self._loop_task = background.start("aq-events", self._send_loop)
 
     async def flush(self, timeout: float = _CLOSE_TIMEOUT) -> None:
         """Send every event emitted so far now, waiting at most ``timeout`` seconds."""
-        if not self._buffer or self._loop_task is None:
+        if self._loop_task is None or self._settled() >= self._queued:
             return
         assert self._wake is not None
         assert self._hurry is not None
         done = asyncio.get_running_loop().create_future()
-        self._flushes.append(done)
+        self._flushes.append((self._queued, done))
         self._wake.set()
         self._hurry.set()
         with contextlib.suppress(TimeoutError):
@@ -201,7 +207,7 @@ class EventEmitter:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 while self._buffer:
                     await self._send_one()
-        self._release_flushes()
+        self._release_flushes(everyone=True)
 
     async def _send_loop(self) -> None:
         wake, hurry = self._wake, self._hurry
@@ -222,36 +228,53 @@ class EventEmitter:
                 except Exception as exc:  # best effort: keep what fits, try again later
                     self._warn(exc)
                     await asyncio.sleep(1.0)
+                self._release_flushes()
             self._release_flushes()
 
-    def _release_flushes(self) -> None:
-        flushes, self._flushes = self._flushes, []
-        for done in flushes:
-            if not done.done():
-                done.set_result(None)
+    def _settled(self) -> int:
+        """How many of the events ever queued were sent or dropped."""
+        return self.sent + self.dropped
+
+    def _release_flushes(self, everyone: bool = False) -> None:
+        """Resolve the flushes whose events are all sent or dropped (all, when
+        the emitter closes)."""
+        settled, waiting = self._settled(), []
+        for upto, done in self._flushes:
+            if everyone or settled >= upto:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                waiting.append((upto, done))
+        self._flushes = waiting
 
     async def _send_one(self) -> None:
         buffer, size = self._buffer, min(len(self._buffer), self.max_batch)
         batch = [buffer.popleft() for _ in range(size)]
-        body = self._encode(batch)
+        body, count = self._encode(batch)
         if body is None:
             return
         try:
             await self.transport.publish_events(body)
-        except BaseException:
+        except BaseException as exc:
+            self._failures += 1
+            if isinstance(exc, Exception) and self._failures >= _MAX_FAILURES:
+                self._failures = 0  # this batch will not go (too large?): not all the rest too
+                self.dropped += size
+                raise
             room = max(0, (buffer.maxlen or 0) - len(buffer))
             kept = batch[size - room :] if room < size else batch
             self.dropped += size - len(kept)
             buffer.extendleft(reversed(kept))
             raise
-        self.sent += size
+        self._failures = 0
+        self.sent += count
 
-    def _encode(self, batch: list[dict[str, Any] | TaskEvent]) -> bytes | None:
-        """The batch's body; an event that cannot be encoded (opted-in data) is
-        dropped alone, the rest go."""
+    def _encode(self, batch: list[dict[str, Any] | TaskEvent]) -> tuple[bytes | None, int]:
+        """The batch's body and how many events it holds; an event that cannot
+        be encoded (opted-in data) is dropped alone, the rest go."""
         events = [_fields(item) for item in batch]
         try:
-            return encode_events(events, self.serializer)
+            return encode_events(events, self.serializer), len(events)
         except SerializationError:
             pass
         good = []
@@ -263,7 +286,7 @@ class EventEmitter:
                 self._warn(exc)
             else:
                 good.append(fields)
-        return encode_events(good, self.serializer) if good else None
+        return (encode_events(good, self.serializer) if good else None), len(good)
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()
