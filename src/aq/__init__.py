@@ -37,6 +37,8 @@ from aq.monitor.wire import Event
 from aq.scheduling.entry import Schedule
 from aq.scheduling.spec import Cron, Every, ScheduleSpec, cron, every
 from aq.task import StreamTask, SyncTask, Task, TaskCall
+from aq.version import __version__ as __version__
+from aq.web import dashboard
 from aq.workflow.advance import Failure
 from aq.workflow.canvas import Canvas, Chain, Chord, Group, Signature
 from aq.workflow.compose import chain, chord, group
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
     from aq.scheduling.scheduler import Scheduler
     from aq.worker.worker import Worker
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AQError",
@@ -95,6 +96,7 @@ __all__ = [
     "chord",
     "context",
     "cron",
+    "dashboard",
     "every",
     "group",
 ]

@@ -16,6 +16,7 @@ from aq.clikit import run as _run
 from aq.errors import AQError, ConfigurationError
 from aq.logs import configure
 from aq.monitor.commands import register as register_monitoring
+from aq.web.serve import dashboard_command
 from aq.worker.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_HANDOFF_TIMEOUT,
@@ -375,6 +376,7 @@ def _root() -> None:
 
 
 register_monitoring(app)
+app.command("dashboard")(dashboard_command)
 
 
 def main() -> None:

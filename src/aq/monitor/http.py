@@ -35,7 +35,7 @@ _MAX_CONNECTIONS = 32
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, option: str = "--metrics-port") -> socket.socket:
     """A listening socket on ``host:port``.
 
     Raises:
@@ -51,7 +51,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         why = "is in use by another process" if exc.errno == errno.EADDRINUSE else str(exc)
         raise ConfigurationError(
-            f"--metrics-port {port}: port {port} on {host} {why}; choose another port"
+            f"{option} {port}: port {port} on {host} {why}; choose another port"
         ) from exc
     sock.setblocking(False)
     return sock

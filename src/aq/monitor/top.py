@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,25 @@ class _Worker:
     processed: int = 0
     concurrency: int | None = None
     gone: bool = False
+    started_at: float | None = None
+    version: str | None = None
+    queues: list[str] = field(default_factory=list)
+
+    def to_json(self, worker_id: str, state: str) -> dict[str, Any]:
+        """This worker as the dashboard shows it."""
+        return {
+            "worker": worker_id,
+            "host": self.host,
+            "pid": self.pid,
+            "state": state,
+            "seen": self.seen,
+            "active": self.active,
+            "processed": self.processed,
+            "concurrency": self.concurrency,
+            "started_at": self.started_at,
+            "version": self.version,
+            "queues": self.queues,
+        }
 
 
 @dataclass
@@ -108,10 +128,11 @@ class TopState:
         worker.seen = now
         worker.host = str(event.get("host", worker.host))
         worker.gone = event.type == "worker-offline"
-        for name in ("pid", "active", "processed", "concurrency", "freq"):
+        for name in ("pid", "active", "processed", "concurrency", "freq", "started_at"):
             value = event.get(name)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 setattr(worker, name, value)
+        self._describe(worker, event.fields)
 
     def describe_worker(self, worker_id: str, stats: dict[str, Any], now: float) -> None:
         """Take a worker's ``inspect stats`` answer into account."""
@@ -122,6 +143,76 @@ class TopState:
         worker.active = int(stats.get("in_flight", worker.active))
         worker.processed = int(stats.get("processed", worker.processed))
         worker.concurrency = stats.get("concurrency", worker.concurrency)
+        started_at = stats.get("started_at")
+        if isinstance(started_at, int | float) and not isinstance(started_at, bool):
+            worker.started_at = float(started_at)
+        self._describe(worker, stats)
+
+    @staticmethod
+    def _describe(worker: _Worker, fields: Mapping[str, Any]) -> None:
+        version, queues = fields.get("version"), fields.get("queues")
+        if isinstance(version, str):
+            worker.version = version[:40]
+        if isinstance(queues, list):
+            worker.queues = [str(q) for q in queues[:50]]
+
+    def prune(self, now: float) -> None:
+        """Forget what is too old to show: times outside the rate window, and
+        workers long gone. (Rates prune as they are read; a watcher that reads
+        none of them, such as the dashboard with no page open, calls this.)"""
+        for times in (self._done, *self._in.values(), *self._out.values()):
+            self.rate(times, now)
+        for worker_id, worker in list(self.workers.items()):
+            if self.worker_state(worker, now) != "online" and now - worker.seen > _FORGET_AFTER:
+                del self.workers[worker_id]
+
+    def worker_state(self, worker: _Worker, now: float) -> str:
+        """``online``, ``lost`` (three heartbeats missed) or ``offline``."""
+        if worker.gone:
+            return "offline"
+        return "lost" if now - worker.seen > _MISSED * worker.freq + 1 else "online"
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The figures as plain data: workers, queues with rates, per-task stats."""
+        self.prune(now)
+        workers = [
+            worker.to_json(worker_id, self.worker_state(worker, now))
+            for worker_id, worker in sorted(self.workers.items())
+        ]
+        queues = []
+        for name in sorted(set(self.stats) | set(self._in) | set(self._out)):
+            stats = self.stats.get(name)
+            queues.append(
+                {
+                    "queue": name,
+                    "ready": stats.ready if stats else None,
+                    "delayed": stats.delayed if stats else None,
+                    "unacked": stats.unacked if stats else None,
+                    "dead": stats.dead if stats else None,
+                    "consumers": stats.consumers if stats else None,
+                    "taken_rate": self.rate(self._in[name], now),
+                    "done_rate": self.rate(self._out[name], now),
+                }
+            )
+        tasks = [
+            {
+                "name": name,
+                "succeeded": stats.succeeded,
+                "failed": stats.failed,
+                "retried": stats.retried,
+                "p50": _quantile(stats.runtimes, 0.50),
+                "p95": _quantile(stats.runtimes, 0.95),
+            }
+            for name, stats in sorted(self.tasks.items())
+        ]
+        return {
+            "workers": workers,
+            "queues": queues,
+            "tasks": tasks,
+            "rate": self.rate(self._done, now),
+            "failures": self.failures,
+            "events": self.events_seen,
+        }
 
     def seen_queues(self) -> list[str]:
         """The queues that events have named."""
@@ -141,7 +232,7 @@ class TopState:
     def render(self, now: float | None = None) -> RenderableType:
         """Everything, as rich renderables."""
         now = time.time() if now is None else now
-        alive = [w for w in self.workers.values() if self._state(w, now) == "online"]
+        alive = [w for w in self.workers.values() if self.worker_state(w, now) == "online"]
         head = Text(f"aq top  {self.title}", style="bold")
         head.append(
             f"   workers {len(alive)}   tasks/s {self.rate(self._done, now):.1f}"
@@ -149,22 +240,15 @@ class TopState:
         )
         return Group(head, self._workers_table(now), self._queues_table(now), self._tasks_table())
 
-    def _state(self, worker: _Worker, now: float) -> str:
-        if worker.gone:
-            return "offline"
-        return "lost" if now - worker.seen > _MISSED * worker.freq + 1 else "online"
-
     def _workers_table(self, now: float) -> Table:
-        for worker_id, worker in list(self.workers.items()):  # long gone: off the screen
-            if self._state(worker, now) != "online" and now - worker.seen > _FORGET_AFTER:
-                del self.workers[worker_id]
+        self.prune(now)  # long gone: off the screen
         table = Table(title="workers", title_justify="left", expand=True)
         for column in ("worker", "host", "state", "active", "processed", "seen"):
             table.add_column(
                 column, justify="right" if column in ("active", "processed") else "left"
             )
         for worker_id, worker in sorted(self.workers.items()):
-            state = self._state(worker, now)
+            state = self.worker_state(worker, now)
             style = {"online": "green", "lost": "yellow", "offline": "dim"}[state]
             table.add_row(
                 worker_id,
@@ -214,10 +298,16 @@ class TopState:
         return table
 
 
+def _quantile(samples: deque[float], fraction: float) -> float | None:
+    """The ``fraction`` nearest-rank percentile of ``samples`` in seconds, or None."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
 def _percentile(samples: deque[float], fraction: float) -> str:
     """The ``fraction`` percentile of ``samples`` in milliseconds, or ``-``."""
-    if not samples:
-        return "-"
-    ordered = sorted(samples)  # the nearest-rank percentile
-    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
-    return f"{ordered[index] * 1000:.1f}ms"
+    value = _quantile(samples, fraction)
+    return "-" if value is None else f"{value * 1000:.1f}ms"

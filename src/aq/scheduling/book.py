@@ -8,6 +8,9 @@ the schedule at ``schedule:<name>``; after either change a control message
 naming the schedule tells the running schedulers to read that one again. The scheduler keeps, per
 schedule, the due time of its last fire at ``schedule-last:<name>``, and its
 leader marks itself at ``scheduler:active``; ``aq schedules`` reads both.
+The names of paused schedules (from code or not) are the set
+``schedules:paused``: the scheduler sends no fire of a paused schedule, and
+takes a resumed one up from its next due time.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = ["ScheduleBook", "ScheduleStatus"]
 #: How long a schedule added at run time is kept: until removed, in practice.
 KEEP = 10 * 365 * 86400.0
 _NAMES = "schedules:all"
+_PAUSED = "schedules:paused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,33 @@ class ScheduleBook:
         await store.remove_member(_NAMES, name)
         await self._announce(name)
         return removed
+
+    async def pause(self, name: str) -> None:
+        """Stop firing schedule ``name`` until :meth:`resume` (fires due meanwhile
+        are not sent).
+
+        Raises:
+            aq.ConfigurationError: no store, or no schedule of that name.
+        """
+        store = self._broker.require_store("pausing schedules")
+        await self._broker.startup()
+        if name not in self.code and await self.stored_one(name) is None:
+            raise ConfigurationError(f"there is no schedule named {name!r}")
+        await store.add_member(_PAUSED, name, ttl=KEEP)
+        await self._announce(name)
+
+    async def resume(self, name: str) -> bool:
+        """Fire schedule ``name`` again, from its next due time; whether it was paused."""
+        store = self._broker.require_store("pausing schedules")
+        await self._broker.startup()
+        resumed = await store.remove_member(_PAUSED, name)
+        await self._announce(name)
+        return resumed
+
+    async def paused(self) -> frozenset[str]:
+        """The names of the paused schedules (none without a store)."""
+        store = self._broker.store
+        return await store.members(_PAUSED) if store is not None else frozenset()
 
     async def _announce(self, name: str) -> None:
         """Tell running schedulers that the stored schedule ``name`` changed."""

@@ -71,6 +71,7 @@ class _Plan:
     schedule: Schedule
     last: float
     next_due: float
+    paused: bool = False
 
 
 class Scheduler:
@@ -164,7 +165,10 @@ class Scheduler:
                 marked = time.monotonic()
             now = time.time()
             for plan in plans.values():
-                if plan.next_due <= now and election.leading:
+                if plan.next_due <= now and plan.paused:  # nothing sent; on to the next
+                    plan.last = plan.schedule.spec.previous_before(math.nextafter(now, math.inf))
+                    plan.next_due = plan.schedule.spec.next_after(plan.last)
+                elif plan.next_due <= now and election.leading:
                     await self._fire_due(plan, now, election, lease)
             wake = min((p.next_due for p in plans.values()), default=math.inf)
             timeout = min(wake - time.time(), self.lease_time / 3, _RELOAD_EVERY)
@@ -185,7 +189,10 @@ class Scheduler:
     async def _plans(self, old: dict[str, _Plan], took_over: float) -> dict[str, _Plan]:
         """A plan per schedule; a schedule followed already keeps its own."""
         schedules = await self.broker.schedules.all()
+        paused = await self.broker.schedules.paused()
         made = await asyncio.gather(*(self._plan(s, old.get(s.name), took_over) for s in schedules))
+        for plan in made:
+            plan.paused = plan.schedule.name in paused
         return {plan.schedule.name: plan for plan in made}
 
     async def _replan(self, plans: dict[str, _Plan], name: str, took_over: float) -> None:
@@ -196,7 +203,8 @@ class Scheduler:
         if schedule is None:
             plans.pop(name, None)
         else:
-            plans[name] = await self._plan(schedule, plans.get(name), took_over)
+            plan = plans[name] = await self._plan(schedule, plans.get(name), took_over)
+            plan.paused = name in await book.paused()
 
     async def _plan(self, schedule: Schedule, kept: _Plan | None, took_over: float) -> _Plan:
         if kept is not None and kept.schedule == schedule:

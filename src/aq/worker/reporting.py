@@ -23,6 +23,7 @@ from aq.errors import AQError
 from aq.monitor.emitter import EventEmitter, worker_id
 from aq.monitor.status import StatusWriter
 from aq.monitor.watch import EventSink, StatusSink, TaskWatch, combine
+from aq.version import __version__
 
 if TYPE_CHECKING:
     from aq.monitor.metrics import WorkerMetrics
@@ -92,6 +93,8 @@ class Reporter:
             queues=list(worker.queues),
             concurrency=worker.concurrency,
             freq=HEARTBEAT_INTERVAL,
+            started_at=self.started_at,
+            version=__version__,
         )
 
     async def heartbeats(self) -> None:
@@ -155,6 +158,7 @@ class Reporter:
             "host": self.host,
             "pid": self.pid,
             "started_at": self.started_at,
+            "version": __version__,
             "uptime": time.time() - self.started_at,
             "queues": list(worker.queues),
             "concurrency": worker.concurrency,

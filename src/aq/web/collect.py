@@ -1,0 +1,164 @@
+"""``Collector``: the dashboard's background loops that keep its board current.
+
+- events: reads the broker's event stream into the board, and subscribes
+  again (after a second) when the broker drops it;
+- workers: asks ``inspect stats`` every three seconds, so workers show with
+  events off and before their first heartbeat;
+- queues: reads the counts of every known queue every two seconds;
+- schedules: reads the schedules, their fires and the active scheduler every
+  five seconds (with a store);
+- ticker: wakes the live pages every half second when something changed.
+
+Each loop survives any error from the broker: it notes the problem on the
+board (the pages show it) and tries again, so the dashboard never stalls
+silently. :meth:`Collector.start` is idempotent, so a dashboard mounted
+inside another application (whose lifespan it does not see) starts its loops
+with its first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aq import background
+from aq.broker import Broker
+from aq.errors import AQError
+from aq.logs import event
+from aq.web.board import Board
+
+__all__ = ["Collector"]
+
+log = logging.getLogger("aq.dashboard")
+
+ASK_EVERY = 3.0
+QUEUES_EVERY = 2.0
+SCHEDULES_EVERY = 5.0
+TICK_EVERY = 0.5
+
+
+class Collector:
+    """Keeps ``board`` current from ``broker``; see the module docstring."""
+
+    def __init__(self, broker: Broker, board: Board) -> None:
+        self.broker = broker
+        self.board = board
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+        self._problems: dict[str, str] = {}
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    async def start(self) -> None:
+        """Start the loops (once)."""
+        if self._tasks:
+            return
+        async with self._lock:
+            if self._tasks:
+                return
+            await self.broker.startup()
+            loops: list[tuple[str, background.Loop]] = [
+                ("aq-dashboard-events", self._events),
+                ("aq-dashboard-workers", self._workers),
+                ("aq-dashboard-queues", self._queues),
+                ("aq-dashboard-schedules", self._schedules),
+                ("aq-dashboard-ticker", self._ticker),
+            ]
+            self._tasks = [background.start(name, loop) for name, loop in loops]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _trouble(self, loop: str, error: BaseException | None) -> None:
+        """Note (or clear) the problem of one loop on the board."""
+        if error is None:
+            self._problems.pop(loop, None)
+        else:
+            text = f"{loop}: {error}"
+            if self._problems.get(loop) != text:
+                event(log, logging.WARNING, "dashboard.read_failed", loop=loop, error=error)
+            self._problems[loop] = text
+        self.board.problem = "; ".join(self._problems.values()) or None
+
+    async def _events(self) -> None:
+        while True:
+            try:
+                async with self.broker.subscribe_events() as stream:
+                    self._trouble("events", None)
+                    async for item in stream:
+                        self.board.feed(item)
+            except AQError as exc:
+                self._trouble("events", exc)
+            await asyncio.sleep(1.0)
+
+    async def _workers(self) -> None:
+        while True:
+            with contextlib.suppress(AQError):  # nobody answering is no problem
+                answers = await self.broker.inspect.stats(timeout=1.0)
+                now = time.time()
+                for worker_id, stats in answers.items():
+                    if isinstance(stats, dict):
+                        self.board.top.describe_worker(worker_id, stats, now)
+            await asyncio.sleep(ASK_EVERY)
+
+    def queue_names(self) -> list[str]:
+        """The app's queues and those seen in events."""
+        return list(dict.fromkeys([*self.broker.queues, *self.board.top.seen_queues()]))
+
+    async def _queues(self) -> None:
+        admin = self.broker.admin
+        while True:
+            try:
+                stats = [await admin.stats(queue) for queue in self.queue_names()]
+            except AQError as exc:
+                self._trouble("queues", exc)
+            else:
+                self.board.top.queues(stats)
+                self._trouble("queues", None)
+            await asyncio.sleep(QUEUES_EVERY)
+
+    async def _schedules(self) -> None:
+        book = self.broker.schedules
+        while True:
+            try:
+                statuses = await book.status()
+                paused = await book.paused()
+                self.board.scheduler = await book.active()
+            except AQError as exc:
+                self._trouble("schedules", exc)
+            else:
+                self.board.schedules = [
+                    {
+                        "name": s.schedule.name,
+                        "task": s.schedule.task,
+                        "spec": s.schedule.spec.describe(),
+                        "queue": s.schedule.queue,
+                        "next_fire": s.next_fire,
+                        "last_fire": s.last_fire,
+                        "paused": s.schedule.name in paused,
+                        "stored": s.schedule.name not in book.code,
+                    }
+                    for s in statuses
+                ]
+                self._trouble("schedules", None)
+            await asyncio.sleep(SCHEDULES_EVERY)
+
+    async def _ticker(self) -> None:
+        while True:
+            self.board.top.prune(time.time())
+            self.board.tick()
+            await asyncio.sleep(TICK_EVERY)
+
+    async def refresh_schedules(self) -> None:
+        """Read the schedules now (after a pause or resume)."""
+        book = self.broker.schedules
+        paused = await book.paused()
+        for entry in self.board.schedules:
+            entry["paused"] = entry["name"] in paused

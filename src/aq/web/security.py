@@ -1,0 +1,145 @@
+"""Who may see the dashboard, and which requests may change something.
+
+Authentication is a token (``AQ_DASHBOARD_TOKEN``: sent as ``Authorization:
+Bearer``, or entered once on the login page, which sets a cookie derived from
+it) or HTTP basic auth (``AQ_DASHBOARD_BASIC_AUTH=user:password``). With
+neither, the dashboard answers only requests that reached it on a loopback
+address, unless it was told that something in front of it checks who asks
+(``allow_anonymous=True``).
+
+A request that changes state must be a POST that carries the page's
+anti-forgery token in the ``X-AQ-CSRF`` header, and whose ``Origin`` (when the
+browser sends one) is the dashboard's own. A page from another site can make
+a browser send a POST with its cookies or basic credentials, but not read the
+token from our page nor set a custom header without a CORS grant, which the
+dashboard never gives. Secrets are compared in constant time and never
+logged or echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from aq.errors import ConfigurationError
+
+__all__ = ["Auth", "CSRF_HEADER", "SESSION_COOKIE", "is_loopback"]
+
+ENV_TOKEN: Final = "AQ_DASHBOARD_TOKEN"
+ENV_BASIC: Final = "AQ_DASHBOARD_BASIC_AUTH"
+CSRF_HEADER: Final = "x-aq-csrf"
+SESSION_COOKIE: Final = "aq_dashboard"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How the dashboard checks who asks; see the module docstring.
+
+    Args:
+        token: a shared secret, sent as a bearer token or entered at the login page.
+        basic: ``(user, password)`` for HTTP basic auth.
+    """
+
+    token: str | None = None
+    basic: tuple[str, str] | None = None
+    #: Signs session cookies and anti-forgery tokens; random per process
+    #: unless a token is set (then derived from it, so every process agrees).
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.token is not None and len(self.token) < 16:
+            raise ConfigurationError(
+                f"{ENV_TOKEN} must be at least 16 characters long; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe())'"
+            )
+        if self.basic is not None and (not self.basic[0] or len(self.basic[1]) < 8):
+            raise ConfigurationError(
+                f"{ENV_BASIC} must be user:password, with a password of at least 8 characters"
+            )
+        if self.token is not None:
+            derived = hmac.new(self.token.encode(), b"aq-dashboard-key", hashlib.sha256)
+            object.__setattr__(self, "key", derived.digest())
+
+    def __repr__(self) -> str:  # never show a secret
+        kinds = [k for k, v in (("token", self.token), ("basic", self.basic)) if v is not None]
+        return f"Auth({', '.join(kinds) or 'none'})"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Auth:
+        """The token or basic credentials set in the environment (or none)."""
+        env = os.environ if environ is None else environ
+        token = env.get(ENV_TOKEN) or None
+        basic_text = env.get(ENV_BASIC) or None
+        basic = None
+        if basic_text is not None:
+            user, colon, password = basic_text.partition(":")
+            if not colon:
+                raise ConfigurationError(f"{ENV_BASIC} must be user:password")
+            basic = (user, password)
+        return cls(token=token, basic=basic)
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None or self.basic is not None
+
+    def session(self) -> str:
+        """The cookie value that stands for a good token (not the token itself)."""
+        return hmac.new(self.key, b"session", hashlib.sha256).hexdigest()
+
+    def csrf(self) -> str:
+        """The anti-forgery token the pages carry."""
+        return hmac.new(self.key, b"csrf", hashlib.sha256).hexdigest()
+
+    def check_token(self, offered: str) -> bool:
+        return self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())
+
+    def allows(self, authorization: str | None, cookie: str | None) -> bool:
+        """Whether the credentials of a request are good."""
+        if self.token is not None:
+            if cookie is not None and hmac.compare_digest(cookie, self.session()):
+                return True
+            scheme, _, value = (authorization or "").partition(" ")
+            if scheme.lower() == "bearer" and self.check_token(value.strip()):
+                return True
+        if self.basic is not None:
+            scheme, _, value = (authorization or "").partition(" ")
+            if scheme.lower() == "basic":
+                try:
+                    decoded = base64.b64decode(value.strip(), validate=True)
+                except (binascii.Error, ValueError):
+                    return False
+                user, _, password = decoded.partition(b":")
+                good_user = hmac.compare_digest(user, self.basic[0].encode())
+                good_password = hmac.compare_digest(password, self.basic[1].encode())
+                return good_user and good_password
+        return False
+
+    def check_csrf(self, offered: str | None) -> bool:
+        return offered is not None and hmac.compare_digest(offered, self.csrf())
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Whether a request's ``Origin`` header (if any) names the host it was sent to."""
+    if origin is None:
+        return True  # not sent by a browser that tells; the token still has to match
+    if host is None:
+        return False
+    return urlsplit(origin).netloc.lower() == host.lower()
