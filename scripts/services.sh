@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (from Debian packages) and start redis-server and rabbitmq-server on
 # 127.0.0.1 for the test suite, unless they already answer; also openssl, which
-# the TLS tests use, and tmux, which the terminal tests use. Idempotent.
+# the TLS tests use, tmux, which the terminal tests use, and chromium, which the
+# dashboard's browser tests use. Idempotent.
 set -euo pipefail
 
 REDIS_PORT=${AQ_REDIS_PORT:-6379}
@@ -21,6 +22,7 @@ install_packages() {
     command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
     command -v openssl >/dev/null || missing+=(openssl)  # the TLS tests make certificates
     command -v tmux >/dev/null || missing+=(tmux)  # aq top is tested in a real terminal
+    command -v chromium >/dev/null || missing+=(chromium)  # the dashboard is tested in a browser
     if [ ${#missing[@]} -gt 0 ]; then
         echo "services.sh: installing ${missing[*]}"
         need_root apt-get update -qq

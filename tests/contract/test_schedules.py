@@ -230,3 +230,39 @@ async def test_a_schedule_added_again_under_its_name_is_replaced(broker: aq.Brok
         await asyncio.wait_for(three_of_the_new.wait(), 10)
     assert set(users[users.index(2) :]) == {2}
     assert [s.args for s in await broker.schedules.stored()] == [(2,)]
+
+
+async def test_a_paused_schedule_sends_nothing_until_resumed(broker: aq.Broker) -> None:
+    if broker.store is None:
+        pytest.skip("pausing a schedule is kept in the store")
+    fires = Fires()
+
+    @broker.task(name="tick", schedule=aq.every(seconds=0.2))
+    async def tick() -> None:
+        fires.record()
+
+    async with running_worker(broker), scheduling(broker) as (scheduler,):
+        await fires.wait_for(2)
+        await broker.schedules.pause("tick")
+        assert await broker.schedules.paused() == frozenset({"tick"})
+        # A fire being sent when the pause was announced may still arrive: wait
+        # until the scheduler has read the pause, then count.
+        async with asyncio.timeout(5):
+            while "tick" not in scheduler.paused:  # noqa: ASYNC110 - no event tells
+                await asyncio.sleep(0.05)
+        paused_at, count = time.time(), len(fires.runs)
+        await asyncio.sleep(1.0)  # five due times pass while paused
+        assert len(fires.runs) == count
+        assert await broker.schedules.resume("tick")
+        await fires.wait_for(count + 2)
+    resumed = [due for _, due in fires.runs[count:]]
+    assert all(due > paused_at + 1.0 for due in resumed)  # the paused fires are not sent late
+
+
+async def test_pausing_an_unknown_schedule_says_so(broker: aq.Broker) -> None:
+    if broker.store is None:
+        with pytest.raises(aq.ConfigurationError, match="store"):
+            await broker.schedules.pause("nothing")
+        return
+    with pytest.raises(aq.ConfigurationError, match="no schedule named 'nothing'"):
+        await broker.schedules.pause("nothing")

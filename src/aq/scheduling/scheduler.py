@@ -94,6 +94,12 @@ class Scheduler:
         self._leads = asyncio.Event()
         self._election: Election | None = None
         self._sending: set[asyncio.Future[bool]] = set()
+        self._plans: dict[str, _Plan] = {}
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """The schedules this scheduler, while it leads, has read as paused."""
+        return frozenset(name for name, plan in self._plans.items() if plan.paused)
 
     @property
     def leading(self) -> bool:
@@ -145,13 +151,15 @@ class Scheduler:
         self._changed.clear()
         self._changed_names.add("")
         plans: dict[str, _Plan] = {}
+        self._plans = plans
         loaded = marked = -math.inf
         while election.leading:
             changed, self._changed_names = self._changed_names, set()
             self._changed.clear()
             try:
                 if "" in changed or time.monotonic() - loaded > _RELOAD_EVERY:
-                    plans, loaded = await self._plans(plans, took_over), time.monotonic()
+                    plans, loaded = await self._read_plans(plans, took_over), time.monotonic()
+                    self._plans = plans
                 else:
                     for name in changed:
                         await self._replan(plans, name, took_over)
@@ -186,7 +194,7 @@ class Scheduler:
             for waiting in waits:
                 waiting.cancel()
 
-    async def _plans(self, old: dict[str, _Plan], took_over: float) -> dict[str, _Plan]:
+    async def _read_plans(self, old: dict[str, _Plan], took_over: float) -> dict[str, _Plan]:
         """A plan per schedule; a schedule followed already keeps its own."""
         schedules = await self.broker.schedules.all()
         paused = await self.broker.schedules.paused()

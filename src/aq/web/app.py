@@ -39,7 +39,14 @@ from aq.web import operations
 from aq.web.board import Board
 from aq.web.collect import Collector
 from aq.web.pages import PAGES, login_page, page, refusal_page
-from aq.web.security import CSRF_HEADER, SESSION_COOKIE, Auth, is_loopback, same_origin
+from aq.web.security import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Auth,
+    host_name,
+    is_loopback,
+    same_origin,
+)
 
 __all__ = ["Dashboard", "create_app"]
 
@@ -179,13 +186,10 @@ class Dashboard:
 
     async def schedules(self, request: Request) -> Response:
         await self.collector.start()
-        return JSON(
-            {
-                "schedules": self.board.schedules,
-                "scheduler": self.board.scheduler,
-                "store": self.broker.store is not None,
-            }
-        )
+        try:
+            return JSON(await operations.schedules(self.broker))
+        except AQError as exc:
+            return JSON({"error": str(exc)}, status_code=503)
 
     async def stream(self, request: Request) -> Response:
         await self.collector.start()
@@ -346,7 +350,7 @@ class Guard:
             if dashboard.allow_anonymous:
                 return None
             server = request.scope.get("server") or ("", 0)
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+            host = host_name(request.headers.get("host") or "")
             if is_loopback(str(server[0])) and is_loopback(host):
                 return None  # on loopback, and asked for by a loopback name
             return HTMLResponse(refusal_page(), status_code=403, headers=_PAGE_HEADERS)
@@ -403,6 +407,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Served on its own, it watches from the start; mounted in another
+        # application (whose lifespan this one does not get), from its first request.
+        await dashboard.collector.start()
         yield
         await dashboard.collector.stop()
 

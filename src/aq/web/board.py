@@ -2,7 +2,7 @@
 
 It joins aq top's figures (:class:`~aq.monitor.top.TopState`: workers,
 queue counts and rates, per-task-name statistics), the task history and the
-hour's timeline (:mod:`aq.web.history`), and the schedules as last read. Events
+hour's timeline (:mod:`aq.web.history`). Events
 go in through :meth:`Board.feed`; pages read :meth:`Board.overview` and the
 tasks touched since a sequence number. Every half second the collector calls
 :meth:`Board.tick`, which wakes the live streams when something changed (and
@@ -35,9 +35,6 @@ class Board:
         self.history = History(history)
         self.timeline = Timeline()
         self.started = time.time()
-        #: Schedules as last read: a list of plain dicts, and who leads.
-        self.schedules: list[dict[str, Any]] = []
-        self.scheduler: str | None = None
         #: Why the last read of the broker failed, if it did (shown on the pages).
         self.problem: str | None = None
         self._ticked_seq = -1

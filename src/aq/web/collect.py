@@ -5,8 +5,6 @@
 - workers: asks ``inspect stats`` every three seconds, so workers show with
   events off and before their first heartbeat;
 - queues: reads the counts of every known queue every two seconds;
-- schedules: reads the schedules, their fires and the active scheduler every
-  five seconds (with a store);
 - ticker: wakes the live pages every half second when something changed.
 
 Each loop survives any error from the broker: it notes the problem on the
@@ -35,8 +33,9 @@ log = logging.getLogger("aq.dashboard")
 
 ASK_EVERY = 3.0
 QUEUES_EVERY = 2.0
-SCHEDULES_EVERY = 5.0
 TICK_EVERY = 0.5
+#: Seconds start() waits for the event stream's subscription.
+SUBSCRIBE_WAIT = 5.0
 
 
 class Collector:
@@ -48,6 +47,7 @@ class Collector:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._problems: dict[str, str] = {}
+        self._subscribed = asyncio.Event()
 
     @property
     def running(self) -> bool:
@@ -65,10 +65,13 @@ class Collector:
                 ("aq-dashboard-events", self._events),
                 ("aq-dashboard-workers", self._workers),
                 ("aq-dashboard-queues", self._queues),
-                ("aq-dashboard-schedules", self._schedules),
                 ("aq-dashboard-ticker", self._ticker),
             ]
             self._tasks = [background.start(name, loop) for name, loop in loops]
+            # What happens from now on is seen: wait (a little) for the subscription.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SUBSCRIBE_WAIT):
+                    await self._subscribed.wait()
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -91,6 +94,7 @@ class Collector:
         while True:
             try:
                 async with self.broker.subscribe_events() as stream:
+                    self._subscribed.set()
                     self._trouble("events", None)
                     async for item in stream:
                         self.board.feed(item)
@@ -124,41 +128,8 @@ class Collector:
                 self._trouble("queues", None)
             await asyncio.sleep(QUEUES_EVERY)
 
-    async def _schedules(self) -> None:
-        book = self.broker.schedules
-        while True:
-            try:
-                statuses = await book.status()
-                paused = await book.paused()
-                self.board.scheduler = await book.active()
-            except AQError as exc:
-                self._trouble("schedules", exc)
-            else:
-                self.board.schedules = [
-                    {
-                        "name": s.schedule.name,
-                        "task": s.schedule.task,
-                        "spec": s.schedule.spec.describe(),
-                        "queue": s.schedule.queue,
-                        "next_fire": s.next_fire,
-                        "last_fire": s.last_fire,
-                        "paused": s.schedule.name in paused,
-                        "stored": s.schedule.name not in book.code,
-                    }
-                    for s in statuses
-                ]
-                self._trouble("schedules", None)
-            await asyncio.sleep(SCHEDULES_EVERY)
-
     async def _ticker(self) -> None:
         while True:
             self.board.top.prune(time.time())
             self.board.tick()
             await asyncio.sleep(TICK_EVERY)
-
-    async def refresh_schedules(self) -> None:
-        """Read the schedules now (after a pause or resume)."""
-        book = self.broker.schedules
-        paused = await book.paused()
-        for entry in self.board.schedules:
-            entry["paused"] = entry["name"] in paused

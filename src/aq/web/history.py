@@ -223,53 +223,55 @@ class History:
 
     def _apply(self, record: TaskRecord, event: Event, state: str, number: int) -> None:
         fields, kind, ts = event.fields, event.type, event.ts
+        if "args" in fields:
+            record.args, record.kwargs = clip(fields["args"]), clip(fields.get("kwargs"))
+        eta = _number(fields.get("eta"))
         if kind == "task-sent":
             record.sent = ts
-            if "args" in fields:
-                record.args, record.kwargs = clip(fields["args"]), clip(fields.get("kwargs"))
-            eta = _number(fields.get("eta"))
-            if eta is not None and eta > ts:
-                record.eta, state = eta, "scheduled"
             if record.attempts or number < record.attempt:
                 return  # the worker's news came first
-        else:
-            attempt = record.attempt_of(number)
-            attempt.worker = event.worker or attempt.worker
-            if kind == "task-received":
-                attempt.received = ts
-                if "args" in fields:
-                    record.args = clip(fields["args"])
-                    record.kwargs = clip(fields.get("kwargs"))
-                eta = _number(fields.get("eta"))
-                record.eta = eta if eta is not None and eta > ts else None
-                if record.eta is not None:
-                    state = "scheduled"
-            elif kind == "task-started":
-                attempt.started = ts
-            elif kind in _ENDS:
-                attempt.ended, attempt.outcome = ts, state
-                attempt.runtime = _number(fields.get("runtime"))
-                record.runtime = attempt.runtime
-                error = fields.get("error")
-                if isinstance(error, dict):
-                    attempt.error = record.error = {
-                        "type": _text(error.get("type"), 200),
-                        "message": _text(error.get("message")),
-                    }
-                if kind == "task-retried":
-                    record.eta = _number(fields.get("eta"))
-                if "result" in fields:
-                    record.result, record.has_result = clip(fields["result"]), True
-            elif kind == "task-dead-lettered":
-                record.reason = _text(fields.get("reason"))
-            if number < record.attempt:
-                return  # news of an earlier attempt: its state is over
-            if number > record.attempt:
-                record.attempt = number
-            elif _RANK[state] < _RANK.get(record.state, 0):
-                return
-            record.worker = event.worker or record.worker
+            if eta is not None and eta > ts:
+                record.eta, state = eta, "scheduled"
+            record.state = state
+            return
+        # Whether this is news of the task's newest attempt, and not older than
+        # what is known of it; news of an earlier attempt only fills that attempt in.
+        current = number > record.attempt or (
+            number == record.attempt and _RANK[state] >= _RANK.get(record.state, 0)
+        )
+        attempt = record.attempt_of(number)
+        attempt.worker = event.worker or attempt.worker
+        error = fields.get("error")
+        if kind == "task-received":
+            attempt.received = ts
+            if current and eta is not None and eta > ts:
+                state = "scheduled"
+        elif kind == "task-started":
+            attempt.started = ts
+        elif kind in _ENDS:
+            attempt.ended, attempt.outcome = ts, state
+            attempt.runtime = _number(fields.get("runtime"))
+            if isinstance(error, dict):
+                attempt.error = {
+                    "type": _text(error.get("type"), 200),
+                    "message": _text(error.get("message")),
+                }
+            if "result" in fields:
+                record.result, record.has_result = clip(fields["result"]), True
+        elif kind == "task-dead-lettered":
+            record.reason = _text(fields.get("reason"))
+        if not current:
+            return
+        record.attempt = number
         record.state = state
+        record.worker = event.worker or record.worker
+        if kind in _ENDS:
+            record.runtime = attempt.runtime
+            record.error = attempt.error or record.error
+        if kind == "task-retried":  # when the next attempt is due
+            record.eta = eta
+        elif kind == "task-received":  # due later, or due now
+            record.eta = eta if eta is not None and eta > ts else None
 
     def changes_since(self, seq: int, limit: int) -> list[TaskRecord]:
         """The tasks touched after ``seq``, newest first, at most ``limit``."""
@@ -344,8 +346,20 @@ class Timeline:
         if not buckets or start > buckets[-1][0]:
             buckets.append([start, 0.0, 0.0])
             bucket = buckets[-1]
-        else:  # late news: its own bucket, if still kept
-            bucket = next((b for b in reversed(buckets) if b[0] == start), buckets[-1])
+        else:  # late news (clocks differ): its own bucket, made if need be
+            index = len(buckets) - 1
+            while index >= 0 and buckets[index][0] > start:
+                index -= 1
+            if index >= 0 and buckets[index][0] == start:
+                bucket = buckets[index]
+            else:
+                if len(buckets) == buckets.maxlen:
+                    if index < 0:
+                        return  # older than the hour kept
+                    buckets.popleft()
+                    index -= 1
+                bucket = [start, 0.0, 0.0]
+                buckets.insert(index + 1, bucket)
         bucket[1] += 1
         if failed:
             bucket[2] += 1

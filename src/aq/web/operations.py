@@ -86,6 +86,31 @@ async def dead_letters(broker: Broker, queue: str, limit: int = DEAD_PAGE) -> li
     return shown
 
 
+async def schedules(broker: Broker) -> dict[str, Any]:
+    """Every schedule with its next and last fire and whether it is paused, and
+    which scheduler leads (read afresh: a handful of store reads)."""
+    book = broker.schedules
+    statuses = await book.status()
+    paused = await book.paused()
+    return {
+        "schedules": [
+            {
+                "name": s.schedule.name,
+                "task": s.schedule.task,
+                "spec": s.schedule.spec.describe(),
+                "queue": s.schedule.queue,
+                "next_fire": s.next_fire,
+                "last_fire": s.last_fire,
+                "paused": s.schedule.name in paused,
+                "stored": s.schedule.name not in book.code,
+            }
+            for s in statuses
+        ],
+        "scheduler": await book.active(),
+        "store": broker.store is not None,
+    }
+
+
 async def shutdown_worker(broker: Broker, worker: str) -> str:
     answers = await broker.control.shutdown(worker=worker)
     if not answers:

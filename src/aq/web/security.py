@@ -44,9 +44,11 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, on a dual-stack socket
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class Auth:
     def allows(self, authorization: str | None, cookie: str | None) -> bool:
         """Whether the credentials of a request are good."""
         if self.token is not None:
-            if cookie is not None and hmac.compare_digest(cookie, self.session()):
+            if cookie is not None and _same(cookie, self.session()):
                 return True
             scheme, _, value = (authorization or "").partition(" ")
             if scheme.lower() == "bearer" and self.check_token(value.strip()):
@@ -133,7 +135,19 @@ class Auth:
         return False
 
     def check_csrf(self, offered: str | None) -> bool:
-        return offered is not None and hmac.compare_digest(offered, self.csrf())
+        return offered is not None and _same(offered, self.csrf())
+
+
+def _same(offered: str, expected: str) -> bool:
+    """Whether two secrets are equal, in constant time (any text offered)."""
+    return hmac.compare_digest(offered.encode(errors="replace"), expected.encode())
+
+
+def host_name(host_header: str) -> str:
+    """The host of a ``Host`` header, without its port (``[::1]:8080`` gives ``::1``)."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:
