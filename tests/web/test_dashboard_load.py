@@ -88,8 +88,8 @@ async def url() -> AsyncIterator[str]:
 def _task_events(n: int, now: float) -> list[dict[str, object]]:
     """The two events of task ``n``'s life: received, then succeeded."""
     task_id = f"load-{n:08d}"
-    common = {"task_id": task_id, "name": "tests.apps.monitored.work", "queue": "default"}
-    common |= {"attempt": 1, "worker": "load.1", "host": "load"}
+    common: dict[str, object] = {"task_id": task_id, "name": "tests.apps.monitored.work"}
+    common |= {"queue": "default", "attempt": 1, "worker": "load.1", "host": "load"}
     return [
         {"type": "task-received", "ts": now} | common,
         {"type": "task-succeeded", "ts": now, "runtime": 0.001} | common,
