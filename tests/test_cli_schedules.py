@@ -149,3 +149,22 @@ def test_aq_schedules_lists_schedules_from_code_and_the_store(url: str) -> None:
         assert lines[-1] == "2 schedule(s); * added at run time"
     else:
         assert lines[-1] == "1 schedule(s); * added at run time"
+
+
+def test_aq_schedules_pauses_and_resumes_a_schedule(url: str) -> None:
+    sys.modules.pop("tests.apps.scheduled", None)
+    env = {"AQ_BROKER_URL": url, "COLUMNS": "200"}
+    paused = CliRunner().invoke(app, ["schedules", APP, "--pause", "scheduled.tick"], env=env)
+    if not url.startswith("redis"):  # RabbitMQ alone keeps no store
+        assert paused.exit_code == 2
+        assert "pausing schedules" in paused.output
+        return
+    assert paused.exit_code == 0, paused.output
+    tick = paused.output.splitlines()[2].split()
+    assert tick[:3] == ["scheduled.tick", "scheduled.tick", "paused"]
+    resumed = CliRunner().invoke(app, ["schedules", APP, "--resume", "scheduled.tick"], env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert "paused" not in resumed.output
+    unknown = CliRunner().invoke(app, ["schedules", APP, "--pause", "nothing"], env=env)
+    assert unknown.exit_code == 2
+    assert "there is no schedule named 'nothing'" in unknown.output

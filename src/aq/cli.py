@@ -324,24 +324,38 @@ def scheduler_command(
 
 
 @app.command()
-def schedules(app_spec: AppArgument) -> None:
+def schedules(
+    app_spec: AppArgument,
+    pause: Annotated[
+        str | None, typer.Option("--pause", metavar="NAME", help="Pause this schedule first.")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", metavar="NAME", help="Resume this schedule first.")
+    ] = None,
+) -> None:
     """List APP's schedules (from code and added at run time) with their next and
-    last fire, and which scheduler leads."""
+    last fire, and which scheduler leads; --pause or --resume one first."""
     broker = _broker_or_exit(app_spec)
 
-    async def read() -> tuple[str, list[Any]]:
+    async def read() -> tuple[str, list[Any], frozenset[str]]:
         async with broker:
+            if pause is not None:
+                await broker.schedules.pause(pause)
+            if resume is not None:
+                await broker.schedules.resume(resume)
             active = await broker.schedules.active()
-            return active or _no_leader(broker), await broker.schedules.status()
+            paused = await broker.schedules.paused()
+            return active or _no_leader(broker), await broker.schedules.status(), paused
 
-    active, rows = _run(read())
+    active, rows, paused = _run(read())
     typer.echo(f"active scheduler: {active}")
     typer.echo(f"{'name':<24} {'task':<28} {'next fire (UTC)':<20} {'last fire (UTC)':<20} when")
     for row in rows:
         schedule = row.schedule
         name = schedule.name + (" *" if schedule.stored else "")
+        next_fire = "paused" if schedule.name in paused else _utc(row.next_fire)
         typer.echo(
-            f"{name:<24} {schedule.task:<28} {_utc(row.next_fire):<20} "
+            f"{name:<24} {schedule.task:<28} {next_fire:<20} "
             f"{_utc(row.last_fire):<20} {schedule.spec.describe()}"
         )
     typer.echo(f"{len(rows)} schedule(s); * added at run time")

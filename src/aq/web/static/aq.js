@@ -25,7 +25,7 @@
       else if (key === "dataset") Object.assign(node.dataset, value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -153,8 +153,12 @@
     const ns = "http://www.w3.org/2000/svg";
     const s = (tag, attrs) => { const n = document.createElementNS(ns, tag); for (const k in attrs) n.setAttribute(k, attrs[k]); return n; };
     const W = 900, H = 220, L = 44, R = 8, T = 10, B = 24;
-    const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "tasks finished and failed per second over the last hour" });
-    const now = Date.now() / 1000, start = now - 3600;
+    const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "tasks finished and failed per second" });
+    // The window: the last hour, or less while the dashboard has not seen one
+    // (at least 10 minutes), so a fresh dashboard's chart is not a sliver.
+    const now = Date.now() / 1000;
+    const minutes = points.length ? Math.min(60, Math.max(10, Math.ceil((now - points[0][0]) / 600) * 10)) : 10;
+    const span = minutes * 60, start = now - span;
     // Buckets with no finished task are not sent: fill them with zeros up to now.
     const perSecond = [];
     const kept = new Map(points.map((p) => [p[0], p]));
@@ -167,7 +171,7 @@
     const top = Math.max(1, ...perSecond.map((p) => p[1]));
     const nice = Math.pow(10, Math.floor(Math.log10(top)));
     const ymax = Math.ceil(top / nice) * nice;
-    const x = (t) => L + ((t - start) / 3600) * (W - L - R);
+    const x = (t) => L + ((t - start) / span) * (W - L - R);
     const y = (v) => H - B - (v / ymax) * (H - T - B);
     for (let i = 0; i <= 4; i++) {
       const v = (ymax * i) / 4;
@@ -176,8 +180,9 @@
       label.textContent = v >= 100 ? Math.round(v) : +v.toFixed(1);
       svg.append(label);
     }
-    for (let m = 60; m >= 0; m -= 15) {
-      const label = s("text", { x: x(now - m * 60), y: H - 6, "text-anchor": m === 60 ? "start" : m === 0 ? "end" : "middle", class: "tick" });
+    const step = minutes === 60 ? 15 : minutes <= 20 ? 5 : 10;
+    for (let m = minutes; m >= 0; m -= step) {
+      const label = s("text", { x: x(now - m * 60), y: H - 6, "text-anchor": m === minutes ? "start" : m === 0 ? "end" : "middle", class: "tick" });
       label.textContent = m === 0 ? "now" : "-" + m + " min";
       svg.append(label);
     }
@@ -191,7 +196,7 @@
     return h("div", { class: "chart" }, svg, h("div", { class: "legend" },
       h("span", {}, h("i", { class: "swatch-done" }), "finished / s"),
       h("span", {}, h("i", { class: "swatch-failed" }), "failed / s"),
-      h("span", { text: "10-second buckets, last hour" })));
+      h("span", { text: `10-second buckets, last ${minutes} min` })));
   }
 
   function card(label, value, sub, cls) {
@@ -372,7 +377,7 @@
         h("dt", { text: "sent" }), h("dd", { text: clock(task?.sent) }),
         task?.eta ? [h("dt", { text: "due" }), h("dd", { text: until(task.eta) })] : null,
         task?.reason ? [h("dt", { text: "dead-letter reason" }), h("dd", { text: task.reason })] : null);
-      const actions = h("div", { class: "toolbar" },
+      const actions = h("div", { class: "toolbar section" },
         !FINAL.has(state) ? actionButton("Cancel", async () => {
           if (await act("cancel", { task_id: ARG }, `Cancel task ${ARG}? If it is running it is stopped.`)) load();
         }, "danger") : null,
