@@ -271,3 +271,29 @@ async def test_a_broker_made_with_events_on_emits_task_sent() -> None:
         handle = await noop.kiq()
         sent = await stream.next()
     assert (sent.type, sent.task_id) == ("task-sent", handle.id)
+
+
+def test_top_state_tells_apart_a_bounded_number_of_names_queues_and_workers() -> None:
+    from aq.monitor import top
+
+    state = top.TopState("t")
+    now = 1000.0
+    for n in range(top.MAX_NAMES + 50):
+        state.feed(
+            Event(
+                "task-succeeded",
+                now,
+                {"type": "task-succeeded", "ts": now, "task_id": f"t{n}", "name": f"n{n}"}
+                | {"queue": f"q{n}", "worker": f"w{n}" + "x" * 300, "runtime": 0.1},
+            ),
+            now,
+        )
+    assert len(state.tasks) == top.MAX_NAMES + 1  # the rest under one name
+    assert state.tasks[top.OTHERS].succeeded == 50
+    assert len(state.seen_queues()) == top.MAX_QUEUES
+    assert all(len(worker_id) <= 200 for worker_id in state.workers)
+    state.prune(now + 20)  # quiet queues leave no empty rate behind
+    snapshot = state.snapshot(now + 20)
+    assert all(q["taken_rate"] == 0 and q["done_rate"] == 0 for q in snapshot["queues"])
+    state.prune(now + 2 * 3600)
+    assert state.seen_queues() == []

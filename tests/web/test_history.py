@@ -226,6 +226,33 @@ def test_a_late_failure_does_not_undo_a_dead_letter() -> None:
     assert record.state == "dead-lettered"
 
 
+@pytest.mark.parametrize("end", ["task-failed", "task-dead-lettered"])
+def test_a_dead_letter_sent_back_runs_again_as_a_new_run_of_its_attempt(end: str) -> None:
+    history = History()
+    fed(
+        history,
+        event("task-received", T0, worker="w1"),
+        event("task-started", T0 + 1, worker="w1"),
+        event("task-failed", T0 + 2, worker="w1", error={"type": "E", "message": "m"}),
+        event(end, T0 + 3, worker="w1", reason="failed after 1 attempt(s)"),
+    )
+    # Requeued from the dead letters: the same message, so the same attempt number.
+    running = fed(history, event("task-received", T0 + 60, worker="w2"))
+    assert running.state == "received"
+    record = fed(
+        history,
+        event("task-started", T0 + 61, worker="w2"),
+        event("task-succeeded", T0 + 62, worker="w2", runtime=0.5),
+    )
+    assert record.state == "succeeded"
+    assert record.worker == "w2"
+    assert record.runtime == 0.5
+    assert [(a.attempt, a.outcome, a.worker) for a in record.attempts] == [
+        (1, "failed", "w1"),
+        (1, "succeeded", "w2"),
+    ]
+
+
 def test_events_without_a_task_or_of_a_worker_are_ignored() -> None:
     history = History()
     assert history.feed(event("task-sent", T0, task_id=None)) is None

@@ -81,7 +81,7 @@ def test_a_bearer_token_that_is_not_ascii_is_refused() -> None:
     assert not auth.allows("Bearer caf\xe9", None)
 
 
-def test_the_key_is_derived_from_a_token_and_random_without() -> None:
+def test_the_key_is_derived_from_the_credentials_and_random_without() -> None:
     one, two = Auth(token=TOKEN), Auth(token=TOKEN)
     assert one.session() == two.session()
     assert one.csrf() == two.csrf()
@@ -92,8 +92,10 @@ def test_the_key_is_derived_from_a_token_and_random_without() -> None:
     first, second = Auth(), Auth()
     assert first.session() != second.session()
     assert first.csrf() != second.csrf()
+    # Basic credentials key it too: every process serving the dashboard agrees.
     first_basic, second_basic = Auth(basic=("admin", PASSWORD)), Auth(basic=("admin", PASSWORD))
-    assert first_basic.csrf() != second_basic.csrf()
+    assert first_basic.csrf() == second_basic.csrf()
+    assert Auth(basic=("admin", PASSWORD + "!")).csrf() != first_basic.csrf()
 
 
 # -- basic credentials ----------------------------------------------------------------

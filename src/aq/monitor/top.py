@@ -38,6 +38,17 @@ _MISSED = 3
 #: Seconds a worker that went offline, or was lost, stays on the screen.
 _FORGET_AFTER = 60.0
 _ENDS = frozenset(("task-succeeded", "task-failed", "task-cancelled", "task-expired"))
+#: At most this many task names, queues and workers are told apart (anyone who
+#: can publish events can make up names): past it, task figures go to
+#: :data:`OTHERS`, new queues are not followed, and the longest-silent worker
+#: makes room.
+MAX_NAMES = 500
+MAX_QUEUES = 100
+MAX_WORKERS = 1000
+OTHERS = "(other tasks)"
+#: Seconds a queue named only by events is followed after its last event.
+_QUEUE_QUIET = 3600.0
+_TEXT = 200
 
 
 @dataclass
@@ -92,23 +103,27 @@ class TopState:
         self._done: deque[float] = deque()
         self._in: dict[str, deque[float]] = defaultdict(deque)
         self._out: dict[str, deque[float]] = defaultdict(deque)
+        #: Queues named by events: name -> when last named.
+        self._queues_seen: dict[str, float] = {}
 
     def feed(self, event: Event, now: float | None = None) -> None:
-        """Take one event into account."""
+        """Take one event into account (``now``: when it arrived)."""
         now = time.time() if now is None else now
         self.events_seen += 1
         kind = event.type
         if event.worker is not None:
             self._worker_event(event, now)
-        name, queue = event.name, event.get("queue")
-        if kind == "task-received" and isinstance(queue, str):
+        name, queue = event.name, self._queue(event.get("queue"), now)
+        if kind == "task-received" and queue is not None:
             self._in[queue].append(now)
         if kind in _ENDS:
             self._done.append(now)
-            if isinstance(queue, str):
+            if queue is not None:
                 self._out[queue].append(now)
         if name is None:
             return
+        if name not in self.tasks:
+            name = name[:_TEXT] if len(self.tasks) < MAX_NAMES else OTHERS
         stats = self.tasks[name]
         if kind == "task-succeeded":
             stats.succeeded += 1
@@ -121,12 +136,33 @@ class TopState:
         if kind in ("task-succeeded", "task-failed") and isinstance(runtime, int | float):
             stats.runtimes.append(float(runtime))
 
+    def _queue(self, queue: Any, now: float) -> str | None:
+        """``queue`` if it is (or may become) one of those followed."""
+        if not isinstance(queue, str):
+            return None
+        seen = self._queues_seen
+        if queue not in seen and len(seen) >= MAX_QUEUES:
+            return None
+        seen[queue] = now
+        return queue
+
+    def _worker(self, worker_id: str) -> _Worker:
+        """The worker ``worker_id``, made (room made) if new."""
+        worker_id = worker_id[:_TEXT]
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            if len(self.workers) >= MAX_WORKERS:
+                oldest = min(self.workers, key=lambda w: self.workers[w].seen)
+                del self.workers[oldest]
+            worker = self.workers[worker_id] = _Worker()
+        return worker
+
     def _worker_event(self, event: Event, now: float) -> None:
         worker_id = event.worker
         assert worker_id is not None
-        worker = self.workers.setdefault(worker_id, _Worker())
+        worker = self._worker(worker_id)
         worker.seen = now
-        worker.host = str(event.get("host", worker.host))
+        worker.host = str(event.get("host", worker.host))[:_TEXT]
         worker.gone = event.type == "worker-offline"
         for name in ("pid", "active", "processed", "concurrency", "freq", "started_at"):
             value = event.get(name)
@@ -136,9 +172,9 @@ class TopState:
 
     def describe_worker(self, worker_id: str, stats: dict[str, Any], now: float) -> None:
         """Take a worker's ``inspect stats`` answer into account."""
-        worker = self.workers.setdefault(worker_id, _Worker())
+        worker = self._worker(worker_id)
         worker.seen = max(worker.seen, now)
-        worker.host = str(stats.get("host", worker.host))
+        worker.host = str(stats.get("host", worker.host))[:_TEXT]
         worker.pid = stats.get("pid", worker.pid)
         worker.active = int(stats.get("in_flight", worker.active))
         worker.processed = int(stats.get("processed", worker.processed))
@@ -154,14 +190,20 @@ class TopState:
         if isinstance(version, str):
             worker.version = version[:40]
         if isinstance(queues, list):
-            worker.queues = [str(q) for q in queues[:50]]
+            worker.queues = [str(q)[:_TEXT] for q in queues[:50]]
 
     def prune(self, now: float) -> None:
         """Forget what is too old to show: times outside the rate window, and
         workers long gone. (Rates prune as they are read; a watcher that reads
         none of them, such as the dashboard with no page open, calls this.)"""
-        for times in (self._done, *self._in.values(), *self._out.values()):
-            self.rate(times, now)
+        self.rate(self._done, now)
+        for rates in (self._in, self._out):
+            for queue, times in list(rates.items()):
+                if not self.rate(times, now):
+                    del rates[queue]
+        for queue, seen in list(self._queues_seen.items()):
+            if now - seen > _QUEUE_QUIET:
+                del self._queues_seen[queue]
         for worker_id, worker in list(self.workers.items()):
             if self.worker_state(worker, now) != "online" and now - worker.seen > _FORGET_AFTER:
                 del self.workers[worker_id]
@@ -194,17 +236,19 @@ class TopState:
                     "done_rate": self.rate(self._out[name], now),
                 }
             )
-        tasks = [
-            {
-                "name": name,
-                "succeeded": stats.succeeded,
-                "failed": stats.failed,
-                "retried": stats.retried,
-                "p50": _quantile(stats.runtimes, 0.50),
-                "p95": _quantile(stats.runtimes, 0.95),
-            }
-            for name, stats in sorted(self.tasks.items())
-        ]
+        tasks = []
+        for name, figures in sorted(self.tasks.items()):
+            ordered = sorted(figures.runtimes)
+            tasks.append(
+                {
+                    "name": name,
+                    "succeeded": figures.succeeded,
+                    "failed": figures.failed,
+                    "retried": figures.retried,
+                    "p50": _quantile(ordered, 0.50),
+                    "p95": _quantile(ordered, 0.95),
+                }
+            )
         return {
             "workers": workers,
             "queues": queues,
@@ -215,13 +259,13 @@ class TopState:
         }
 
     def seen_queues(self) -> list[str]:
-        """The queues that events have named."""
-        return list(dict.fromkeys([*self._in, *self._out]))
+        """The queues that events have named (in the last hour; at most
+        :data:`MAX_QUEUES`)."""
+        return list(self._queues_seen)
 
     def queues(self, stats: list[QueueStats]) -> None:
-        """The latest counts of the queues shown."""
-        for entry in stats:
-            self.stats[entry.queue] = entry
+        """The latest counts of the queues shown (those not among them are dropped)."""
+        self.stats = {entry.queue: entry for entry in stats}
 
     def rate(self, times: deque[float], now: float) -> float:
         """Events per second in ``times`` over the last :data:`WINDOW` seconds."""
@@ -298,16 +342,15 @@ class TopState:
         return table
 
 
-def _quantile(samples: deque[float], fraction: float) -> float | None:
-    """The ``fraction`` nearest-rank percentile of ``samples`` in seconds, or None."""
-    if not samples:
+def _quantile(ordered: list[float], fraction: float) -> float | None:
+    """The ``fraction`` nearest-rank percentile of the sorted ``ordered``, or None."""
+    if not ordered:
         return None
-    ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
     return ordered[index]
 
 
 def _percentile(samples: deque[float], fraction: float) -> str:
     """The ``fraction`` percentile of ``samples`` in milliseconds, or ``-``."""
-    value = _quantile(samples, fraction)
+    value = _quantile(sorted(samples), fraction)
     return "-" if value is None else f"{value * 1000:.1f}ms"

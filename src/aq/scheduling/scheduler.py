@@ -173,14 +173,21 @@ class Scheduler:
                 marked = time.monotonic()
             now = time.time()
             for plan in plans.values():
-                if plan.next_due <= now and plan.paused:  # nothing sent; on to the next
-                    plan.last = plan.schedule.spec.previous_before(math.nextafter(now, math.inf))
-                    plan.next_due = plan.schedule.spec.next_after(plan.last)
+                if plan.next_due <= now and plan.paused:
+                    await self._skip_paused(plan, now, lease)
                 elif plan.next_due <= now and election.leading:
                     await self._fire_due(plan, now, election, lease)
             wake = min((p.next_due for p in plans.values()), default=math.inf)
             timeout = min(wake - time.time(), self.lease_time / 3, _RELOAD_EVERY)
             await self._wait(election, max(0.0, timeout))
+
+    async def _skip_paused(self, plan: _Plan, now: float, lease: Lease | None) -> None:
+        """Send nothing of a paused schedule, and record its skipped due times as
+        handled, so that after a resume no leader sends them late."""
+        spec = plan.schedule.spec
+        plan.last = spec.previous_before(math.nextafter(now, math.inf))
+        plan.next_due = spec.next_after(plan.last)
+        await self._record(plan.schedule.name, plan.last, lease)
 
     async def _wait(self, election: Election, timeout: float) -> None:
         """Sleep ``timeout`` seconds, or less if leadership is lost or schedules change."""

@@ -13,7 +13,7 @@ asks (:mod:`aq.web.security`) before any of it.
 from __future__ import annotations
 
 import contextlib
-import time
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,8 @@ class Dashboard:
         self.board = Board(_title(broker.url), history)
         self.collector = Collector(broker, self.board)
         self.streams = 0
+        #: Tells this run of the dashboard from earlier ones, in stream event ids.
+        self.epoch = secrets.token_hex(4)
 
     # -- pages --------------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class Dashboard:
                 "tasks": [record.summary() for record in found],
                 "total": total,
                 "seq": self.board.history.seq,
-                "names": [t["name"] for t in self.board.top.snapshot(time.time())["tasks"]],
+                "names": sorted(self.board.top.tasks),
             }
         )
 
@@ -195,14 +197,10 @@ class Dashboard:
         await self.collector.start()
         if self.streams >= MAX_STREAMS:
             return JSON({"error": "too many live pages open"}, status_code=503)
-        since = _int(
-            request.headers.get("last-event-id") or request.query_params.get("since"),
-            0,
-            0,
-            2**62,
-        )
-        if since > self.board.history.seq:  # the dashboard restarted: start over
-            since = 0
+        epoch, _, seq = (request.headers.get("last-event-id") or "").partition("-")
+        # A page reconnecting to this dashboard resumes; one that was talking to an
+        # earlier run of it (another epoch) starts over.
+        since = _int(seq, 0, 0, self.board.history.seq) if epoch == self.epoch else 0
         return StreamingResponse(
             self._pushes(since),
             media_type="text/event-stream",
@@ -216,7 +214,8 @@ class Dashboard:
             while True:
                 data = self.board.live(since, LIVE_BATCH)
                 since = data["seq"]
-                yield b"id: %d\nevent: tick\ndata: %s\n\n" % (since, orjson.dumps(data))
+                head = b"id: %s-%d\nevent: tick\ndata: " % (self.epoch.encode(), since)
+                yield head + orjson.dumps(data) + b"\n\n"
                 await self.board.next_tick()
         finally:
             self.streams -= 1
@@ -292,6 +291,9 @@ _ACTIONS: dict[str, _Action] = {
     "resume": lambda d, b: operations.pause_schedule(d.broker, _text(b, "name"), pause=False),
 }
 
+#: Headers a reverse proxy adds: a request that went through one may come from
+#: anywhere, however local it looks.
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -350,9 +352,12 @@ class Guard:
             if dashboard.allow_anonymous:
                 return None
             server = request.scope.get("server") or ("", 0)
+            client = request.scope.get("client") or ("", 0)
             host = host_name(request.headers.get("host") or "")
-            if is_loopback(str(server[0])) and is_loopback(host):
-                return None  # on loopback, and asked for by a loopback name
+            forwarded = any(h in request.headers for h in _FORWARDED)
+            local = all(is_loopback(str(a)) for a in (server[0], client[0], host))
+            if local and not forwarded:
+                return None  # on loopback, from loopback, by a loopback name, no proxy
             return HTMLResponse(refusal_page(), status_code=403, headers=_PAGE_HEADERS)
         if path == "/login" and auth.token is not None:
             return None

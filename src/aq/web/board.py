@@ -40,10 +40,12 @@ class Board:
         self._ticked_seq = -1
         self._ticked_at = 0.0
         self._tick = asyncio.Event()
+        #: The overview as of the last tick, shared by every live stream.
+        self._shared: dict[str, Any] | None = None
 
     def feed(self, event: Event) -> None:
         """Take one event into account."""
-        self.top.feed(event, event.ts)
+        self.top.feed(event)  # rates by arrival: a worker's clock may be off
         self.history.feed(event)
         failed = _FINISHED.get(event.type)
         if failed is not None:
@@ -56,6 +58,7 @@ class Board:
         if self.history.seq == self._ticked_seq and now - self._ticked_at < _KEEPALIVE:
             return False
         self._ticked_seq, self._ticked_at = self.history.seq, now
+        self._shared = None
         self._tick.set()
         self._tick = asyncio.Event()
         return True
@@ -82,10 +85,14 @@ class Board:
         return figures
 
     def live(self, since: int, limit: int, now: float | None = None) -> dict[str, Any]:
-        """What a live page needs after ``since``: the overview, and the tasks
-        touched since (newest first, at most ``limit``; ``more`` if there were more)."""
+        """What a live page needs after ``since``: the overview (computed once
+        per tick for every page), and the tasks touched since (newest first, at
+        most ``limit``; ``more`` if there were more)."""
         changed = self.history.changes_since(since, limit + 1)
-        figures = self.overview(now)
+        if self._shared is None:
+            self._shared = self.overview(now)
+        figures = dict(self._shared)
+        figures["seq"] = self.history.seq  # what ``changed`` covers
         figures["changed"] = [record.summary() for record in changed[:limit]]
         figures["more"] = len(changed) > limit
         return figures

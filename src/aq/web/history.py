@@ -159,10 +159,14 @@ class TaskRecord:
         return data
 
     def attempt_of(self, number: int) -> Attempt:
-        """The :class:`Attempt` numbered ``number``, made if new."""
+        """The (newest) :class:`Attempt` numbered ``number``, made if new."""
         for attempt in reversed(self.attempts):
             if attempt.attempt == number:
                 return attempt
+        return self.new_attempt(number)
+
+    def new_attempt(self, number: int) -> Attempt:
+        """A new run numbered ``number`` (a retry, or a dead letter sent back)."""
         attempt = Attempt(number)
         self.attempts.append(attempt)
         if len(self.attempts) > MAX_ATTEMPTS:  # keep the first and the newest
@@ -196,7 +200,7 @@ class History:
             return None
         record = self._touch(task_id, event.ts)
         fields = event.fields
-        record.name = event.name or record.name
+        record.name = _text(event.name, 200) or record.name
         record.queue = _text(fields.get("queue"), 200) or record.queue
         record.root = _text(fields.get("root"), 200) or record.root
         if "step" in fields:
@@ -236,11 +240,16 @@ class History:
             return
         # Whether this is news of the task's newest attempt, and not older than
         # what is known of it; news of an earlier attempt only fills that attempt in.
-        current = number > record.attempt or (
-            number == record.attempt and _RANK[state] >= _RANK.get(record.state, 0)
-        )
         attempt = record.attempt_of(number)
-        attempt.worker = event.worker or attempt.worker
+        rerun = kind == "task-received" and attempt.ended is not None and ts >= attempt.ended
+        if rerun:  # a dead letter sent back runs the same attempt again: a new run
+            attempt = record.new_attempt(number)
+        current = (
+            rerun
+            or number > record.attempt
+            or (number == record.attempt and _RANK[state] >= _RANK.get(record.state, 0))
+        )
+        attempt.worker = _text(event.worker, 200) or attempt.worker
         error = fields.get("error")
         if kind == "task-received":
             attempt.received = ts
@@ -264,7 +273,7 @@ class History:
             return
         record.attempt = number
         record.state = state
-        record.worker = event.worker or record.worker
+        record.worker = attempt.worker or record.worker
         if kind in _ENDS:
             record.runtime = attempt.runtime
             record.error = attempt.error or record.error

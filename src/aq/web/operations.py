@@ -151,8 +151,9 @@ async def retry(broker: Broker, task_id: str, queue: str | None) -> str:
                 await broker.admin.requeue_dead(name, [letter["id"]])
                 return f"task {task_id} sent back to {name}"
     raise ActionError(
-        f"task {task_id} is not among the dead letters of {', '.join(queues) or 'any queue'}: "
-        "only a task that failed for good (and was dead-lettered) can be retried"
+        f"task {task_id} is not among the oldest {DEAD_PAGE} dead letters of "
+        f"{', '.join(queues) or 'any queue'}: only a task that failed for good (and was "
+        "dead-lettered) can be retried"
     )
 
 

@@ -62,8 +62,9 @@ class Auth:
 
     token: str | None = None
     basic: tuple[str, str] | None = None
-    #: Signs session cookies and anti-forgery tokens; random per process
-    #: unless a token is set (then derived from it, so every process agrees).
+    #: Signs session cookies and anti-forgery tokens; derived from the token or
+    #: the basic credentials (so every process serving the dashboard agrees),
+    #: random per process without either.
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def __post_init__(self) -> None:
@@ -76,8 +77,9 @@ class Auth:
             raise ConfigurationError(
                 f"{ENV_BASIC} must be user:password, with a password of at least 8 characters"
             )
-        if self.token is not None:
-            derived = hmac.new(self.token.encode(), b"aq-dashboard-key", hashlib.sha256)
+        secret = self.token or (":".join(self.basic) if self.basic is not None else None)
+        if secret is not None:  # every process serving this dashboard agrees on it
+            derived = hmac.new(secret.encode(), b"aq-dashboard-key", hashlib.sha256)
             object.__setattr__(self, "key", derived.digest())
 
     def __repr__(self) -> str:  # never show a secret

@@ -63,7 +63,9 @@
     const lines = rows.map((row) => h("tr", { dataset: row.id ? { id: row.id } : {} },
       columns.map((c) => {
         const value = c.get(row);
-        return h("td", { class: c.cls || "" }, value instanceof Node ? value : String(value ?? "–"));
+        const clipped = (c.cls || "").includes("clip") && !(value instanceof Node);
+        return h("td", { class: c.cls || "", title: clipped ? String(value ?? "") : null },
+          value instanceof Node ? value : String(value ?? "–"));
       })));
     if (!rows.length) lines.push(h("tr", {}, h("td", { colspan: columns.length, class: "empty", text: emptyText || "Nothing here yet." })));
     return h("div", { class: "scroll" }, h("table", {}, h("thead", {}, head), h("tbody", {}, lines)));
@@ -80,6 +82,7 @@
   function confirmed(text) {
     const dialog = document.getElementById("confirm");
     document.getElementById("confirm-text").textContent = text;
+    dialog.returnValue = "";  // Escape closes it without setting one: that is no
     return new Promise((resolve) => {
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
       dialog.showModal();
@@ -89,7 +92,7 @@
   async function api(path) {
     const response = await fetch(BASE + path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
     if (response.status === 401) { location.href = BASE + "/login"; throw new Error("signed out"); }
-    const data = await response.json();
+    const data = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
     if (!response.ok) throw new Error(data.error || response.statusText);
     return data;
   }
@@ -118,10 +121,12 @@
   // -- the live stream -----------------------------------------------------------------
   const listeners = [];
   let latest = null;
+  let retryIn = 1000;
   function connect() {
     const indicator = document.getElementById("live");
     const source = new EventSource(BASE + "/api/stream");
     source.addEventListener("tick", (message) => {
+      retryIn = 1000;
       latest = JSON.parse(message.data);
       indicator.textContent = "live";
       indicator.className = "live on";
@@ -133,6 +138,12 @@
     source.addEventListener("error", () => {
       indicator.textContent = "reconnecting";
       indicator.className = "live off";
+      // The browser retries by itself after a dropped connection, but gives up for
+      // good after an error answer (a busy dashboard, a proxy's 502): start over.
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(connect, retryIn);
+        retryIn = Math.min(30000, retryIn * 2);
+      }
     });
   }
   const onTick = (listener) => listeners.push(listener);
@@ -305,7 +316,7 @@
       if (limitForm) {
         const select = limitForm.querySelector("select");
         const names = data.tasks.map((t) => t.name);
-        if (select.options.length !== names.length) {
+        if ([...select.options].map((o) => o.value).join("\n") !== names.join("\n")) {
           const chosen = select.value;
           replace(select, names.map((n) => h("option", { value: n, text: n })));
           if (names.includes(chosen)) select.value = chosen;
@@ -321,7 +332,10 @@
     const params = new URLSearchParams(location.search);
     let offset = Number(params.get("offset") || 0);
     const search = h("input", { type: "search", name: "q", placeholder: "Task id, or part of a name", value: params.get("q") || "", "aria-label": "search" });
-    const name = h("select", { name: "name", "aria-label": "task name" }, h("option", { value: "", text: "any task" }));
+    const wantedName = params.get("name") || "";
+    const name = h("select", { name: "name", "aria-label": "task name" }, h("option", { value: "", text: "any task" }),
+      wantedName ? h("option", { value: wantedName, text: wantedName }) : null);
+    name.value = wantedName;
     const state = h("select", { name: "state", "aria-label": "state" }, h("option", { value: "", text: "any state" }),
       STATES.map((s) => h("option", { value: s, text: s })));
     state.value = params.get("state") || "";
@@ -334,9 +348,10 @@
     async function load() {
       const query = new URLSearchParams({ q: search.value, name: name.value, state: state.value, offset: String(offset), limit: "50" });
       const data = await api("/api/tasks?" + query);
-      if (name.options.length !== data.names.length + 1) {
-        const chosen = name.value || params.get("name") || "";
-        replace(name, h("option", { value: "", text: "any task" }), data.names.map((n) => h("option", { value: n, text: n })));
+      if ([...name.options].slice(1).map((o) => o.value).join("\n") !== data.names.join("\n")) {
+        const chosen = name.value;
+        const names = data.names.includes(chosen) || !chosen ? data.names : [chosen, ...data.names];
+        replace(name, h("option", { value: "", text: "any task" }), names.map((n) => h("option", { value: n, text: n })));
         name.value = chosen;
       }
       document.getElementById("count").textContent = `${num(data.total)} matching of those remembered`;
@@ -424,7 +439,7 @@
     }
     const reload = throttled(load, 1000);
     load().catch((error) => replace(content, h("p", { class: "muted", text: String(error) })));
-    onTick((data) => { if (data.changed.some((t) => t.id === ARG)) reload(); });
+    onTick((data) => { if (data.more || data.changed.some((t) => t.id === ARG)) reload(); });
   }
 
   // -- queues --------------------------------------------------------------------------
@@ -456,17 +471,16 @@
         if (await act("purge-dead", { queue: queue.value }, `Delete every dead letter of ${queue.value}? This cannot be undone.`)) load();
       }, "danger"));
     replace(content, panel(null, bar, list));
-    let known = "";
+    async function fillQueues() {
+      const all = await api("/api/overview");
+      const names = all.queues.map((q) => q.queue);
+      replace(queue, names.map((n) => h("option", { value: n, text: n })));
+      const wanted = params.get("queue");
+      queue.value = wanted && names.includes(wanted) ? wanted : names[0] || "";
+    }
     async function load() {
-      const data = await api("/api/dead" + (queue.value ? "?queue=" + encodeURIComponent(queue.value) : ""));
-      if (!queue.options.length) {
-        const all = await api("/api/overview");
-        const names = all.queues.map((q) => q.queue);
-        replace(queue, names.map((n) => h("option", { value: n, text: n })));
-        queue.value = params.get("queue") && names.includes(params.get("queue")) ? params.get("queue") : names[0] || "";
-        if (queue.value !== data.queues[0]) return load();
-      }
-      known = JSON.stringify(data.letters.map((l) => l.id));
+      if (!queue.value) { replace(list, h("p", { class: "empty", text: "No queue known yet." })); return; }
+      const data = await api("/api/dead?queue=" + encodeURIComponent(queue.value));
       replace(list, table([
         { label: "", get: (l) => (READ_ONLY ? "" : h("input", { type: "checkbox", "aria-label": "select", dataset: { letter: l.id } })) },
         { label: "task", get: (l) => (l.task_id ? taskLink(l.task_id) : h("span", { class: "muted", text: l.problem || "unreadable" })) },
@@ -482,10 +496,14 @@
     }
     queue.addEventListener("change", () => { history.replaceState(null, "", "?queue=" + encodeURIComponent(queue.value)); load(); });
     const reload = throttled(load, 2000);
-    load();
-    onTick((data) => {
+    const refill = throttled(() => fillQueues().then(load), 5000);
+    let lastDead;
+    fillQueues().then(load);
+    onTick((data) => {  // read the letters again when the queue's dead count changes
+      if (!queue.value) { if (data.queues.length) refill(); return; }
       const q = data.queues.find((x) => x.queue === queue.value);
-      if (q && q.dead !== JSON.parse(known || "[]").length) reload();
+      const dead = q ? q.dead : null;
+      if (dead !== lastDead) { lastDead = dead; reload(); }
     });
   }
 
