@@ -58,6 +58,7 @@ bench: $(BENCH_STAMP) $(ARQ_STAMP) services ## aq and its peers side by side: be
 	$(BENCH_VENV)/bin/python -m benchmarks.suite
 	$(BENCH_VENV)/bin/python -m benchmarks.memory_broker --json benchmarks/results/memory.json
 	$(BENCH_VENV)/bin/python -m benchmarks.schedules --json benchmarks/results/schedules.json
+	$(BENCH_VENV)/bin/python -m benchmarks.dashboard --json benchmarks/results/dashboard.json
 	$(BENCH_VENV)/bin/python -m benchmarks.workflows --json benchmarks/results/workflows.json
 
 clean:

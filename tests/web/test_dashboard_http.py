@@ -351,3 +351,15 @@ async def test_it_mounts_inside_a_fastapi_application(broker: aq.Broker) -> None
         assert (await http.get("/aq/static/aq.js")).status_code == 200
         overview = (await http.get("/aq/api/overview")).json()
         assert overview["title"] == "memory://"
+
+
+async def test_a_mounted_dashboards_loops_end_with_its_broker() -> None:
+    broker = aq.Broker("memory://", result_ttl=60)
+    app = aq.dashboard(broker, auth=Auth())
+    collector = app.state.dashboard.collector
+    async with broker, client(app) as http:
+        assert (await http.get("/api/overview")).status_code == 200
+        assert collector.running
+    async with asyncio.timeout(5):  # each loop sees the broker gone at its next turn
+        while collector.running:  # noqa: ASYNC110 - no event tells
+            await asyncio.sleep(0.05)

@@ -11,7 +11,7 @@ Each loop survives any error from the broker: it notes the problem on the
 board (the pages show it) and tries again, so the dashboard never stalls
 silently. :meth:`Collector.start` is idempotent, so a dashboard mounted
 inside another application (whose lifespan it does not see) starts its loops
-with its first request.
+with its first request; they end when the broker is shut down.
 """
 
 from __future__ import annotations
@@ -51,14 +51,15 @@ class Collector:
 
     @property
     def running(self) -> bool:
-        return bool(self._tasks)
+        return any(not task.done() for task in self._tasks)
 
     async def start(self) -> None:
-        """Start the loops (once)."""
-        if self._tasks:
+        """Start the loops, unless they run (they end when the broker is shut down,
+        as a host application does at its shutdown)."""
+        if self.running:
             return
         async with self._lock:
-            if self._tasks:
+            if self.running:
                 return
             await self.broker.startup()
             loops: list[tuple[str, background.Loop]] = [
@@ -90,8 +91,12 @@ class Collector:
             self._problems[loop] = text
         self.board.problem = "; ".join(self._problems.values()) or None
 
+    def _live(self) -> bool:
+        """Whether the broker is still started (the loops end when it is not)."""
+        return self.broker.is_started
+
     async def _events(self) -> None:
-        while True:
+        while self._live():
             try:
                 async with self.broker.subscribe_events() as stream:
                     self._subscribed.set()
@@ -103,7 +108,7 @@ class Collector:
             await asyncio.sleep(1.0)
 
     async def _workers(self) -> None:
-        while True:
+        while self._live():
             with contextlib.suppress(AQError):  # nobody answering is no problem
                 answers = await self.broker.inspect.stats(timeout=1.0)
                 now = time.time()
@@ -118,7 +123,7 @@ class Collector:
 
     async def _queues(self) -> None:
         admin = self.broker.admin
-        while True:
+        while self._live():
             try:
                 stats = [await admin.stats(queue) for queue in self.queue_names()]
             except AQError as exc:
@@ -129,7 +134,10 @@ class Collector:
             await asyncio.sleep(QUEUES_EVERY)
 
     async def _ticker(self) -> None:
-        while True:
+        while self._live():
             self.board.top.prune(time.time())
             self.board.tick()
             await asyncio.sleep(TICK_EVERY)
+        for task in self._tasks:  # the broker was shut down: the other loops end too
+            if task is not asyncio.current_task():
+                task.cancel()
