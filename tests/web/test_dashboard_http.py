@@ -363,3 +363,30 @@ async def test_a_mounted_dashboards_loops_end_with_its_broker() -> None:
     async with asyncio.timeout(5):  # each loop sees the broker gone at its next turn
         while collector.running:  # noqa: ASYNC110 - no event tells
             await asyncio.sleep(0.05)
+
+
+async def test_a_workflow_step_shows_its_place_in_the_workflow(broker: aq.Broker) -> None:
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @broker.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    app = aq.dashboard(broker, auth=Auth())
+    board = app.state.dashboard.board
+    async with client(app) as http, running_worker(broker, events=True):
+        await http.get("/api/overview")  # watching from here on
+        handle = await aq.chain(add.s(1, 2), double.s(), double.s()).kiq()
+        assert await handle.result(timeout=5) == 12
+        async with asyncio.timeout(5):
+            while len([r for r in board.history.newest() if r.state == "succeeded"]) < 3:
+                await board.next_tick()
+        steps = [r for r in board.history.newest() if r.name == double.name]
+        page = (await http.get(f"/api/tasks/{steps[0].id}")).json()
+    workflow = page["workflow"]
+    assert page["task"]["root"] == handle.id
+    assert [step["name"] for step in workflow] == [add.name, double.name, double.name]
+    assert all(step["state"] == "succeeded" for step in workflow)
+    assert steps[0].id in [step["id"] for step in workflow]
