@@ -28,7 +28,19 @@ SCREENSHOTS = os.environ.get("AQ_DASHBOARD_SCREENSHOTS")
 
 @pytest.fixture(params=["redis", "amqp"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
-    kind = str(request.param)
+    """Each broker, for what goes through the broker (tasks, dead letters)."""
+    async for made in _broker(str(request.param)):
+        yield made
+
+
+@pytest.fixture
+async def redis_broker() -> AsyncIterator[aq.Broker]:
+    """Redis alone, for what is the dashboard's own (pages, refusals)."""
+    async for made in _broker("redis"):
+        yield made
+
+
+async def _broker(kind: str) -> AsyncIterator[aq.Broker]:
     store = broker_url("redis") if kind == "amqp" else None
     b = aq.Broker(broker_url(kind), store=store, result_ttl=60, events=True)
     try:
@@ -144,8 +156,10 @@ async def test_a_dead_letter_requeued_by_a_click_then_succeeds(
 
 
 async def test_without_the_token_nothing_is_shown_and_no_action_taken(
-    broker: aq.Broker, browser: Browser
+    redis_broker: aq.Broker, browser: Browser
 ) -> None:
+    broker = redis_broker
+
     @broker.task
     async def work() -> None:
         pass
@@ -187,7 +201,11 @@ async def test_without_the_token_nothing_is_shown_and_no_action_taken(
         assert (await broker.admin.stats("default")).ready == 0
 
 
-async def test_a_read_only_dashboard_shows_no_action(broker: aq.Broker, browser: Browser) -> None:
+async def test_a_read_only_dashboard_shows_no_action(
+    redis_broker: aq.Broker, browser: Browser
+) -> None:
+    broker = redis_broker
+
     @broker.task(retries=0)
     async def broken() -> None:
         raise RuntimeError("broken")

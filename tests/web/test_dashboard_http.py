@@ -107,8 +107,15 @@ async def test_a_token_must_be_given_to_see_anything(broker: aq.Broker) -> None:
         cookie = right.cookies[SESSION_COOKIE]
         assert TOKEN not in cookie
         http.cookies.set(SESSION_COOKIE, cookie)
-        assert (await http.get("/workers")).status_code == 200
+        page = await http.get("/workers")
+        assert page.status_code == 200
+        assert "Sign out" in page.text
         assert (await http.get("/api/overview")).status_code == 200
+        out = await http.post("/logout")
+        assert out.status_code == 303
+        assert out.headers["location"] == "/login"
+        assert SESSION_COOKIE in out.headers["set-cookie"]
+        assert "Max-Age=0" in out.headers["set-cookie"] or "expires=" in out.headers["set-cookie"]
     async with client(app, "http://10.1.2.3:8080") as http:
         bearer = await http.get("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
         assert bearer.status_code == 200

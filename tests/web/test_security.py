@@ -8,7 +8,15 @@ import base64
 import pytest
 
 import aq
-from aq.web.security import ENV_BASIC, ENV_TOKEN, Auth, host_name, is_loopback, same_origin
+from aq.web.security import (
+    ENV_BASIC,
+    ENV_TOKEN,
+    SESSION_TTL,
+    Auth,
+    host_name,
+    is_loopback,
+    same_origin,
+)
 
 TOKEN = "s3cret-token-0123456789"
 PASSWORD = "hunter2-hunter2"
@@ -263,3 +271,15 @@ def test_the_host_of_a_host_header_loses_its_port(header: str, host: str) -> Non
 def test_an_ipv4_loopback_address_mapped_into_ipv6_is_loopback() -> None:
     assert is_loopback("::ffff:127.0.0.1")
     assert not is_loopback("::ffff:10.0.0.1")
+
+
+def test_a_session_lasts_twelve_hours_and_cannot_be_forged() -> None:
+    auth = Auth(token=TOKEN)
+    issued = auth.session(now=1_000_000.0)
+    assert auth.good_session(issued, now=1_000_000.0 + SESSION_TTL)
+    assert not auth.good_session(issued, now=1_000_000.0 + SESSION_TTL + 1)
+    stamp, signature = issued.split(".")
+    assert not auth.good_session(f"{int(stamp) + 3600}.{signature}", now=1_000_000.0)
+    assert not auth.good_session(f"x.{signature}", now=1_000_000.0)
+    assert not auth.good_session(issued.replace(".", ""), now=1_000_000.0)
+    assert TOKEN not in issued

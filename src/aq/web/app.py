@@ -42,6 +42,7 @@ from aq.web.pages import PAGES, login_page, page, refusal_page
 from aq.web.security import (
     CSRF_HEADER,
     SESSION_COOKIE,
+    SESSION_TTL,
     Auth,
     host_name,
     is_loopback,
@@ -103,6 +104,7 @@ class Dashboard:
                 csrf=self.auth.csrf(),
                 read_only=self.read_only,
                 arg=request.path_params.get("task_id", ""),
+                signed_in=self.auth.token is not None,
             ),
             headers=_PAGE_HEADERS,
         )
@@ -132,7 +134,16 @@ class Dashboard:
             samesite="strict",
             secure=request.url.scheme == "https",
             path=f"{base}/",
+            max_age=SESSION_TTL,
         )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        base = request.scope.get("root_path", "")
+        if not same_origin(request.headers.get("origin"), request.headers.get("host")):
+            return JSON({"error": "cross-site request refused"}, status_code=403)
+        response = RedirectResponse(f"{base}/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=f"{base}/")
         return response
 
     # -- reads --------------------------------------------------------------------------
@@ -400,6 +411,7 @@ def create_app(
     routes: list[BaseRoute] = [page_route(path, name) for path, name in PAGES]
     routes += [
         Route("/login", dashboard.login, methods=["GET", "POST"]),
+        Route("/logout", dashboard.logout, methods=["POST"]),
         Route("/api/overview", dashboard.overview),
         Route("/api/tasks", dashboard.tasks),
         Route("/api/tasks/{task_id:str}", dashboard.task),

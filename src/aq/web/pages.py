@@ -56,6 +56,7 @@ def page(
     csrf: str,
     read_only: bool,
     arg: str = "",
+    signed_in: bool = False,
 ) -> str:
     """The shell of page ``name`` (``arg``: the task id of a task's page)."""
     heading = _TITLES[name]
@@ -74,7 +75,14 @@ def page(
         f"<span class='broker' title='broker'>{escape(title)}</span>{badge}</div>\n"
         f"<nav>{links}</nav>\n<div class='tools'>"
         "<span id='live' class='live' title='live updates'>connecting</span>"
-        "<button id='theme' type='button' title='light or dark'>◐</button></div>\n"
+        "<button id='theme' type='button' title='light or dark'>◐</button>"
+        + (
+            f"<form method='post' action='{escape(base)}/logout'>"
+            "<button type='submit' title='sign out'>Sign out</button></form>"
+            if signed_in
+            else ""
+        )
+        + "</div>\n"
         "</header>\n"
         "<div id='problem' class='problem' hidden></div>\n"
         f"<main id='main'><h1>{escape(heading)}</h1><div id='content'></div></main>\n"

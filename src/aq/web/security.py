@@ -1,8 +1,8 @@
 """Who may see the dashboard, and which requests may change something.
 
 Authentication is a token (``AQ_DASHBOARD_TOKEN``: sent as ``Authorization:
-Bearer``, or entered once on the login page, which sets a cookie derived from
-it) or HTTP basic auth (``AQ_DASHBOARD_BASIC_AUTH=user:password``). With
+Bearer``, or entered on the login page, which sets a signed session cookie
+good for 12 hours) or HTTP basic auth (``AQ_DASHBOARD_BASIC_AUTH=user:password``). With
 neither, the dashboard answers only requests that reached it on a loopback
 address, unless it was told that something in front of it checks who asks
 (``allow_anonymous=True``).
@@ -25,6 +25,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
@@ -37,6 +38,8 @@ ENV_TOKEN: Final = "AQ_DASHBOARD_TOKEN"
 ENV_BASIC: Final = "AQ_DASHBOARD_BASIC_AUTH"
 CSRF_HEADER: Final = "x-aq-csrf"
 SESSION_COOKIE: Final = "aq_dashboard"
+#: Seconds a sign-in lasts.
+SESSION_TTL: Final = 12 * 3600
 
 
 def is_loopback(host: str) -> bool:
@@ -104,21 +107,33 @@ class Auth:
     def enabled(self) -> bool:
         return self.token is not None or self.basic is not None
 
-    def session(self) -> str:
-        """The cookie value that stands for a good token (not the token itself)."""
-        return hmac.new(self.key, b"session", hashlib.sha256).hexdigest()
+    def session(self, now: float | None = None) -> str:
+        """A session cookie's value: when it was issued, signed (not the token)."""
+        issued = str(int(time.time() if now is None else now))
+        return f"{issued}.{self._sign(issued)}"
+
+    def _sign(self, issued: str) -> str:
+        return hmac.new(self.key, b"session " + issued.encode(), hashlib.sha256).hexdigest()
+
+    def good_session(self, cookie: str, now: float | None = None) -> bool:
+        """Whether ``cookie`` is a session this dashboard issued within :data:`SESSION_TTL`."""
+        issued, _, signature = cookie.partition(".")
+        if not issued.isdigit() or not _same(signature, self._sign(issued)):
+            return False
+        age = (time.time() if now is None else now) - int(issued)
+        return -60 <= age <= SESSION_TTL
 
     def csrf(self) -> str:
         """The anti-forgery token the pages carry."""
         return hmac.new(self.key, b"csrf", hashlib.sha256).hexdigest()
 
     def check_token(self, offered: str) -> bool:
-        return self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())
+        return self.token is not None and _same(offered, self.token)
 
     def allows(self, authorization: str | None, cookie: str | None) -> bool:
         """Whether the credentials of a request are good."""
         if self.token is not None:
-            if cookie is not None and _same(cookie, self.session()):
+            if cookie is not None and self.good_session(cookie):
                 return True
             scheme, _, value = (authorization or "").partition(" ")
             if scheme.lower() == "bearer" and self.check_token(value.strip()):

@@ -180,15 +180,17 @@
       }
     }
     const top = Math.max(1, ...perSecond.map((p) => p[1]));
-    const nice = Math.pow(10, Math.floor(Math.log10(top)));
-    const ymax = Math.ceil(top / nice) * nice;
+    // Four steps of a round size (1, 2, 2.5 or 5 times a power of ten).
+    const rough = top / 4, power = Math.pow(10, Math.floor(Math.log10(rough)));
+    const stepSize = [1, 2, 2.5, 5, 10].map((m) => m * power).find((v) => v >= rough);
+    const ymax = stepSize * 4;
     const x = (t) => L + ((t - start) / span) * (W - L - R);
     const y = (v) => H - B - (v / ymax) * (H - T - B);
     for (let i = 0; i <= 4; i++) {
       const v = (ymax * i) / 4;
       svg.append(s("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "axis" }));
       const label = s("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" });
-      label.textContent = v >= 100 ? Math.round(v) : +v.toFixed(1);
+      label.textContent = v >= 100 ? Math.round(v).toLocaleString() : String(+v.toFixed(2));
       svg.append(label);
     }
     const step = minutes === 60 ? 15 : minutes <= 20 ? 5 : 10;
@@ -458,7 +460,13 @@
     const queue = h("select", { "aria-label": "queue" });
     const list = h("div");
     const selectedIds = () => [...list.querySelectorAll("input[type=checkbox][data-letter]:checked")].map((c) => c.dataset.letter);
-    const bar = h("div", { class: "toolbar" }, h("label", {}, "Queue ", queue), h("span", { class: "grow" }),
+    const shown = h("span", { class: "muted" });
+    const bar = h("div", { class: "toolbar" }, h("label", {}, "Queue ", queue), shown, h("span", { class: "grow" }),
+      actionButton("Select all", () => {
+        const boxes = [...list.querySelectorAll("input[type=checkbox][data-letter]")];
+        const all = boxes.every((b) => b.checked);
+        for (const box of boxes) box.checked = !all;
+      }),
       actionButton("Requeue selected", async () => {
         const ids = selectedIds();
         if (!ids.length) { toast("Select dead letters first.", true); return; }
@@ -481,6 +489,8 @@
     async function load() {
       if (!queue.value) { replace(list, h("p", { class: "empty", text: "No queue known yet." })); return; }
       const data = await api("/api/dead?queue=" + encodeURIComponent(queue.value));
+      const count = data.letters.length;
+      shown.textContent = lastDead > count ? `the oldest ${num(count)} of ${num(lastDead)}` : `${num(count)} dead letter(s)`;
       replace(list, table([
         { label: "", get: (l) => (READ_ONLY ? "" : h("input", { type: "checkbox", "aria-label": "select", dataset: { letter: l.id } })) },
         { label: "task", get: (l) => (l.task_id ? taskLink(l.task_id) : h("span", { class: "muted", text: l.problem || "unreadable" })) },
