@@ -197,7 +197,13 @@ async def _run_forty(broker: aq.Broker, port: int) -> tuple[Answers, Answers, st
     work = broker.tasks["tests.apps.monitored.work"]
     handles = [await work.kiq(100) for _ in range(40)]
     await asyncio.gather(*(h.result(timeout=30) for h in handles))
-    stats = await broker.inspect.stats(timeout=1.0)
+    # A worker counts a task as processed once it is acked, just after its result
+    # went out: ask until the last acks are counted.
+    async with asyncio.timeout(10):
+        while True:
+            stats = await broker.inspect.stats(timeout=1.0)
+            if sum(s["processed"] for s in stats.values()) >= 40:
+                break
     return workers, stats, await asyncio.to_thread(_get, port, "/metrics")
 
 

@@ -222,3 +222,7 @@ async def test_a_read_only_dashboard_shows_no_action(
             await expect(page.locator("#content")).to_contain_text(text)
             assert await page.locator("#content button").count() == 0
         await expect(page.locator(".badge")).to_have_text("read-only")
+        # A task older than the history is looked up by its id through the store.
+        await page.goto(base + "/tasks?q=older-than-memory")
+        await page.get_by_role("link", name="look older-than-memory up by its id").click()
+        await expect(page.locator("dl.facts .state")).to_have_text("unknown")

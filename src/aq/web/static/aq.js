@@ -357,7 +357,13 @@
         name.value = chosen;
       }
       document.getElementById("count").textContent = `${num(data.total)} matching of those remembered`;
-      replace(list, tasksTable(data.tasks));
+      const text = search.value.trim();
+      const lookUp = !data.total && text && /^[\w.:@-]+$/.test(text)
+        ? h("p", { class: "muted" }, "Not among the tasks remembered: ",
+          h("a", { href: BASE + "/tasks/" + encodeURIComponent(text), text: "look " + text + " up by its id" }),
+          " (through the store).")
+        : null;
+      replace(list, lookUp, tasksTable(data.tasks));
       replace(pager,
         h("button", { type: "button", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - 50); load(); }, text: "Newer" }),
         h("span", { text: data.total ? `${offset + 1}–${Math.min(offset + 50, data.total)}` : "" }),
