@@ -45,7 +45,7 @@ test: $(STAMP) services lint typecheck ## lint, type checks and the whole test s
 $(BENCH_STAMP): pyproject.toml benchmarks/requirements-peers.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -e '.[redis,amqp,uvloop]' -r benchmarks/requirements-peers.txt
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[redis,amqp,uvloop,zstd,msgpack]' -r benchmarks/requirements-peers.txt
 	touch $@
 
 $(ARQ_STAMP): benchmarks/requirements-arq.txt

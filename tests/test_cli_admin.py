@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 import aq
 from aq.cli import app
+from tests.apps import compact
 from tests.apps.codec import BackwardsJSON
 from tests.conftest import AMQP_URL, REDIS_URL, _delete_prefix
 
@@ -42,7 +44,7 @@ async def _delete_amqp(url: str, queues: list[str]) -> None:
 
 def aq_command(url: str, *args: str) -> str:
     # Each command is its own process in real use: import the app afresh, with this URL.
-    for module in ("tests.apps.basic", "tests.apps.codec"):
+    for module in ("tests.apps.basic", "tests.apps.codec", "tests.apps.compact"):
         sys.modules.pop(module, None)
     result = CliRunner().invoke(app, list(args), env={"AQ_BROKER_URL": url, "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
@@ -86,12 +88,10 @@ def test_dlq_list_shows_each_dead_letter_with_its_reason(url: str) -> None:
     output = aq_command(url, "dlq", "list", APP, "--queue", "mail")
     lines = output.splitlines()
     assert lines[-1] == "2 dead letter(s) in mail"
-    assert all(
-        "(not application/json)  undecodable message: not valid JSON" in line for line in lines[:2]
-    )
+    assert all("(undecodable)  undecodable message: not valid JSON" in line for line in lines[:2])
 
 
-def test_dlq_list_decodes_bodies_with_the_brokers_serializer(url: str) -> None:
+def test_dlq_list_reads_bodies_of_the_brokers_own_serializer_and_of_json(url: str) -> None:
     async def run() -> None:
         broker = aq.Broker(url, serializer=BackwardsJSON())
 
@@ -109,9 +109,35 @@ def test_dlq_list_decodes_bodies_with_the_brokers_serializer(url: str) -> None:
     asyncio.run(run())
     output = aq_command(url, "dlq", "list", "tests.apps.codec:broker")
     letters = dict(line.split("  ")[2:] for line in output.splitlines()[:-1])
-    assert letters.keys() == {"codec.refuse", "(not application/x-backwards-json)"}
+    assert letters.keys() == {"codec.refuse", "plain.json"}
     assert letters["codec.refuse"] == "failed after 1 attempt(s): ValueError: refused"
-    assert letters["(not application/x-backwards-json)"].startswith("undecodable message:")
+    assert letters["plain.json"] == (
+        "undecodable message: unsupported protocol version None (this aq speaks 1 and 2)"
+    )
+
+
+def test_dlq_list_show_prints_how_a_letter_came_and_its_message_as_json(url: str) -> None:
+    async def run() -> None:
+        broker = compact.make_broker(url)
+        store_blob = broker.task(name="compact.store_blob")(compact.store_blob.fn)
+        async with broker:
+            await store_blob.kiq(b"\x00\x01" * 1000)  # msgpack bytes, compressed
+            worker = aq.Worker(broker, queues=["default"])
+            async with worker:
+                await worker.wait_idle()
+
+    asyncio.run(run())
+    output = aq_command(url, "dlq", "list", "tests.apps.compact:broker", "--show")
+    lines = output.splitlines()
+    assert lines[0].split("  ")[2:] == [
+        "compact.store_blob",
+        "failed after 1 attempt(s): ValueError: refused 2000 bytes",
+    ]
+    assert lines[1].endswith(" bytes: msgpack, zstd, signed by key 2026-12")
+    shown = orjson.loads("\n".join(lines[2:-1]))
+    assert shown["task"] == "compact.store_blob"
+    assert shown["args"] == [base64.b64encode(b"\x00\x01" * 1000).decode()]
+    assert lines[-1] == "1 dead letter(s) in default"
 
 
 def test_dlq_requeue_sends_dead_letters_back(url: str) -> None:

@@ -27,6 +27,7 @@ from aq.errors import (
     TaskFailed,
     TaskTimeout,
     UnknownTask,
+    UntrustedMessage,
     WorkerCrashed,
 )
 from aq.handle import StreamHandle, TaskHandle
@@ -90,6 +91,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "UnknownTask",
+    "UntrustedMessage",
     "Worker",
     "WorkerCrashed",
     "chain",

@@ -7,13 +7,27 @@ plain data, so the CLI stays a thin layer of printing and prompting.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from aq.broker import Broker
+from aq.envelope import Codec, frame_info
 from aq.errors import MessageDecodeError
-from aq.serializer import Serializer
+from aq.serializer import json_default
 from aq.transport.admin import DeadLetter, QueueStats
 
-__all__ = ["dead_letters", "purge", "purge_dead", "queue_stats", "requeue_dead", "task_name"]
+__all__ = [
+    "Peek",
+    "dead_letters",
+    "peek",
+    "purge",
+    "purge_dead",
+    "queue_stats",
+    "requeue_dead",
+    "shown",
+]
 
 
 async def queue_stats(broker: Broker, queues: Sequence[str]) -> list[QueueStats]:
@@ -46,13 +60,45 @@ async def purge_dead(broker: Broker, queue: str) -> int:
         return await broker.admin.purge_dead(queue)
 
 
-def task_name(body: bytes, serializer: Serializer) -> str:
-    """The task a message body names, decoded with the broker's ``serializer``, or a
-    note saying why it cannot be read (naming the content type it is not)."""
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """What a dead letter's body holds, read to be shown (its signature unchecked:
+    the letter's reason says whether it was trusted)."""
+
+    #: The task it names, or a note saying why none can be read.
+    name: str
+    #: The decoded message, or ``None`` if it could not be decoded.
+    message: Any
+    #: How it came: content type, compression and signing key, as words.
+    form: str
+    #: Why it could not be decoded, or ``None``.
+    problem: str | None = None
+
+
+def peek(body: bytes, codec: Codec) -> Peek:
+    """Read ``body`` as ``aq dlq list`` shows it, whatever its content type,
+    compression or signature (never to act on: nothing is verified)."""
     try:
-        value = serializer.loads(body)
+        opened = codec.open(body, verify=False)
+    except MessageDecodeError as exc:
+        return Peek("(undecodable)", None, _form_of(body), str(exc))
+    value = opened.value
+    form = opened.content_type.removeprefix("application/")
+    if opened.compression:
+        form += f", {opened.compression}"
+    form += f", signed by key {opened.key_id}" if opened.key_id else ", unsigned"
+    name = value.get("task") if isinstance(value, dict) else None
+    return Peek(name if isinstance(name, str) else "(no task name)", value, form)
+
+
+def _form_of(body: bytes) -> str:
+    try:
+        info = frame_info(body)
     except MessageDecodeError:
-        return f"(not {serializer.content_type})"
-    if isinstance(value, dict) and isinstance(value.get("task"), str):
-        return str(value["task"])
-    return "(no task name)"
+        return "not an aq message"
+    return info.content_type.removeprefix("application/")
+
+
+def shown(value: Any) -> str:
+    """A decoded message as indented JSON (bytes as base64), for a person to read."""
+    return orjson.dumps(value, default=json_default, option=orjson.OPT_INDENT_2).decode()

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
+from aq.envelope import COMPRESS_ABOVE, Codec
 from aq.errors import ConfigurationError, ResultNotFound
 from aq.message import (
     ControlMessage,
@@ -36,7 +37,8 @@ from aq.replies import ReplyListener, ResultWaiter, Waiter
 from aq.scheduling.book import ScheduleBook
 from aq.scheduling.entry import Schedule, ScheduleOptions
 from aq.scheduling.spec import ScheduleSpec
-from aq.serializer import JSONSerializer, Serializer
+from aq.serializer import Serializer, serializer_for
+from aq.signing import Keyring
 from aq.task import AnyTask, StreamTask, SyncTask, Task
 from aq.transport import Admin, Store, Transport, create_store, transport_for
 
@@ -75,7 +77,24 @@ class Broker:
         url: ``memory://``, ``redis://...`` or ``amqp://...``. The environment
             variable ``AQ_BROKER_URL``, when set, takes precedence, so one app
             module runs on memory in tests and on a real broker in production.
-        serializer: the codec for messages (default: JSON via orjson).
+        serializer: what payloads are written with: ``"json"`` (the default,
+            orjson), ``"msgpack"`` (the extra ``aq-tasks[msgpack]``), or a
+            :class:`~aq.serializer.Serializer` object. Workers read every one of
+            them, whatever their own (docs/protocol.md).
+        signing_keys: key id -> secret: sign every message with HMAC-SHA256, and
+            refuse messages that are unsigned or whose signature fails (they are
+            dead-lettered, replies dropped). By default read from
+            ``AQ_SIGNING_KEYS`` (``ID=SECRET,...``) if set. See docs/security.md.
+        sign_with: the id of the key that signs (needed with several keys; by
+            default ``AQ_SIGN_WITH``); the others are still accepted, which is
+            how keys rotate.
+        require_signatures: with keys, refuse unsigned messages (the default,
+            or ``AQ_SIGNING_REQUIRED``); ``False`` accepts them while signing is
+            rolled out to a running cluster.
+        compression: ``"zstd"`` (the extra ``aq-tasks[zstd]``) or ``"zlib"``:
+            compress payloads of ``compress_above`` bytes or more; a task or a
+            call may choose otherwise.
+        compress_above: the smallest payload compressed, in bytes (default 1024).
         middleware: hooks around publishing and executing; see :class:`aq.Middleware`.
         default_queue: the queue of tasks that name none.
         max_message_size: encoded messages larger than this many bytes are
@@ -112,7 +131,12 @@ class Broker:
         self,
         url: str | None = None,
         *,
-        serializer: Serializer | None = None,
+        serializer: Serializer | str | None = None,
+        signing_keys: Mapping[str, str | bytes] | None = None,
+        sign_with: str | None = None,
+        require_signatures: bool | None = None,
+        compression: str | None = None,
+        compress_above: int = COMPRESS_ABOVE,
         middleware: Iterable[Middleware] = (),
         default_queue: str = DEFAULT_QUEUE,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -144,10 +168,22 @@ class Broker:
             create_store(given) if isinstance(given, str) else given or self.transport.store()
         )
         self._own_store = given is not None
-        self.serializer: Serializer = serializer or JSONSerializer()
+        #: What payloads are written with (JSON unless ``serializer`` says).
+        self.serializer: Serializer = (
+            serializer_for(serializer or "json")
+            if serializer is None or isinstance(serializer, str)
+            else serializer
+        )
+        #: Frames, signs, compresses and bounds every message (:mod:`aq.envelope`).
+        self.codec = Codec(
+            self.serializer,
+            keyring=_keyring(signing_keys, sign_with, require_signatures),
+            compression=compression,
+            compress_above=compress_above,
+            max_size=max_message_size,
+        )
         self.middleware: list[Middleware] = list(middleware)
         self.default_queue = default_queue
-        self.max_message_size = max_message_size
         self.result_ttl = check_seconds("result_ttl", result_ttl)
         if result_ttl is not None:
             self.require_store("result_ttl")
@@ -156,7 +192,7 @@ class Broker:
         self.tasks: dict[str, AnyTask] = {}
         #: The schedules: defined in code, and kept in the store (docs/schedules.md).
         self.schedules = ScheduleBook(self)
-        self._listener = ReplyListener(self.transport, self.serializer)
+        self._listener = ReplyListener(self.transport, self.codec)
         self._publisher = Publisher(self)
         #: Questions for live workers (``await broker.inspect.active()``).
         self.inspect = Inspect(self)
@@ -170,6 +206,16 @@ class Broker:
 
     def __repr__(self) -> str:
         return f"<Broker {self.url} tasks={len(self.tasks)}>"
+
+    @property
+    def max_message_size(self) -> int:
+        """The most bytes a message may have, framed or decompressed: larger
+        ones are refused at ``kiq()`` and dead-lettered unread by workers."""
+        return self.codec.max_size
+
+    @max_message_size.setter
+    def max_message_size(self, size: int) -> None:
+        self.codec.max_size = size
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -242,7 +288,7 @@ class Broker:
         """Turn monitoring events on (what ``events=True`` does); the emitter."""
         emitter = self._publisher.emitter
         if emitter is None:
-            emitter = self._publisher.emitter = EventEmitter(self.transport, self.serializer)
+            emitter = self._publisher.emitter = EventEmitter(self.transport, self.codec)
             if self._started:
                 emitter.start()
         return emitter
@@ -269,7 +315,7 @@ class Broker:
                 "the broker with aq.Broker(..., result_ttl=3600) (and track_states left on)"
             )
         await self.startup()
-        return await read_status(store, self.serializer, task_id)
+        return await read_status(store, self.codec, task_id)
 
     @property
     def is_started(self) -> bool:
@@ -459,7 +505,7 @@ class Broker:
         """Cancel task ``task_id`` wherever it is: queued tasks will not run, running ones stop."""
         await self.startup()
         await self.transport.broadcast(
-            encode_control(ControlMessage("cancel", task_id), self.serializer)
+            encode_control(ControlMessage("cancel", task_id), self.codec)
         )
 
     async def get_result(self, task_id: str, task: AnyTask | None = None) -> Any:
@@ -480,7 +526,7 @@ class Broker:
                 f"no stored result for task {task_id}: not finished, expired, or the "
                 "workers' broker was created without result_ttl"
             )
-        reply = decode_reply(body, self.serializer)
+        reply = decode_reply(body, self.codec)
         if reply.kind == "error":
             raise remote_error(task_id, reply.payload)
         convert = task.return_converter if task is not None else None
@@ -496,3 +542,14 @@ class Broker:
     def queue_names(self, queues: Sequence[str] | None) -> list[str]:
         """``queues`` if given, else every queue the registered tasks use."""
         return list(queues) if queues else self.queues
+
+
+def _keyring(
+    keys: Mapping[str, str | bytes] | None, sign_with: str | None, required: bool | None
+) -> Keyring | None:
+    """The signing keys given, else those of the environment, else none."""
+    if keys is None:
+        if sign_with is not None:
+            raise ConfigurationError("sign_with names a key of signing_keys: give signing_keys too")
+        return Keyring.from_env(required=required)
+    return Keyring(keys, sign_with, required=True if required is None else required)

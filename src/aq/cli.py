@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import textwrap
 from typing import Annotated, Any, cast
 
 import typer
@@ -244,6 +245,14 @@ def dlq_list(
     app_spec: AppArgument,
     queue: QueueOption = "default",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+    show: Annotated[
+        bool,
+        typer.Option(
+            "--show",
+            help="Also print how each came (content type, compression, key) and "
+            "its message as JSON.",
+        ),
+    ] = False,
 ) -> None:
     """List dead letters: id, when, task and reason."""
     broker = _broker_or_exit(app_spec)
@@ -252,8 +261,14 @@ def dlq_list(
         when = datetime.datetime.fromtimestamp(letter.dead_at, datetime.UTC).isoformat(
             timespec="seconds"
         )
-        name = admin.task_name(letter.body, broker.serializer)
-        typer.echo(f"{letter.id}  {when}  {name}  {letter.reason}")
+        seen = admin.peek(letter.body, broker.codec)
+        typer.echo(f"{letter.id}  {when}  {seen.name}  {letter.reason}")
+        if show:
+            typer.echo(f"  {len(letter.body)} bytes: {seen.form}")
+            if seen.message is not None:
+                typer.echo(textwrap.indent(admin.shown(seen.message), "  "))
+            else:
+                typer.echo(f"  cannot be decoded: {seen.problem}")
     typer.echo(f"{len(letters)} dead letter(s) in {queue}")
 
 

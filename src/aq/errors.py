@@ -7,6 +7,7 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
     ├── ConfigurationError      a bad URL or option, found at start-up
     ├── SerializationError      a value that cannot cross the wire, found at kiq()
     ├── MessageDecodeError      bytes off the wire that are not a valid aq message
+    │   └── UntrustedMessage    one without a valid signature, where one is required
     ├── UnknownTask             a message naming a task the worker does not know
     ├── BrokerError             the transport failed
     │   ├── BrokerUnavailable   the broker could not be reached in time
@@ -41,6 +42,7 @@ __all__ = [
     "TaskFailed",
     "TaskTimeout",
     "UnknownTask",
+    "UntrustedMessage",
     "WorkerCrashed",
 ]
 
@@ -59,6 +61,13 @@ class SerializationError(AQError, TypeError):
 
 class MessageDecodeError(AQError, ValueError):
     """Bytes received from the broker are not a valid aq message."""
+
+
+class UntrustedMessage(MessageDecodeError):
+    """A message that is unsigned, signed with a key id this process does not
+    know, or whose signature does not match its bytes, received by a process
+    that requires signatures (``aq.Broker(signing_keys=...)``; docs/security.md).
+    Its text never holds a key."""
 
 
 class UnknownTask(AQError, LookupError):

@@ -23,12 +23,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from aq.envelope import Codec
 from aq.errors import (
     MessageDecodeError,
+    SerializationError,
     TaskCancelled,
     TaskExpired,
     TaskFailed,
     TaskTimeout,
+    UntrustedMessage,
     WorkerCrashed,
 )
 from aq.serializer import Serializer
@@ -54,6 +57,7 @@ __all__ = [
     "outcome_error",
     "remote_error",
     "result_key",
+    "task_message",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -122,6 +126,12 @@ class TaskMessage:
     #: what its outcome starts next. Its fields are in docs/protocol.md and
     #: :mod:`aq.workflow.wire`.
     workflow: dict[str, Any] | None = None
+    #: How the message travels, not fields of it: its payload's content type
+    #: and its compression (``"zstd"``, ``"zlib"``, ``"none"``), as read off
+    #: the wire or asked for at ``kiq()``; ``None``: the broker's. A retry goes
+    #: as its attempt came, and the replies in the content type it came in.
+    content_type: str | None = field(default=None, compare=False)
+    compression: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object that goes on the wire."""
@@ -176,20 +186,45 @@ class Reply:
         return obj
 
 
-def encode_task(message: TaskMessage, serializer: Serializer) -> bytes:
-    """Encode a task message; raises :class:`SerializationError`."""
+def encode_task(message: TaskMessage, serializer: Serializer | Codec) -> bytes:
+    """Encode a task message (as it asks, through a :class:`Codec`); raises
+    :class:`SerializationError`."""
+    if isinstance(serializer, Codec):
+        return serializer.dumps(
+            message.to_dict(), compression=message.compression, content_type=message.content_type
+        )
     return serializer.dumps(message.to_dict())
 
 
-def encode_reply(reply: Reply, serializer: Serializer) -> bytes:
-    """Encode a reply; raises :class:`SerializationError`."""
-    return serializer.dumps(reply.to_dict())
+def encode_reply(
+    reply: Reply, serializer: Serializer | Codec, content_type: str | None = None
+) -> bytes:
+    """Encode a reply, through a :class:`Codec` in ``content_type`` if given (the
+    producer's, from its task message).
+
+    Raises:
+        aq.SerializationError: it cannot be encoded, or a codec's reply is over
+            its ``max_size``, which the producer would not read.
+    """
+    if not isinstance(serializer, Codec):
+        return serializer.dumps(reply.to_dict())
+    body, size = serializer.encode(reply.to_dict(), content_type=content_type)
+    size, limit = max(size, len(body)), serializer.max_size
+    if size > limit:
+        raise SerializationError(
+            f"its {reply.kind} is {size} bytes encoded, over max_message_size ({limit}): "
+            "return a reference to the data instead"
+        )
+    return body
 
 
 def _object(
     data: bytes, serializer: Serializer, versions: tuple[int, ...] = (PROTOCOL_VERSION,)
 ) -> dict[str, Any]:
-    obj = serializer.loads(data)
+    return _versioned(serializer.loads(data), versions)
+
+
+def _versioned(obj: Any, versions: tuple[int, ...]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise MessageDecodeError(f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("v")
@@ -257,9 +292,20 @@ def _fields(obj: dict[str, Any], spec: tuple[tuple[str, tuple[type, ...], Any], 
 MAX_PRIORITY: Final = 9
 
 
-def decode_task(data: bytes, serializer: Serializer) -> TaskMessage:
-    """Decode and validate a task message; raises :class:`MessageDecodeError`."""
-    obj = _object(data, serializer, _TASK_VERSIONS)
+def decode_task(data: bytes, serializer: Serializer | Codec) -> TaskMessage:
+    """Decode and validate a task message; raises :class:`MessageDecodeError`
+    (:class:`aq.UntrustedMessage` for a signature a :class:`Codec` refuses)."""
+    if isinstance(serializer, Codec):
+        opened = serializer.open(data)
+        message = task_message(opened.value)
+        message.content_type, message.compression = opened.content_type, opened.compression
+        return message
+    return task_message(serializer.loads(data))
+
+
+def task_message(obj: Any) -> TaskMessage:
+    """Validate a decoded task message; raises :class:`MessageDecodeError`."""
+    obj = _versioned(obj, _TASK_VERSIONS)
     message = TaskMessage(*_fields(obj, _TASK_FIELDS))
     if (message.workflow is not None) != (obj["v"] == WORKFLOW_VERSION):
         raise MessageDecodeError(
@@ -346,6 +392,8 @@ def decode_control(data: bytes, serializer: Serializer) -> ControlMessage:
     saying why it cannot be acted on."""
     try:
         obj = serializer.loads(data)
+    except UntrustedMessage:
+        raise
     except MessageDecodeError:
         raise MessageDecodeError(f"not {serializer.content_type}") from None
     version = obj.get("v") if isinstance(obj, dict) else None

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from aq.compression import check_compression
 from aq.errors import ConfigurationError
 from aq.message import MAX_PRIORITY
 from aq.scheduling.spec import ScheduleSpec
@@ -79,6 +80,8 @@ class TaskOptions(TypedDict, total=False):
         event_data: whether monitoring events (``task-sent``, ``task-received``,
             ``task-succeeded``) carry its arguments and result; off by default,
             since they may hold secrets (docs/monitoring.md).
+        compression: ``"zstd"``, ``"zlib"`` or ``"none"``: how its messages are
+            compressed when large enough (default: the broker's ``compression``).
         schedule: when to call the task by itself, with no arguments:
             ``aq.every(minutes=5)`` or ``aq.cron("0 9 * * MON-FRI", tz=...)``
             (see docs/schedules.md; ``broker.schedule`` gives arguments).
@@ -98,6 +101,7 @@ class TaskOptions(TypedDict, total=False):
     limit_key: Callable[..., Any] | None
     unique_for: float | None
     event_data: bool
+    compression: str | None
     schedule: ScheduleSpec | None
 
 
@@ -199,6 +203,7 @@ class TaskConfig:
     limit_key: Callable[..., Any] | None = None
     unique_for: float | None = None
     event_data: bool = False
+    compression: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -251,6 +256,7 @@ def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConf
         limit_key=limit_key,
         unique_for=check_seconds("unique_for", options.get("unique_for")),
         event_data=check_flag("event_data", options.get("event_data", False)),
+        compression=check_compression(options.get("compression")),
     )
 
 

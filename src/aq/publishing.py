@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aq.errors import AQError, SerializationError
-from aq.message import TaskMessage, encode_task
+from aq.message import TaskMessage
 from aq.monitor.emitter import EventEmitter
 from aq.monitor.status import lifetime, record, status_key
 from aq.replies import ResultWaiter
@@ -40,14 +40,24 @@ class Publisher:
         self._host = socket.gethostname()
 
     def encode(self, message: TaskMessage, task: AnyTask | None = None) -> bytes:
+        """The message's bytes: in its content type, compressed as the call, else
+        its task, else the broker asks; refused if over ``max_message_size``
+        framed or decompressed (a worker would not read it)."""
         broker = self.broker
+        compression = message.compression
+        if compression is None:
+            known = task or broker.tasks.get(message.task)
+            compression = known.config.compression if known is not None else None
         try:
-            body = encode_task(message, broker.serializer)
+            body, size = broker.codec.encode(
+                message.to_dict(), compression=compression, content_type=message.content_type
+            )
         except SerializationError as exc:
             raise self._locate(message, task, exc) from exc
-        if len(body) > broker.max_message_size:
+        size = max(size, len(body))
+        if size > broker.max_message_size:
             raise SerializationError(
-                f"the message for task {message.task!r} is {len(body)} bytes, over the limit of "
+                f"the message for task {message.task!r} is {size} bytes, over the limit of "
                 f"{broker.max_message_size} (raise Broker(max_message_size=...) or send a "
                 "reference to the data instead)"
             )
@@ -125,12 +135,12 @@ class Publisher:
         broker = self.broker
         store, ttl = broker.require_store("result_ttl"), broker.result_ttl
         assert ttl is not None
-        serializer = broker.serializer
+        codec = broker.codec
         writes = [
             asyncio.ensure_future(
                 store.set_if_absent(
                     status_key(m.id),
-                    serializer.dumps(record("queued", m, eta=m.eta)),
+                    codec.dumps(record("queued", m, eta=m.eta)),
                     ttl=lifetime(ttl, m.eta),
                 )
             )

@@ -28,6 +28,7 @@ from typing import (
 )
 
 from aq.coerce import ArgumentConverter, Converter, return_converter
+from aq.compression import check_compression
 from aq.errors import ConfigurationError, SerializationError
 from aq.handle import StreamHandle, TaskHandle
 from aq.message import TaskMessage, new_id
@@ -72,6 +73,7 @@ class SendOptions:
     timeout: float | None = None
     unique_key: str | None = None
     unique_for: float | None = None
+    compression: str | None = None
     link: tuple[Canvas[Any, Any], ...] = ()
     link_error: tuple[Canvas[Any, Any], ...] = ()
 
@@ -151,6 +153,7 @@ class _BaseTask(Generic[P, H]):
         timeout: float | None = None,
         unique_key: str | None = None,
         unique_for: float | None = None,
+        compression: str | None = None,
         link: Canvas[Any, Any] | Sequence[Canvas[Any, Any]] = (),
         link_error: Canvas[Any, Any] | Sequence[Canvas[Any, Any]] = (),
     ) -> TaskCall[P, H]:
@@ -171,6 +174,8 @@ class _BaseTask(Generic[P, H]):
                 (see docs/limits.md); needs ``unique_for`` here or on the task.
             unique_for: seconds the key is held at most (it frees when the task
                 ends), overriding the task's ``unique_for``.
+            compression: ``"zstd"``, ``"zlib"`` or ``"none"`` for this call's
+                message (default: the task's, else the broker's).
             link: signatures started with the result when the call succeeds
                 (docs/workflows.md).
             link_error: signatures started with an :class:`aq.Failure` when it
@@ -221,6 +226,7 @@ class _BaseTask(Generic[P, H]):
             timeout=timeout,
             unique_key=unique_key,
             unique_for=unique_for,
+            compression=check_compression(compression),
             link=callbacks(link),
             link_error=callbacks(link_error),
         )
@@ -291,6 +297,7 @@ class _BaseTask(Generic[P, H]):
             reply_to=reply_to,
             correlation_id=task_id,
             created_at=now,
+            compression=options.compression,
         )
 
     def _handle(self, task_id: str, waiter: ResultWaiter) -> H:

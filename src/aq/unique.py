@@ -81,7 +81,7 @@ async def send_unique(
                 reply = Reply(message.id, message.id, "error", error_payload(exc, False))
                 broker.register_waiter(message.id).feed(reply)  # callers in this process
                 with contextlib.suppress(BrokerError):
-                    body = encode_reply(reply, broker.serializer)
+                    body = encode_reply(reply, broker.codec)
                     await finish_unique(broker, message, body)  # and in others
                 raise
         holder = await store.get(held)
@@ -98,7 +98,7 @@ async def _join(broker: Broker, task_id: str, ttl: float) -> ResultWaiter:
     await store.add_member(f"waiters:{task_id}", address, ttl=ttl)
     kept = await store.get(result_key(task_id))
     if kept is not None:  # it ended before the worker could see this caller
-        waiter.feed(decode_reply(kept, broker.serializer))
+        waiter.feed(decode_reply(kept, broker.codec))
     return waiter
 
 

@@ -5,31 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import aq
 from aq.serializer import JSONSerializer
 from aq.testing import running_worker
 
 
-class _Watching(JSONSerializer):
-    """The broker's codec, noting the size of every body it is asked to decode."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.decoded: list[int] = []
-
-    def loads(self, data: bytes) -> Any:
-        self.decoded.append(len(data))
-        return super().loads(data)
-
-
 async def test_an_oversized_body_is_dead_lettered_unparsed_and_work_goes_on(
-    broker: aq.Broker,
+    broker: aq.Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     @broker.task
     async def echo(x: int) -> int:
         return x
 
-    codec = broker.serializer = _Watching()
+    decoded: list[int] = []
+    loads = JSONSerializer.loads
+
+    def watched(self: JSONSerializer, data: bytes) -> Any:
+        decoded.append(len(data))  # every JSON body this process decodes
+        return loads(self, data)
+
+    monkeypatch.setattr(JSONSerializer, "loads", watched)
     body = b'{"v": 1, "pad": "' + b"x" * (2 * broker.max_message_size) + b'"}'
     await broker.transport.publish("default", body)
     async with running_worker(broker) as worker:
@@ -40,7 +37,7 @@ async def test_an_oversized_body_is_dead_lettered_unparsed_and_work_goes_on(
         f"message of {len(body)} bytes is over max_message_size "
         f"({broker.max_message_size}); not decoded"
     )
-    assert max(codec.decoded) < broker.max_message_size  # the parser never saw it
+    assert max(decoded) < broker.max_message_size  # the parser never saw it
 
 
 async def test_a_deeply_nested_body_is_dead_lettered_and_work_goes_on(broker: aq.Broker) -> None:

@@ -68,7 +68,7 @@ async def _send(
     command = ControlMessage(op, target, arg=arg, worker=worker, reply_to=address, expires=expires)
     collector = _Collector(worker)
     broker.watch(command.id, collector)  # held weakly: the collector lives in this frame
-    await broker.transport.broadcast(encode_control(command, broker.serializer))
+    await broker.transport.broadcast(encode_control(command, broker.codec))
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await collector.done.wait()

@@ -69,7 +69,7 @@ class EventStream:
         while not self._events:
             body = await inbox.get()
             try:
-                self._events.extend(decode_events(body, self.broker.serializer))
+                self._events.extend(decode_events(body, self.broker.codec))
             except MessageDecodeError as exc:
                 self.skipped += 1
                 event(log, logging.WARNING, "events.skipped", reason=str(exc))

@@ -87,7 +87,7 @@ class ScheduleBook:
                 "time another name"
             )
         await broker.startup()
-        body = broker.serializer.dumps(schedule.to_json())
+        body = broker.codec.dumps(schedule.to_json())
         await store.set(f"schedule:{schedule.name}", body, ttl=KEEP)
         await store.add_member(_NAMES, schedule.name, ttl=KEEP)
         await self._announce(schedule.name)
@@ -135,7 +135,7 @@ class ScheduleBook:
         """Tell running schedulers that the stored schedule ``name`` changed."""
         broker = self._broker
         command = ControlMessage("schedules", name)
-        await broker.transport.broadcast(encode_control(command, broker.serializer))
+        await broker.transport.broadcast(encode_control(command, broker.codec))
 
     async def stored(self) -> list[Schedule]:
         """The schedules added at run time, read from the store (none without one).
@@ -154,7 +154,7 @@ class ScheduleBook:
         if body is None:
             return None
         try:
-            return schedule_from_json(self._broker.serializer.loads(body))
+            return schedule_from_json(self._broker.codec.loads(body))
         except (ConfigurationError, MessageDecodeError):
             return None
 

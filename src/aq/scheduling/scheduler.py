@@ -137,7 +137,7 @@ class Scheduler:
         while True:
             body = await control.get()
             try:
-                command = decode_control(body, self.broker.serializer)
+                command = decode_control(body, self.broker.codec)
             except MessageDecodeError:
                 continue  # the workers log it
             if command.op == "schedules":  # task_id: the schedule that changed, or ""

@@ -26,6 +26,7 @@ from aq.errors import (
     TaskCancelled,
     TaskTimeout,
     UnknownTask,
+    UntrustedMessage,
     WorkerCrashed,
 )
 from aq.logs import event
@@ -77,7 +78,7 @@ class Executor:
     ) -> None:
         self.broker = broker
         self.transport = broker.transport
-        self.serializer = broker.serializer
+        self.codec = broker.codec
         self.limits = limits
         self.running = running
         self.revoked = cancelled
@@ -111,13 +112,13 @@ class Executor:
             await self.handoff("-", "-", lambda: delivery.dead_letter(reason))
             return
         try:
-            message = decode_task(delivery.body, self.serializer)
+            message = decode_task(delivery.body, self.codec)
+            if message.queue != delivery.queue and self.codec.keyring is not None:
+                raise UntrustedMessage(
+                    f"signed for queue {message.queue!r}, delivered from {delivery.queue!r}"
+                )
         except MessageDecodeError as exc:
-            event(log, logging.ERROR, "task.undecodable", queue=delivery.queue, error=exc)
-            reason = f"undecodable message: {exc}"
-            if self.watch is not None:
-                self.watch.dead_lettered(None, delivery.queue, reason)
-            await self.handoff("-", "-", lambda: delivery.dead_letter(reason))
+            await self._refuse(delivery, exc)
             return
         if delivery.delivery_count > 1 and not await self._survives_crashes(message, delivery):
             return
@@ -159,6 +160,16 @@ class Executor:
         finally:
             self.reserved.pop(delivery, None)
             self.active.pop(delivery, None)
+
+    async def _refuse(self, delivery: Delivery, error: MessageDecodeError) -> None:
+        """Dead-letter a message that cannot be read or trusted, saying why; it never runs."""
+        untrusted = isinstance(error, UntrustedMessage)
+        name = "task.untrusted" if untrusted else "task.undecodable"
+        event(log, logging.ERROR, name, queue=delivery.queue, error=error)
+        reason = f"{'untrusted' if untrusted else 'undecodable'} message: {error}"
+        if self.watch is not None:
+            self.watch.dead_lettered(None, delivery.queue, reason)
+        await self.handoff("-", "-", lambda: delivery.dead_letter(reason))
 
     async def _first_copy(self, message: TaskMessage, delivery: Delivery) -> bool:
         """Whether ``message`` is the copy of a workflow step to run; another copy

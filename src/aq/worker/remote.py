@@ -104,7 +104,7 @@ class Remote:
         answer.setdefault("worker", self.worker.id)
         reply = Reply(command.id, self.worker.id, "result", answer)
         try:
-            body = encode_reply(reply, self.worker.broker.serializer)
+            body = encode_reply(reply, self.worker.broker.codec)
             await self.worker.broker.transport.send_reply(command.reply_to, body)
         except Exception as exc:
             event(log, logging.WARNING, "control.unanswered", op=command.op, error=exc)

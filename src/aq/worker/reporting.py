@@ -60,7 +60,7 @@ class Reporter:
         if broker.tracks_states:
             assert broker.result_ttl is not None
             store = broker.require_store("result_ttl")
-            self.status = StatusWriter(store, broker.serializer, broker.result_ttl)
+            self.status = StatusWriter(store, broker.codec, broker.result_ttl)
             timeouts = [t.config.timeout for t in broker.tasks.values()]
             longest = max((t for t in timeouts if t is not None), default=0.0)
             if None in timeouts:

@@ -95,8 +95,8 @@ async def serve(
     try:
         if metrics is not None:
             await metrics.start()
+        worker.on_started = report_ready  # before it logs worker.started, which tests await
         await worker.start()
-        report_ready()
         await worker.wait_stopped()
         await asyncio.gather(*stopping, return_exceptions=True)
     finally:

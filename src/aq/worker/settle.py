@@ -67,7 +67,7 @@ class Settler:
     def __init__(self, broker: Broker, handoff: HandOff) -> None:
         self.broker = broker
         self.transport = broker.transport
-        self.serializer = broker.serializer
+        self.codec = broker.codec
         self.handoff = handoff
         self.advancer = Advancer(broker)
         #: What is told of each outcome (events, states, metrics); None: nothing watches.
@@ -176,7 +176,7 @@ class Settler:
                 await self.patiently(message, settle.ack)
             return
         reply = Reply(message.correlation_id or message.id, message.id, kind, payload, seq, member)
-        body = encode_reply(reply, self.serializer)
+        body = self._encode(reply, message)
         if final and UNIQUE_HEADER in message.headers:
             await self.patiently(message, finish_unique, self.broker, message, body)
         if keep:
@@ -194,6 +194,11 @@ class Settler:
             await self.patiently(message, self.transport.send_reply, reply_to, body)
         else:
             await self.patiently(message, self.transport.reply_and_ack, settle, reply_to, body)
+
+    def _encode(self, reply: Reply, message: TaskMessage) -> bytes:
+        """A reply to ``message``, in the content type it came in; raises
+        :class:`SerializationError` (when it cannot be, or is too large)."""
+        return encode_reply(reply, self.codec, message.content_type)
 
     async def patiently(
         self, message: TaskMessage, step: Callable[..., Awaitable[None]], *args: Any
@@ -214,7 +219,7 @@ class Settler:
         reply_to = message.reply_to
 
         async def send_now(reply: Reply) -> None:  # what a completed join brings
-            body = encode_reply(reply, self.serializer)
+            body = self._encode(reply, message)
             await self._keep(reply, body)
             if reply_to is not None:
                 await self.transport.send_reply(reply_to, body)
@@ -230,7 +235,7 @@ class Settler:
                 raise WorkflowStuck(exc) from exc
 
         await self.patiently(message, advance)
-        bodies = [encode_reply(reply, self.serializer) for reply in replies]
+        bodies = [self._encode(reply, message) for reply in replies]
         for reply, body in zip(replies, bodies, strict=True):
             await self.patiently(message, self._keep, reply, body)
         if reply_to is None or not bodies:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -134,6 +134,9 @@ class Worker:
         self.reporter = Reporter(self)
         #: This worker's id, ``host.pid``: what ``aq inspect --worker`` names.
         self.id = self.reporter.id
+        #: Called once it consumes, before ``worker.started`` is logged (a
+        #: supervised child tells its supervisor so).
+        self.on_started: Callable[[], None] | None = None
         self.executor = Executor(
             broker,
             self.limits,
@@ -215,6 +218,8 @@ class Worker:
             self._beat_task = background.start("aq-worker-heartbeat", self.reporter.heartbeats)
         if self.reporter.metrics is not None:
             self._health_task = background.start("aq-health", self.reporter.check_health)
+        if self.on_started is not None:
+            self.on_started()
         event(
             log,
             logging.INFO,
@@ -362,11 +367,11 @@ class Worker:
             self._notify()
 
     async def _listen(self, control: Inbox) -> None:
-        serializer = self.broker.serializer
+        codec = self.broker.codec
         while True:
             body = await control.get()
             try:
-                command = decode_control(body, serializer)
+                command = decode_control(body, codec)
             except MessageDecodeError as exc:
                 event(log, logging.WARNING, "control.ignored", reason=str(exc))
                 continue

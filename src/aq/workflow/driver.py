@@ -117,13 +117,13 @@ class Driver:
         ttl = broker.workflow_ttl
         if isinstance(part, JoinPart):
             state = await store.join(
-                key, part.index, broker.serializer.dumps(part.value), size=size, ttl=ttl
+                key, part.index, broker.codec.dumps(part.value), size=size, ttl=ttl
             )
         else:
             state = await store.join(key, None, b"", size=size, ttl=ttl)
         if state.parts is None:
             return
-        loads = broker.serializer.loads
+        loads = broker.codec.loads
         values = [loads(p) for p in state.parts]
         # Sent as one copy: if this completer dies before finish_join, its
         # redelivery sends another, and workers run whichever comes first.
