@@ -8,13 +8,10 @@ it a virtual host and a user that may use only that one. Everything stays on 127
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -22,6 +19,7 @@ import pytest_asyncio
 
 import aq
 from aq.testing import running_worker
+from tests.reliability.certs import Certificates, make_certificates
 from tests.reliability.rabbit import RabbitServer, _free_ports
 
 # One node for the module: its fixture and the tests share the module's event loop.
@@ -29,66 +27,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 VHOST = "aq-test"
 USER, PASSWORD = "app", "s3cret"
-
-
-@dataclass(frozen=True)
-class Certificates:
-    ca: Path  # the CA's certificate: what a client trusts
-    cert: Path  # the server's certificate, for 127.0.0.1 and localhost
-    key: Path
-
-
-_CA_CONFIG = """\
-[req]
-prompt = no
-distinguished_name = dn
-x509_extensions = ca
-[dn]
-CN = aq throwaway test CA
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-"""
-
-_SERVER_CONFIG = """\
-[req]
-prompt = no
-distinguished_name = dn
-[dn]
-CN = localhost
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-"""
-
-
-def _make_certificates(directory: Path) -> Certificates:
-    """A CA and a server certificate it signed, made with the openssl command line
-    (the venv has no ``cryptography``). EC P-256 keys: quick to make."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the openssl command line is needed to make test certificates")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.cnf").write_text(_CA_CONFIG)
-    (directory / "server.cnf").write_text(_SERVER_CONFIG)
-    new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    commands = [  # run in ``directory``, so every path is a bare file name
-        f"req -x509 {new_key} -config ca.cnf -days 2 -keyout ca.key -out ca.pem",
-        f"req -new {new_key} -config server.cnf -keyout server.key -out server.csr",
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
-        " -extfile server.cnf -extensions server -out server.pem",
-    ]
-    for command in commands:
-        done = subprocess.run(
-            [openssl, *command.split()], cwd=directory, capture_output=True, text=True
-        )
-        assert done.returncode == 0, f"openssl {command} failed:\n{done.stderr}"
-    return Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
 
 
 @dataclass(frozen=True)
@@ -103,7 +41,7 @@ async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     """A started private node with a TLS listener, vhost ``aq-test`` and user ``app``
     (permitted on ``aq-test`` only); killed after the module."""
     directory = tmp_path_factory.mktemp("tls")
-    certificates = _make_certificates(directory / "certs")
+    certificates = make_certificates(directory / "certs")
     (ssl_port,) = _free_ports(1)
     server = RabbitServer(
         directory / "rabbitmq",
