@@ -51,6 +51,27 @@ def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:
         aq.Broker(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "kafka://app:s3cret@localhost/",
+        "amqp://app:s3cret@/vhost",
+        "redis://:s3cret@localhost/0?max_deliveries=1",
+        "redis://:s3cret@[::1/0",
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(aq.ConfigurationError) as caught:
+        aq.Broker(url)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_broker_shows_its_url_without_the_password() -> None:
+    broker = aq.Broker("redis://app:s3cret@localhost/0")
+    assert repr(broker) == "<Broker redis://app:***@localhost/0 tasks=0>"
+    assert broker.url == "redis://app:s3cret@localhost/0"  # what connects keeps it
+
+
 def test_rabbitmq_heartbeats_every_5_s_unless_the_url_says_otherwise() -> None:
     def heartbeats(url: str) -> list[str]:
         transport: Any = aq.Broker(url).transport

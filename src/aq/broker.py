@@ -39,6 +39,7 @@ from aq.scheduling.spec import ScheduleSpec
 from aq.serializer import JSONSerializer, Serializer
 from aq.task import AnyTask, StreamTask, SyncTask, Task
 from aq.transport import Admin, Store, Transport, create_store, transport_for
+from aq.transport.kit import redact_url
 
 __all__ = ["Broker", "TaskDecorator"]
 
@@ -169,7 +170,7 @@ class Broker:
             self.enable_events()
 
     def __repr__(self) -> str:
-        return f"<Broker {self.url} tasks={len(self.tasks)}>"
+        return f"<Broker {redact_url(self.url)} tasks={len(self.tasks)}>"
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -11,13 +11,14 @@
   the event loop in one go on the next (:class:`LoopTurn`), and sharing one
   batch's outcome among its callers (:func:`complete`);
 * :mod:`~aq.transport.kit.options`: aq's options in a broker URL's query
-  string, those common to every transport declared once (:class:`CommonSettings`).
+  string, those common to every transport declared once (:class:`CommonSettings`),
+  and a broker URL fit to show, without its password (:func:`redact_url`).
 
 A backend built on these fills in only what its server does differently.
 """
 
 from aq.transport.kit.consumer import BufferedConsumer, OnceDelivery, connected
-from aq.transport.kit.options import CommonSettings, read_options
+from aq.transport.kit.options import CommonSettings, read_options, redact_url
 from aq.transport.kit.retry import ReconnectDelay, retry_until
 from aq.transport.kit.turns import LoopTurn, complete
 
@@ -30,5 +31,6 @@ __all__ = [
     "complete",
     "connected",
     "read_options",
+    "redact_url",
     "retry_until",
 ]

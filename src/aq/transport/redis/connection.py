@@ -34,7 +34,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from aq.errors import BrokerError, ConfigurationError, ConnectionLost
-from aq.transport.kit import CommonSettings, read_options, retry_until
+from aq.transport.kit import CommonSettings, read_options, redact_url, retry_until
 from aq.transport.kit.options import option
 
 __all__ = [
@@ -105,7 +105,7 @@ def parse_url(url: str, given: Mapping[str, Any] | None = None) -> tuple[str, Re
         aq.ConfigurationError: an aq option has an invalid value.
     """
     if urlsplit(url).scheme not in _SCHEMES:
-        raise ConfigurationError(f"not a Redis URL: {url!r}")
+        raise ConfigurationError(f"not a Redis URL: {redact_url(url)!r}")
     return read_options(url, RedisSettings, given)
 
 
