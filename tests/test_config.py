@@ -44,6 +44,12 @@ def test_a_missing_url_says_how_to_give_one() -> None:
         ("amqp://localhost/?heartbeat=70000", "invalid heartbeat='70000'"),
         ("redis://localhost/0?socket_timeout=1", "socket_timeout='1' .* too short"),
         ("redis://localhost/0?socket_timeout=soon", "invalid socket_timeout='soon'"),
+        ("redis://localhost/0?cafile=/ca.pem", "cafile in the broker URL applies to rediss://"),
+        ("redis+sentinel://h:26379/m?certfile=/c&keyfile=/k", "redis\\+sentinel:// without TLS"),
+        ("redis+cluster://h:7000?no_verify_ssl=1", "redis\\+cluster:// without TLS"),
+        ("rediss://localhost/0?no_verify_ssl=yes", "invalid no_verify_ssl='yes'"),
+        ("rediss://localhost/0?no_verify_ssl=2", "no_verify_ssl='2' .* use 1"),
+        ("rediss://localhost/0?cafile=", "invalid cafile='' .* give a path"),
     ],
 )
 def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:
