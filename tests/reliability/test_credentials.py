@@ -23,8 +23,8 @@ import pytest
 import aq
 from aq.testing import running_worker
 from tests.reliability.conftest import RedisServer
-from tests.reliability.leaks import assert_shown_nowhere, shown
-from tests.test_cli import PYTHON_M_AQ, ROOT, TIMEOUT, AqProcess, _env
+from tests.reliability.leaks import aq_command, assert_shown_nowhere, shown
+from tests.test_cli import PYTHON_M_AQ, ROOT, AqProcess, _env
 
 APP = "tests.apps.remote:broker"  # its broker comes from AQ_BROKER_URL
 
@@ -58,29 +58,6 @@ async def server(tmp_path: Path, right: str) -> AsyncIterator[RedisServer]:
 def _url(server: RedisServer, password: str, **options: str) -> str:
     query = "&".join(f"{k}={v}" for k, v in {"prefix": uuid.uuid4().hex, **options}.items())
     return f"redis://:{password}@127.0.0.1:{server.port}/0?{query}"
-
-
-async def _aq(*args: str, url: str) -> tuple[int, str]:
-    """Run ``python -m aq *args`` with ``url`` as AQ_BROKER_URL until it exits; its
-    exit code and everything it printed."""
-    process = await asyncio.create_subprocess_exec(
-        *PYTHON_M_AQ,
-        *args,
-        cwd=ROOT,
-        env=_env() | {"AQ_BROKER_URL": url},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(3 * TIMEOUT):
-            out, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace")
 
 
 @pytest.mark.timeout(30)
@@ -118,7 +95,7 @@ async def test_aq_worker_with_a_wrong_password_exits_saying_so_without_the_passw
     server: RedisServer, right: str, wrong: str
 ) -> None:
     # Under the supervisor (the default) too: its children would fail in turn for ever.
-    code, output = await _aq("worker", APP, url=_url(server, wrong))
+    code, output = await aq_command("worker", APP, url=_url(server, wrong))
     assert code == 2, output
     assert "aq: error: connect: Redis refused the credentials in the broker URL" in output
     assert_shown_nowhere(output, right, wrong)
@@ -129,7 +106,7 @@ async def test_aq_worker_with_a_wrong_password_exits_saying_so_without_the_passw
 async def test_aq_queues_with_the_right_password_shows_the_queues_and_not_the_password(
     server: RedisServer, right: str
 ) -> None:
-    code, output = await _aq("queues", APP, url=_url(server, right))
+    code, output = await aq_command("queues", APP, url=_url(server, right))
     assert code == 0, output
     header, row = output.splitlines()[:2]
     assert header.split() == [
