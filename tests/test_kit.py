@@ -19,6 +19,7 @@ from aq.transport.kit import (
     read_options,
     redact_url,
     retry_until,
+    url_title,
 )
 from aq.transport.kit.options import option
 
@@ -181,3 +182,20 @@ def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
 )
 def test_a_url_without_a_password_is_shown_as_given(url: str) -> None:
     assert redact_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "title"),
+    [
+        ("memory://", "memory://"),
+        ("memory://board", "memory://board"),
+        ("redis://app:s3cret@h:6379/0?prefix=x&password=p", "redis://h:6379/0"),
+        (
+            "redis+sentinel://:s3cret@h1:26379,h2:26379/m/0",
+            "redis+sentinel://h1:26379,h2:26379/m/0",
+        ),
+        ("amqps://app:s3cret@mq/shop?cafile=/ca.pem", "amqps://mq/shop"),
+    ],
+)
+def test_a_url_as_a_title_names_the_broker_and_nothing_secret(url: str, title: str) -> None:
+    assert url_title(url) == title

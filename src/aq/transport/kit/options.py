@@ -12,7 +12,8 @@ accepts.
 
 A broker URL may hold a password, so it is never shown as given: logs, error
 messages and reprs show :func:`redact_url`'s copy, with the password (in the
-user part or a ``password`` query parameter) replaced by ``***``.
+user part or a ``password`` query parameter) replaced by ``***``, or
+:func:`url_title`'s, which names only the scheme, the hosts and the path.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aq.errors import ConfigurationError
 
-__all__ = ["CommonSettings", "check_positive", "read_options", "redact_url"]
+__all__ = ["CommonSettings", "check_positive", "read_options", "redact_url", "url_title"]
 
 S = TypeVar("S", bound="CommonSettings")
 
@@ -159,3 +160,14 @@ def redact_url(url: str) -> str:
     # Put together by hand: urlunsplit drops the "//" of an empty host ("memory://").
     shown = f"{parts.scheme}://{netloc}{parts.path}"
     return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def url_title(url: str) -> str:
+    """``url`` as a title names the broker: its scheme, hosts and path, without the
+    user, the password or the options (several hosts included, as Sentinel and
+    Cluster URLs have them)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{url.partition(':')[0]}://"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
