@@ -44,11 +44,38 @@ def test_a_missing_url_says_how_to_give_one() -> None:
         ("amqp://localhost/?heartbeat=70000", "invalid heartbeat='70000'"),
         ("redis://localhost/0?socket_timeout=1", "socket_timeout='1' .* too short"),
         ("redis://localhost/0?socket_timeout=soon", "invalid socket_timeout='soon'"),
+        ("redis://localhost/0?cafile=/ca.pem", "cafile in the broker URL applies to rediss://"),
+        ("redis+sentinel://h:26379/m?certfile=/c&keyfile=/k", "redis\\+sentinel:// without TLS"),
+        ("redis+cluster://h:7000?no_verify_ssl=1", "redis\\+cluster:// without TLS"),
+        ("rediss://localhost/0?no_verify_ssl=yes", "invalid no_verify_ssl='yes'"),
+        ("rediss://localhost/0?no_verify_ssl=2", "no_verify_ssl='2' .* use 1"),
+        ("rediss://localhost/0?cafile=", "invalid cafile='' .* give a path"),
     ],
 )
 def test_a_bad_url_fails_at_construction(url: str, hint: str) -> None:
     with pytest.raises(aq.ConfigurationError, match=hint):
         aq.Broker(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "kafka://app:s3cret@localhost/",
+        "amqp://app:s3cret@/vhost",
+        "redis://:s3cret@localhost/0?max_deliveries=1",
+        "redis://:s3cret@[::1/0",
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(aq.ConfigurationError) as caught:
+        aq.Broker(url)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_broker_shows_its_url_without_the_password() -> None:
+    broker = aq.Broker("redis://app:s3cret@localhost/0")
+    assert repr(broker) == "<Broker redis://app:***@localhost/0 tasks=0>"
+    assert broker.url == "redis://app:s3cret@localhost/0"  # what connects keeps it
 
 
 def test_rabbitmq_heartbeats_every_5_s_unless_the_url_says_otherwise() -> None:

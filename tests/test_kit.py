@@ -17,7 +17,9 @@ from aq.transport.kit import (
     ReconnectDelay,
     complete,
     read_options,
+    redact_url,
     retry_until,
+    url_title,
 )
 from aq.transport.kit.options import option
 
@@ -154,3 +156,46 @@ def test_a_bad_url_option_names_the_option_and_what_it_accepts(
 ) -> None:
     with pytest.raises(aq.ConfigurationError, match=problem):
         read_options(url, _Settings, given)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@h:6379/0?prefix=x", "redis://:***@h:6379/0?prefix=x"),
+        ("amqps://app:s3cret@h/shop?cafile=/ca.pem", "amqps://app:***@h/shop?cafile=/ca.pem"),
+        ("redis://:p@ss@h/0", "redis://:***@h/0"),  # an "@" the user forgot to escape
+        ("redis+sentinel://:s%40cret@h1:1,h2:2/m/0", "redis+sentinel://:***@h1:1,h2:2/m/0"),
+        (
+            "rediss://h/0?password=s3cret&ssl_password=k3y&db=1",
+            "rediss://h/0?password=***&ssl_password=***&db=1",
+        ),
+        ("memory://?password=s3cret", "memory://?password=***"),
+        ("redis://:s3cret@[::1/0", "redis://***"),  # too malformed to split
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url", ["memory://", "redis://127.0.0.1:6379/0", "amqp://guest@h/", "amqp://u:@h/", "x:y"]
+)
+def test_a_url_without_a_password_is_shown_as_given(url: str) -> None:
+    assert redact_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "title"),
+    [
+        ("memory://", "memory://"),
+        ("memory://board", "memory://board"),
+        ("redis://app:s3cret@h:6379/0?prefix=x&password=p", "redis://h:6379/0"),
+        (
+            "redis+sentinel://:s3cret@h1:26379,h2:26379/m/0",
+            "redis+sentinel://h1:26379,h2:26379/m/0",
+        ),
+        ("amqps://app:s3cret@mq/shop?cafile=/ca.pem", "amqps://mq/shop"),
+    ],
+)
+def test_a_url_as_a_title_names_the_broker_and_nothing_secret(url: str, title: str) -> None:
+    assert url_title(url) == title

@@ -41,6 +41,7 @@ from aq.serializer import Serializer, serializer_for
 from aq.signing import Keyring
 from aq.task import AnyTask, StreamTask, SyncTask, Task
 from aq.transport import Admin, Store, Transport, create_store, transport_for
+from aq.transport.kit import redact_url
 
 __all__ = ["Broker", "TaskDecorator"]
 
@@ -205,7 +206,7 @@ class Broker:
             self.enable_events()
 
     def __repr__(self) -> str:
-        return f"<Broker {self.url} tasks={len(self.tasks)}>"
+        return f"<Broker {redact_url(self.url)} tasks={len(self.tasks)}>"
 
     @property
     def max_message_size(self) -> int:

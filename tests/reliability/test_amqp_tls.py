@@ -1,15 +1,18 @@
-"""TLS and virtual hosts reach RabbitMQ through the broker URL alone.
+"""TLS, virtual hosts and credentials reach RabbitMQ through the broker URL alone.
 
-One private node (tests/reliability/rabbit.py) serves the whole module, with a plain
-listener and a TLS listener whose certificate a throwaway CA signed; rabbitmqctl gives
-it a virtual host and a user that may use only that one. Everything stays on 127.0.0.1.
+Two private nodes (tests/reliability/rabbit.py), started side by side, serve the
+whole module, each with a plain listener and a TLS listener whose certificate a
+throwaway CA signed (tests/reliability/certs.py): the first asks clients for no
+certificate, the second requires one its CA signed (RabbitMQ's ``ssl_options``
+hold for every TLS listener of a node, so one node cannot do both). On the first,
+rabbitmqctl makes a virtual host and a user that may use only that one, and users
+whose passwords are fresh secrets. Everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,107 +25,85 @@ import pytest_asyncio
 
 import aq
 from aq.testing import running_worker
+from tests.reliability.certs import Certificates, make_certificates
+from tests.reliability.leaks import aq_command, assert_shown_nowhere, shown
 from tests.reliability.rabbit import RabbitServer, _free_ports
 
-# One node for the module: its fixture and the tests share the module's event loop.
+# One pair of nodes for the module: its fixture and the tests share the module's loop.
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 VHOST = "aq-test"
 USER, PASSWORD = "app", "s3cret"
-
-
-@dataclass(frozen=True)
-class Certificates:
-    ca: Path  # the CA's certificate: what a client trusts
-    cert: Path  # the server's certificate, for 127.0.0.1 and localhost
-    key: Path
-
-
-_CA_CONFIG = """\
-[req]
-prompt = no
-distinguished_name = dn
-x509_extensions = ca
-[dn]
-CN = aq throwaway test CA
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-"""
-
-_SERVER_CONFIG = """\
-[req]
-prompt = no
-distinguished_name = dn
-[dn]
-CN = localhost
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-"""
-
-
-def _make_certificates(directory: Path) -> Certificates:
-    """A CA and a server certificate it signed, made with the openssl command line
-    (the venv has no ``cryptography``). EC P-256 keys: quick to make."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the openssl command line is needed to make test certificates")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca.cnf").write_text(_CA_CONFIG)
-    (directory / "server.cnf").write_text(_SERVER_CONFIG)
-    new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    commands = [  # run in ``directory``, so every path is a bare file name
-        f"req -x509 {new_key} -config ca.cnf -days 2 -keyout ca.key -out ca.pem",
-        f"req -new {new_key} -config server.cnf -keyout server.key -out server.csr",
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
-        " -extfile server.cnf -extensions server -out server.pem",
-    ]
-    for command in commands:
-        done = subprocess.run(
-            [openssl, *command.split()], cwd=directory, capture_output=True, text=True
-        )
-        assert done.returncode == 0, f"openssl {command} failed:\n{done.stderr}"
-    return Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+FAST = 5.0  # seconds: a refusal is reported well within this, and publish_timeout is 30
 
 
 @dataclass(frozen=True)
 class Node:
     server: RabbitServer
     ssl_port: int
-    certificates: Certificates
+    certificates: Certificates  # signed the server's certificate (and a client's)
+    stranger: Certificates  # another CA, and a client certificate it signed
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
-    """A started private node with a TLS listener, vhost ``aq-test`` and user ``app``
-    (permitted on ``aq-test`` only); killed after the module."""
-    directory = tmp_path_factory.mktemp("tls")
-    certificates = _make_certificates(directory / "certs")
+def _node(
+    directory: Path, certificates: Certificates, *, verify_clients: bool
+) -> tuple[RabbitServer, int]:
     (ssl_port,) = _free_ports(1)
+    verify = "verify_peer" if verify_clients else "verify_none"
     server = RabbitServer(
-        directory / "rabbitmq",
+        directory,
         extra_config=(
             f"listeners.ssl.default = 127.0.0.1:{ssl_port}\n"
             f"ssl_options.cacertfile = {certificates.ca}\n"
             f"ssl_options.certfile = {certificates.cert}\n"
             f"ssl_options.keyfile = {certificates.key}\n"
-            "ssl_options.verify = verify_none\n"
-            "ssl_options.fail_if_no_peer_cert = false\n"
+            f"ssl_options.verify = {verify}\n"
+            f"ssl_options.fail_if_no_peer_cert = {str(verify_clients).lower()}\n"
         ),
     )
-    await server.start()  # returns once the plain listener takes AMQP: TLS is up by then
+    return server, ssl_port
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def nodes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Node, Node]]:
+    """Two started private nodes: one whose TLS listener asks for no client
+    certificate (with vhost ``aq-test`` and user ``app``, permitted on ``aq-test``
+    only), and one whose TLS listener requires one; killed after the module."""
+    directory = tmp_path_factory.mktemp("tls")
+    certificates = make_certificates(directory / "certs")
+    stranger = make_certificates(directory / "stranger")
+    (open_server, open_port) = _node(directory / "open", certificates, verify_clients=False)
+    (strict_server, strict_port) = _node(directory / "strict", certificates, verify_clients=True)
     try:
-        await asyncio.gather(server.ctl("add_vhost", VHOST), server.ctl("add_user", USER, PASSWORD))
-        await server.ctl("set_permissions", "-p", VHOST, USER, ".*", ".*", ".*")
-        yield Node(server, ssl_port, certificates)
+        # Each returns once its plain listener takes AMQP: TLS is up by then.
+        started = await asyncio.gather(
+            open_server.start(), strict_server.start(), return_exceptions=True
+        )
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        await asyncio.gather(
+            open_server.ctl("add_vhost", VHOST), open_server.ctl("add_user", USER, PASSWORD)
+        )
+        await open_server.ctl("set_permissions", "-p", VHOST, USER, ".*", ".*", ".*")
+        yield (
+            Node(open_server, open_port, certificates, stranger),
+            Node(strict_server, strict_port, certificates, stranger),
+        )
     finally:
-        await server.kill()
+        await asyncio.gather(open_server.kill(), strict_server.kill())
+
+
+@pytest.fixture(scope="module")
+def node(nodes: tuple[Node, Node]) -> Node:
+    """The node whose TLS listener asks for no client certificate."""
+    return nodes[0]
+
+
+@pytest.fixture(scope="module")
+def strict_node(nodes: tuple[Node, Node]) -> Node:
+    """The node whose TLS listener requires a client certificate its CA signed."""
+    return nodes[1]
 
 
 def _query(**options: object) -> str:
@@ -148,17 +129,26 @@ async def test_an_amqps_url_with_a_cafile_runs_a_task_over_tls(node: Node) -> No
         assert await (await add.kiq(2, 3)).result(timeout=10) == 5
 
 
-@pytest.mark.timeout(120)
-async def test_tls_without_the_ca_fails_at_once_saying_the_certificate_failed(
-    node: Node,
-) -> None:
-    url = f"amqps://guest:guest@127.0.0.1:{node.ssl_port}/?" + _query(publish_timeout=30)
+async def _fails_fast(url: str, pattern: str) -> aq.ConfigurationError:
+    """Start a broker on ``url``; it must fail with a ConfigurationError matching
+    ``pattern`` within FAST seconds although publish_timeout allows 30."""
     started = time.monotonic()
-    with pytest.raises(
-        aq.ConfigurationError, match=r"TLS with RabbitMQ failed.*CERTIFICATE_VERIFY"
-    ):
+    with pytest.raises(aq.ConfigurationError, match=pattern) as caught:
         await aq.Broker(url).startup()
-    assert time.monotonic() - started < 5  # not retried: it cannot fix itself
+    assert time.monotonic() - started < FAST  # not retried: it cannot fix itself
+    return caught.value
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("which", ["the system's CAs", "a stranger CA"])
+async def test_a_ca_that_did_not_sign_the_servers_certificate_fails_at_once(
+    node: Node, which: str
+) -> None:
+    options: dict[str, object] = {"publish_timeout": 30}
+    if which == "a stranger CA":
+        options["cafile"] = node.stranger.ca
+    url = f"amqps://guest:guest@127.0.0.1:{node.ssl_port}/?" + _query(**options)
+    await _fails_fast(url, r"TLS with RabbitMQ failed.*CERTIFICATE_VERIFY.*not signed by the CA")
 
 
 @pytest.mark.timeout(120)
@@ -195,3 +185,87 @@ async def test_a_vhost_the_user_may_not_use_fails_at_startup_naming_the_vhost(
         "connect: RabbitMQ closed the connection while opening it: the virtual host in "
         "the broker URL does not exist, or this user may not use it"
     )
+
+
+@pytest.mark.timeout(120)
+async def test_a_client_certificate_in_the_url_is_accepted_by_a_listener_that_requires_one(
+    strict_node: Node,
+) -> None:
+    trusted = strict_node.certificates
+    query = _query(cafile=trusted.ca, certfile=trusted.client_cert, keyfile=trusted.client_key)
+    broker = aq.Broker(f"amqps://guest:guest@127.0.0.1:{strict_node.ssl_port}/?{query}")
+    add = _adder(broker)
+    async with broker, running_worker(broker):
+        assert await (await add.kiq(2, 3)).result(timeout=10) == 5
+
+
+@pytest.mark.timeout(120)
+async def test_a_listener_that_requires_client_certificates_refuses_a_client_without_one(
+    strict_node: Node,
+) -> None:
+    query = _query(cafile=strict_node.certificates.ca, publish_timeout=30)
+    await _fails_fast(
+        f"amqps://guest:guest@127.0.0.1:{strict_node.ssl_port}/?{query}",
+        r"TLS with RabbitMQ failed.*CERTIFICATE_REQUIRED.*give certfile and keyfile",
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_a_client_certificate_its_ca_did_not_sign_is_refused(strict_node: Node) -> None:
+    foreign = strict_node.stranger
+    query = _query(
+        cafile=strict_node.certificates.ca,
+        certfile=foreign.client_cert,
+        keyfile=foreign.client_key,
+        publish_timeout=30,
+    )
+    await _fails_fast(
+        f"amqps://guest:guest@127.0.0.1:{strict_node.ssl_port}/?{query}",
+        r"TLS with RabbitMQ failed.*UNKNOWN_CA",
+    )
+
+
+async def _user_with_a_secret(node: Node) -> tuple[str, str]:
+    """A new user of vhost / whose password is a fresh secret."""
+    user, secret = f"user-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
+    await node.server.ctl("add_user", user, secret)
+    await node.server.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+    return user, secret
+
+
+@pytest.mark.timeout(120)
+async def test_a_wrong_password_fails_startup_at_once_and_shows_neither_password(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    user, right = await _user_with_a_secret(node)
+    wrong = f"pw-{uuid.uuid4().hex}"
+    caplog.set_level(logging.DEBUG)
+    url = f"amqp://{user}:{wrong}@127.0.0.1:{node.server.port}/?" + _query(publish_timeout=30)
+    error = await _fails_fast(url, "RabbitMQ refused the credentials in the broker URL")
+    assert_shown_nowhere(shown(caplog, error), right, wrong)
+
+
+@pytest.mark.timeout(120)
+async def test_a_task_run_with_the_right_password_logs_nothing_of_it(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    user, right = await _user_with_a_secret(node)
+    caplog.set_level(logging.DEBUG)
+    broker = aq.Broker(f"amqp://{user}:{right}@127.0.0.1:{node.server.port}/?" + _query())
+    add = _adder(broker)
+    async with broker, running_worker(broker):
+        assert await (await add.kiq(2, 3)).result(timeout=10) == 5
+    assert_shown_nowhere(shown(caplog) + repr(broker), right)
+
+
+@pytest.mark.timeout(120)
+async def test_aq_worker_with_a_wrong_password_exits_saying_so_without_the_password(
+    node: Node,
+) -> None:
+    user, right = await _user_with_a_secret(node)
+    wrong = f"pw-{uuid.uuid4().hex}"
+    url = f"amqp://{user}:{wrong}@127.0.0.1:{node.server.port}/?" + _query(publish_timeout=30)
+    code, output = await aq_command("worker", "tests.apps.remote:broker", url=url)
+    assert code == 2, output
+    assert "aq: error: connect: RabbitMQ refused the credentials in the broker URL" in output
+    assert_shown_nowhere(output, right, wrong)

@@ -17,7 +17,6 @@ import termios
 import time
 import tty
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.live import Live
@@ -25,6 +24,7 @@ from rich.live import Live
 from aq.broker import Broker
 from aq.errors import AQError
 from aq.monitor.top import TopState
+from aq.transport.kit import url_title
 
 __all__ = ["run_top"]
 
@@ -34,7 +34,7 @@ _ASK_EVERY = 3.0
 
 async def run_top(broker: Broker, interval: float) -> None:
     """Show the live view until q or Ctrl-C."""
-    state = TopState(_title(broker.url))
+    state = TopState(url_title(broker.url))
     quit_now = asyncio.Event()
     async with broker, broker.subscribe_events() as stream:
 
@@ -71,14 +71,6 @@ async def run_top(broker: Broker, interval: float) -> None:
 def _queues(broker: Broker, state: TopState) -> list[str]:
     """The app's queues and those seen in events."""
     return list(dict.fromkeys([*broker.queues, *state.seen_queues()]))
-
-
-def _title(url: str) -> str:
-    """The broker URL without its password or options."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @contextlib.contextmanager

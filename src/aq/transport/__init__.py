@@ -26,6 +26,7 @@ from aq.errors import ConfigurationError
 from aq.transport.admin import Admin, DeadLetter, QueueStats
 from aq.transport.base import Consumer, Delivery, Inbox, Transport
 from aq.transport.election import Election
+from aq.transport.kit import redact_url
 from aq.transport.store import Lease, RateDecision, SlotTurn, Store
 
 __all__ = [
@@ -128,7 +129,9 @@ def create_transport(url: str, options: Mapping[str, Any] | None = None) -> Tran
     """
     transport = _build("broker", _TRANSPORTS, "aq.transports", url, options)
     if not isinstance(transport, Transport):
-        raise ConfigurationError(f"the backend for {url!r} built {transport!r}, not a Transport")
+        raise ConfigurationError(
+            f"the backend for {redact_url(url)!r} built {transport!r}, not a Transport"
+        )
     return transport
 
 
@@ -136,7 +139,9 @@ def create_store(url: str, options: Mapping[str, Any] | None = None) -> Store:
     """Build the store for ``url`` (not yet connected); see :func:`create_transport`."""
     store = _build("store", _STORES, "aq.stores", url, options)
     if not isinstance(store, Store):
-        raise ConfigurationError(f"the backend for {url!r} built {store!r}, not a Store")
+        raise ConfigurationError(
+            f"the backend for {redact_url(url)!r} built {store!r}, not a Store"
+        )
     return store
 
 
@@ -149,20 +154,28 @@ def _build(
 ) -> Any:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"invalid {what} URL {url!r}: expected SCHEME://..., for example "
+            f"invalid {what} URL {_shown(url)}: expected SCHEME://..., for example "
             "'memory://', 'redis://127.0.0.1:6379/0' or 'amqp://guest:guest@127.0.0.1/'"
         )
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # an unbalanced "[" in the host, say
+        raise ConfigurationError(f"invalid {what} URL {_shown(url)}: {exc}") from None
     if scheme not in registry:
         _load_entry_points(group, registry)
     if scheme not in registry:
         known = ", ".join(f"{s}://" for s in sorted(registry))
         raise ConfigurationError(
-            f"unknown {what} URL scheme {scheme!r} in {url!r}; use one of {known}"
+            f"unknown {what} URL scheme {scheme!r} in {redact_url(url)!r}; use one of {known}"
         )
     factory = registry[scheme].load(scheme)
     given = {k: v for k, v in (options or {}).items() if v is not None}
     return factory(url, given)
+
+
+def _shown(url: object) -> str:
+    """``url`` as an error message may show it: without its password."""
+    return repr(redact_url(url)) if isinstance(url, str) else repr(url)
 
 
 def _load_entry_points(group: str, registry: dict[str, _Backend]) -> None:

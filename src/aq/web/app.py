@@ -17,7 +17,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import orjson
 from starlette.applications import Starlette
@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aq.broker import Broker
 from aq.errors import AQError
+from aq.transport.kit import url_title
 from aq.web import operations
 from aq.web.board import Board
 from aq.web.collect import Collector
@@ -63,14 +64,6 @@ class JSON(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-def _title(url: str) -> str:
-    """The broker URL without its password or options."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path if parts.scheme != 'memory' else ''}"
-
-
 class Dashboard:
     """The state behind one dashboard application."""
 
@@ -87,7 +80,7 @@ class Dashboard:
         self.auth = auth
         self.read_only = read_only
         self.allow_anonymous = allow_anonymous
-        self.board = Board(_title(broker.url), history)
+        self.board = Board(url_title(broker.url), history)
         self.collector = Collector(broker, self.board)
         self.streams = 0
         #: Tells this run of the dashboard from earlier ones, in stream event ids.

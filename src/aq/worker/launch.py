@@ -13,16 +13,25 @@
 
 The memory broker lives inside one process, so no process can isolate for
 another: its workers run crashed tasks again in place (crash mode ``inline``).
+
+Before the supervisor starts any child it connects to the broker once: a
+broker that refuses the app's configuration (wrong credentials, a TLS
+certificate that does not verify, a virtual host the user may not use) fails
+``aq worker`` at once with that error, where each child would fail in turn for
+as long as the supervisor restarted it. A broker that cannot be reached yet
+is left to the children, which keep trying.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aq.broker import Broker
+from aq.errors import BrokerError
 from aq.logs import event
 from aq.monitor.fleet import FleetMetrics
 from aq.monitor.http import bind
@@ -56,6 +65,8 @@ class Launch:
 def run_supervisor(broker: Broker, launch: Launch, processes: int) -> None:
     """Supervise ``processes`` workers, and the isolation worker for network brokers."""
     in_process = _in_process(broker, "each worker process has its own queues")
+    if not in_process:
+        _check_configuration(broker)
     isolation = None if in_process else launch.child_args("isolated")
     children = launch.child_args(_crash_mode(broker))
     options = launch.worker
@@ -94,6 +105,23 @@ def run_child(broker: Broker, launch: Launch) -> None:
     code = runner.run(broker, launch.worker, loop=launch.loop, watch_parent=True)
     if code:
         raise SystemExit(code)
+
+
+def _check_configuration(broker: Broker) -> None:
+    """Connect to the broker and disconnect (see the module docstring).
+
+    Raises:
+        aq.ConfigurationError: the broker refused the app's configuration.
+    """
+
+    async def connect() -> None:
+        try:
+            await broker.startup()
+        finally:
+            await broker.shutdown()
+
+    with contextlib.suppress(BrokerError):  # unreachable for now: the children retry
+        asyncio.run(connect())
 
 
 def _crash_mode(broker: Broker) -> CrashMode:

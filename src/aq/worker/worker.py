@@ -27,6 +27,7 @@ from aq.message import decode_control
 from aq.scheduling.leadership import check_scheduler
 from aq.scheduling.scheduler import Scheduler
 from aq.transport.base import Consumer, Delivery, Inbox
+from aq.transport.kit import redact_url
 from aq.worker.cluster import ClusterLimits
 from aq.worker.crashes import CrashMode, CrashPolicy
 from aq.worker.executor import Executor
@@ -228,7 +229,7 @@ class Worker:
             queues=",".join(self.queues),
             concurrency=self.concurrency,
             crashes=self.crashes.mode,
-            broker=_safe_url(self.broker.url),
+            broker=redact_url(self.broker.url),
             loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
@@ -445,14 +446,3 @@ def check_hold_limit(broker: Broker, queues: Sequence[str]) -> None:
             note="a run longer than the broker's consumer_timeout is taken back and run "
             "again; give these tasks a timeout",
         )
-
-
-def _safe_url(url: str) -> str:
-    """``url`` with any password replaced, for logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

@@ -20,6 +20,7 @@ import aiormq.exceptions as amqp_errors
 
 from aq.errors import BrokerError, ConfigurationError, ConnectionLost
 from aq.transport.kit import retry_until
+from aq.transport.kit.tls import tls_failure, tls_problem
 
 __all__ = ["CONNECTION_ERRORS", "Unroutable", "retrying", "translated"]
 
@@ -35,22 +36,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+_PORT = "RabbitMQ's TLS listener"  # for messages
+
 
 class Unroutable(BrokerError):
     """A mandatory message came back, or its exchange is missing: someone deleted
     what this process had declared."""
-
-
-def _tls_problem(exc: BaseException) -> BaseException | None:
-    """The TLS set-up error behind ``exc``, if any: one that no retry will fix."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        if isinstance(seen, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(seen):
-            return seen  # TLS spoken to a port that does not speak it
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 @contextlib.contextmanager
@@ -64,10 +55,7 @@ def translated(what: str) -> Iterator[None]:
             f"{what}: cannot read a TLS file named in the broker URL: {exc}"
         ) from exc
     except ssl.SSLError as exc:
-        raise ConfigurationError(
-            f"{what}: TLS with RabbitMQ failed: {exc} (check cafile, certfile and keyfile "
-            "in the broker URL, and that the port is RabbitMQ's TLS listener)"
-        ) from exc
+        raise ConfigurationError(f"{what}: {tls_failure('RabbitMQ', exc, _PORT)}") from exc
     except (amqp_errors.AuthenticationError, amqp_errors.ProbableAuthenticationError) as exc:
         raise ConfigurationError(
             f"{what}: RabbitMQ refused the credentials in the broker URL ({exc})"
@@ -99,11 +87,8 @@ def translated(what: str) -> Iterator[None]:
     except amqp_errors.ChannelNotFoundEntity as exc:
         raise Unroutable(f"{what}: RabbitMQ has no such exchange or queue ({exc})") from exc
     except CONNECTION_ERRORS as exc:
-        if (problem := _tls_problem(exc)) is not None:
-            raise ConfigurationError(
-                f"{what}: TLS with RabbitMQ failed: {problem} (check cafile, certfile and "
-                "keyfile in the broker URL, and that the port is RabbitMQ's TLS listener)"
-            ) from exc
+        if (problem := tls_problem(exc)) is not None:
+            raise ConfigurationError(f"{what}: {tls_failure('RabbitMQ', problem, _PORT)}") from exc
         raise ConnectionLost(f"{what}: lost the connection to RabbitMQ ({exc!r})") from exc
     except amqp_errors.AMQPError as exc:
         raise BrokerError(f"{what}: RabbitMQ said {exc}") from exc

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aq.errors import ConfigurationError
-from aq.transport.kit import CommonSettings, read_options
+from aq.transport.kit import CommonSettings, read_options, redact_url
 from aq.transport.kit.options import option
 
 __all__ = ["QUEUE_TYPES", "AmqpSettings", "parse_url"]
@@ -79,10 +79,11 @@ def parse_url(url: str, overrides: Mapping[str, Any] | None = None) -> tuple[str
     """
     parts = urlsplit(url)
     if parts.scheme not in ("amqp", "amqps"):
-        raise ConfigurationError(f"not an AMQP URL: {url!r}")
+        raise ConfigurationError(f"not an AMQP URL: {redact_url(url)!r}")
     if not parts.hostname:
         raise ConfigurationError(
-            f"the broker URL {url!r} names no host: write amqp://user:password@host:5672/vhost"
+            f"the broker URL {redact_url(url)!r} names no host: "
+            "write amqp://user:password@host:5672/vhost"
         )
     clean, settings = read_options(url, AmqpSettings, overrides)
     parts = urlsplit(clean)

@@ -11,13 +11,15 @@
   the event loop in one go on the next (:class:`LoopTurn`), and sharing one
   batch's outcome among its callers (:func:`complete`);
 * :mod:`~aq.transport.kit.options`: aq's options in a broker URL's query
-  string, those common to every transport declared once (:class:`CommonSettings`).
+  string, those common to every transport declared once (:class:`CommonSettings`),
+  and a broker URL fit to show, without its password (:func:`redact_url`,
+  :func:`url_title`).
 
 A backend built on these fills in only what its server does differently.
 """
 
 from aq.transport.kit.consumer import BufferedConsumer, OnceDelivery, connected
-from aq.transport.kit.options import CommonSettings, read_options
+from aq.transport.kit.options import CommonSettings, read_options, redact_url, url_title
 from aq.transport.kit.retry import ReconnectDelay, retry_until
 from aq.transport.kit.turns import LoopTurn, complete
 
@@ -30,5 +32,7 @@ __all__ = [
     "complete",
     "connected",
     "read_options",
+    "redact_url",
+    "url_title",
     "retry_until",
 ]

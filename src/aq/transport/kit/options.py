@@ -9,6 +9,11 @@ takes aq's options out of the URL (the client library gets the rest), converts
 each to its field's type, runs the checks and builds the settings, so an
 invalid option fails when the broker is built, naming the option and what it
 accepts.
+
+A broker URL may hold a password, so it is never shown as given: logs, error
+messages and reprs show :func:`redact_url`'s copy, with the password (in the
+user part or a ``password`` query parameter) replaced by ``***``, or
+:func:`url_title`'s, which names only the scheme, the hosts and the path.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aq.errors import ConfigurationError
 
-__all__ = ["CommonSettings", "check_positive", "read_options"]
+__all__ = ["CommonSettings", "check_positive", "read_options", "redact_url", "url_title"]
 
 S = TypeVar("S", bound="CommonSettings")
+
+#: Query parameters whose values are secrets: redis-py takes a ``password`` there,
+#: and ``ssl_password`` unlocks a TLS key.
+_SECRET_PARAMETERS = frozenset({"password", "ssl_password"})
+_HIDDEN = "***"
 
 #: A check of one option: what is wrong with the value, or None.
 Check = Callable[[Any], "str | None"]
@@ -121,3 +131,43 @@ def _convert(field: dataclasses.Field[Any], value: Any) -> Any:
     if problem:
         raise ConfigurationError(f"invalid {field.name}={value!r} in the broker URL: {problem}")
     return parsed
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to show: the password in its user part, and the values of its
+    ``password`` and ``ssl_password`` query parameters, replaced by ``***``.
+
+    Works on every scheme aq takes, several hosts included
+    (``redis+sentinel://:pw@h1:26379,h2:26379/mymaster``); a URL too malformed to
+    split shows only its scheme.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced "[" in the host, say
+        return f"{url.partition(':')[0]}://{_HIDDEN}"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    netloc = f"{user}:{_HIDDEN}@{hosts}" if at and colon and password else parts.netloc
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key in _SECRET_PARAMETERS for key, _ in pairs):
+        query = urlencode(
+            [(key, _HIDDEN if key in _SECRET_PARAMETERS else value) for key, value in pairs],
+            safe="*/",
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # Put together by hand: urlunsplit drops the "//" of an empty host ("memory://").
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def url_title(url: str) -> str:
+    """``url`` as a title names the broker: its scheme, hosts and path, without the
+    user, the password or the options (several hosts included, as Sentinel and
+    Cluster URLs have them)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{url.partition(':')[0]}://"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

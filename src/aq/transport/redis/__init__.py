@@ -5,7 +5,7 @@
 Inside the package every module depends on :mod:`.context` (the client, the
 settings, the key names), never on the transport: ``transport`` → ``consumer`` →
 ``delivery``; ``transport`` → ``inbox``, ``admin``, ``store``; all of them →
-``context`` → ``batch``, ``connection``, ``keys``, ``scripts``.
+``context`` → ``batch``, ``connection`` (→ ``tls``), ``keys``, ``scripts``.
 """
 
 from aq.transport.redis.store import RedisStore

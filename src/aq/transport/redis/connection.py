@@ -5,9 +5,13 @@ URL reaches redis-py), so one ``AQ_BROKER_URL`` says everything:
 
     redis://:secret@10.0.0.5:6379/0?prefix=shop&visibility_timeout=60
 
+TLS (``rediss://`` and its ``cafile``, ``certfile``, ``keyfile`` options) is
+:mod:`aq.transport.redis.tls`.
+
 Every redis-py exception is translated here into aq's tree: connection
 problems become :class:`aq.ConnectionLost` (or :class:`aq.BrokerUnavailable`
-once a deadline passes), anything else :class:`aq.BrokerError`.
+once a deadline passes), refused credentials and a failed TLS set-up
+:class:`aq.ConfigurationError`, anything else :class:`aq.BrokerError`.
 
 A connection that silently stops passing packets (a partition, a dead NAT
 entry: no FIN, no RST) is noticed by the socket timeout: every command, the
@@ -34,8 +38,10 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from aq.errors import BrokerError, ConfigurationError, ConnectionLost
-from aq.transport.kit import CommonSettings, read_options, retry_until
+from aq.transport.kit import CommonSettings, read_options, redact_url, retry_until
 from aq.transport.kit.options import option
+from aq.transport.kit.tls import tls_failure, tls_problem
+from aq.transport.redis import tls
 
 __all__ = [
     "RedisSettings",
@@ -88,11 +94,18 @@ class RedisSettings(CommonSettings):
         socket_timeout: seconds Redis may leave a command unanswered before its
             connection counts as dead (so a silent partition is noticed within
             this); at least 2, since blocking reads wait 1 s for an answer.
+        cafile, capath, certfile, keyfile, no_verify_ssl: TLS, for ``rediss://``
+            URLs only (see :mod:`aq.transport.redis.tls`).
     """
 
     visibility_timeout: float = option(60.0)
     max_connections: int = option(64)
     socket_timeout: float = option(5.0, _check_socket_timeout)
+    cafile: str | None = option(None, tls.check_path)
+    capath: str | None = option(None, tls.check_path)
+    certfile: str | None = option(None, tls.check_path)
+    keyfile: str | None = option(None, tls.check_path)
+    no_verify_ssl: int = option(0, tls.check_flag)
 
 
 _SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
@@ -102,11 +115,15 @@ def parse_url(url: str, given: Mapping[str, Any] | None = None) -> tuple[str, Re
     """Split ``url`` into the URL for redis-py and aq's settings.
 
     Raises:
-        aq.ConfigurationError: an aq option has an invalid value.
+        aq.ConfigurationError: an aq option has an invalid value, or TLS options
+            are given for a URL that is not ``rediss://``.
     """
-    if urlsplit(url).scheme not in _SCHEMES:
-        raise ConfigurationError(f"not a Redis URL: {url!r}")
-    return read_options(url, RedisSettings, given)
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise ConfigurationError(f"not a Redis URL: {redact_url(url)!r}")
+    clean, settings = read_options(url, RedisSettings, given)
+    tls.check_scheme(scheme, settings)
+    return clean, settings
 
 
 @contextlib.contextmanager
@@ -121,6 +138,8 @@ def translated(what: str) -> Any:
             f"{what}: Redis refused the credentials in the broker URL ({exc})"
         ) from exc
     except CONNECTION_ERRORS as exc:
+        if (problem := tls_problem(exc)) is not None:
+            raise ConfigurationError(f"{what}: {tls_failure('Redis', problem, tls.PORT)}") from exc
         raise ConnectionLost(f"{what}: lost the connection to Redis ({exc})") from exc
     except redis_errors.RedisError as exc:
         raise BrokerError(f"{what}: Redis said {exc}") from exc
@@ -191,7 +210,9 @@ def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
     the clients of the sentinels themselves (to close along with it).
 
     Direct connections use a blocking pool, so a burst of callers waits for a
-    free connection instead of failing with "Too many connections". Sentinel URLs
+    free connection instead of failing with "Too many connections"; for
+    ``rediss://`` URLs the TLS files are read here, so a bad one fails start-up
+    (:class:`aq.ConfigurationError`). Sentinel URLs
     look like ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``;
     the password (if any) is used for the master and the sentinels alike.
     """
@@ -200,8 +221,14 @@ def make_client(url: str, settings: RedisSettings) -> tuple[Redis, list[Redis]]:
     options = _socket_options(settings)
     if not url.startswith("redis+sentinel://"):
         pool = BlockingConnectionPool.from_url(
-            url, max_connections=settings.max_connections, timeout=None, **options
+            url,
+            max_connections=settings.max_connections,
+            timeout=None,
+            **options,
+            **tls.client_options(settings),
         )
+        if url.startswith("rediss://"):
+            tls.check_files(pool.connection_kwargs)
         return Redis.from_pool(pool), []  # the client owns the pool and closes it
     parts = urlsplit(url)
     password, nodes = _nodes(parts.netloc)

@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from aq.errors import BrokerError
 from aq.transport.kit import connected
-from aq.transport.redis import scripts
+from aq.transport.redis import scripts, tls
 from aq.transport.redis.batch import Batcher
 from aq.transport.redis.connection import (
     RedisSettings,
@@ -72,8 +72,13 @@ class RedisContext:
         if self._client is not None:
             return
         client, self._sentinels = make_client(self.client_url, self.settings)
+
+        async def ping() -> Any:
+            # A TLS mismatch can look like an outage: ``explained`` tells them apart.
+            return await tls.explained(self.client_url, client.ping())
+
         try:
-            await retrying("connect", client.ping, self.settings.publish_timeout)
+            await retrying("connect", ping, self.settings.publish_timeout)
         except BaseException:
             await self._close_clients(client)
             raise
