@@ -177,6 +177,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 "{:.0%}",
                 functools.partial(operator.le, least),
             )
+            varied_p50 = _median(variant, "p50_ms")
+            if varied_p50 is not None:  # a variant that also measures the round trip
+                most = 2 - least
+                add(
+                    f"{name}: round trip p50 with {feature} ≤ {most:.0%} of plain aq's",
+                    varied_p50 / p50 if p50 else None,
+                    "{:.0%}",
+                    functools.partial(operator.ge, most),
+                )
     return rows
 
 

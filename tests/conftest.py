@@ -9,7 +9,7 @@ import subprocess
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -187,6 +187,26 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[aq.Broker]:
     finally:
         if kind.startswith("redis"):
             await _delete_prefix(b.url)
+
+
+@pytest.fixture
+async def twin_of(broker: aq.Broker) -> AsyncIterator[Callable[..., aq.Broker]]:
+    """Makes more brokers on ``broker``'s server, with options of their own
+    (signing keys, a serializer, compression); shut down afterwards, their
+    RabbitMQ queues purged."""
+    made: list[aq.Broker] = []
+
+    def make(**options: Any) -> aq.Broker:
+        made.append(aq.Broker(broker.url, **options))
+        return made[-1]
+
+    yield make
+    for other in made:
+        if broker.url.startswith("amqp"):
+            await other.startup()
+            await other.transport.purge_namespace()  # type: ignore[attr-defined]
+            _amqp_declared.update(other.transport.declarer.declared)  # type: ignore[attr-defined]
+        await other.shutdown()
 
 
 _STORE_URLS: weakref.WeakKeyDictionary[aq.Broker, str | None] = weakref.WeakKeyDictionary()

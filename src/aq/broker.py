@@ -169,20 +169,18 @@ class Broker:
             create_store(given) if isinstance(given, str) else given or self.transport.store()
         )
         self._own_store = given is not None
-        #: What payloads are written with (JSON unless ``serializer`` says).
-        self.serializer: Serializer = (
-            serializer_for(serializer or "json")
-            if serializer is None or isinstance(serializer, str)
-            else serializer
-        )
+        if serializer is None or isinstance(serializer, str):
+            serializer = serializer_for(serializer or "json")
         #: Frames, signs, compresses and bounds every message (:mod:`aq.envelope`).
         self.codec = Codec(
-            self.serializer,
-            keyring=_keyring(signing_keys, sign_with, require_signatures),
+            serializer,
+            keyring=Keyring.configure(signing_keys, sign_with, require_signatures),
             compression=compression,
             compress_above=compress_above,
             max_size=max_message_size,
         )
+        #: What payloads are written with (JSON unless ``serializer`` says).
+        self.serializer: Serializer = self.codec.serializer
         self.middleware: list[Middleware] = list(middleware)
         self.default_queue = default_queue
         self.result_ttl = check_seconds("result_ttl", result_ttl)
@@ -543,14 +541,3 @@ class Broker:
     def queue_names(self, queues: Sequence[str] | None) -> list[str]:
         """``queues`` if given, else every queue the registered tasks use."""
         return list(queues) if queues else self.queues
-
-
-def _keyring(
-    keys: Mapping[str, str | bytes] | None, sign_with: str | None, required: bool | None
-) -> Keyring | None:
-    """The signing keys given, else those of the environment, else none."""
-    if keys is None:
-        if sign_with is not None:
-            raise ConfigurationError("sign_with names a key of signing_keys: give signing_keys too")
-        return Keyring.from_env(required=required)
-    return Keyring(keys, sign_with, required=True if required is None else required)

@@ -200,22 +200,41 @@ def encode_reply(
     reply: Reply, serializer: Serializer | Codec, content_type: str | None = None
 ) -> bytes:
     """Encode a reply, through a :class:`Codec` in ``content_type`` if given (the
-    producer's, from its task message).
+    producer's, from its task message). Through a codec, an error reply over its
+    ``max_size`` (which the producer would not read) has its message and
+    traceback cut to fit.
 
     Raises:
-        aq.SerializationError: it cannot be encoded, or a codec's reply is over
-            its ``max_size``, which the producer would not read.
+        aq.SerializationError: it cannot be encoded, or another kind of reply is
+            over the codec's ``max_size``.
     """
     if not isinstance(serializer, Codec):
         return serializer.dumps(reply.to_dict())
-    body, size = serializer.encode(reply.to_dict(), content_type=content_type)
-    size, limit = max(size, len(body)), serializer.max_size
-    if size > limit:
-        raise SerializationError(
-            f"its {reply.kind} is {size} bytes encoded, over max_message_size ({limit}): "
-            "return a reference to the data instead"
-        )
-    return body
+    limit = serializer.max_size
+    for share in (0, 4, 16):  # an error's text is cut to fit, so the error arrives
+        if share:
+            if reply.kind != "error" or not isinstance(reply.payload, dict):
+                break
+            reply = _cut(reply, limit // share)
+        body, size = serializer.encode(reply.to_dict(), content_type=content_type)
+        if max(size, len(body)) <= limit:
+            return body
+    raise SerializationError(
+        f"its {reply.kind} is {max(size, len(body))} bytes encoded, over max_message_size "
+        f"({limit}): return a reference to the data instead"
+    )
+
+
+def _cut(reply: Reply, most: int) -> Reply:
+    """An error reply whose message keeps its first ``most`` characters and whose
+    traceback keeps its last (where the error was raised)."""
+    payload = dict(reply.payload)
+    text, trace = str(payload.get("message", "")), str(payload.get("traceback", ""))
+    if len(text) > most:
+        payload["message"] = text[:most] + " ... (cut to fit max_message_size)"
+    if len(trace) > most:
+        payload["traceback"] = "... (cut to fit max_message_size)\n" + trace[-most:]
+    return Reply(reply.correlation_id, reply.task_id, reply.kind, payload, reply.seq, reply.member)
 
 
 def _object(

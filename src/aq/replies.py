@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aq import background
-from aq.errors import AQError, MessageDecodeError
+from aq.errors import AQError, MessageDecodeError, UntrustedMessage
 from aq.message import Reply, decode_reply
 from aq.serializer import Serializer
 from aq.transport.base import Inbox, Transport
@@ -160,7 +160,8 @@ class ReplyListener:
         try:
             reply = decode_reply(body, self._serializer)
         except MessageDecodeError as exc:
-            log.warning("dropping undecodable reply: %s", exc)
+            what = "untrusted" if isinstance(exc, UntrustedMessage) else "undecodable"
+            log.warning("dropping %s reply: %s", what, exc)
             return
         waiter = self._waiters.get(reply.correlation_id)
         if waiter is not None:

@@ -131,6 +131,25 @@ class Keyring:
             required = flag in ("true", "1", "yes")
         return cls(keys, env.get(ENV_SIGN_WITH) or None, required=required)
 
+    @classmethod
+    def configure(
+        cls, keys: Mapping[str, str | bytes] | None, sign_with: str | None, required: bool | None
+    ) -> Keyring | None:
+        """The keys given (``aq.Broker(signing_keys=...)``), else those of the
+        environment (:meth:`from_env`), else none; ``required`` unless
+        ``require_signatures`` says otherwise.
+
+        Raises:
+            aq.ConfigurationError: as for the constructor, or ``sign_with`` without keys.
+        """
+        if keys is None:
+            if sign_with is not None:
+                raise ConfigurationError(
+                    "sign_with names a key of signing_keys: give signing_keys too"
+                )
+            return cls.from_env(required=required)
+        return cls(keys, sign_with, required=True if required is None else required)
+
     @property
     def key_ids(self) -> list[str]:
         """The ids of the accepted keys, sorted."""

@@ -52,3 +52,27 @@ async def test_a_deeply_nested_body_is_dead_lettered_and_work_goes_on(broker: aq
     [letter] = await broker.admin.dead_letters("default")
     assert letter.reason.startswith("undecodable message: ")
     assert "depth limit exceeded" in letter.reason
+
+
+async def test_a_result_over_the_size_limit_fails_the_task_saying_so(broker: aq.Broker) -> None:
+    @broker.task
+    async def huge() -> str:
+        return "x" * (broker.max_message_size + 1)
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed, match="over max_message_size") as caught:
+            await (await huge.kiq()).result(timeout=10)
+    assert caught.value.remote_type == "aq.errors.SerializationError"
+
+
+async def test_an_error_over_the_size_limit_arrives_cut_to_fit(broker: aq.Broker) -> None:
+    @broker.task
+    async def loud() -> None:
+        raise ValueError("x" * (broker.max_message_size + 1))
+
+    async with running_worker(broker):
+        with pytest.raises(aq.TaskFailed) as caught:
+            await (await loud.kiq()).result(timeout=10)
+    assert caught.value.remote_type == "ValueError"
+    assert caught.value.remote_message.startswith("xxxx")
+    assert caught.value.remote_message.endswith("... (cut to fit max_message_size)")

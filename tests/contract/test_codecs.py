@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import zlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import zstandard
@@ -18,29 +17,10 @@ from aq.envelope import MAGIC, frame_info
 from aq.message import TaskMessage, new_id
 from aq.task import SendOptions
 from aq.testing import running_worker
-from tests.conftest import _amqp_declared
 
 Make = Callable[..., aq.Broker]
 BLOB = bytes(range(256)) * 40  # 10 KiB of bytes that are not text
 TEXT = "the quick brown fox jumps over the lazy dog " * 240  # about 10 KB of JSON
-
-
-@pytest.fixture
-async def twin_of(broker: aq.Broker) -> AsyncIterator[Make]:
-    """Makes brokers on ``broker``'s server with other codec options."""
-    made: list[aq.Broker] = []
-
-    def make(**options: Any) -> aq.Broker:
-        made.append(aq.Broker(broker.url, **options))
-        return made[-1]
-
-    yield make
-    for other in made:
-        if broker.url.startswith("amqp"):
-            await other.startup()
-            await other.transport.purge_namespace()  # type: ignore[attr-defined]
-            _amqp_declared.update(other.transport.declarer.declared)  # type: ignore[attr-defined]
-        await other.shutdown()
 
 
 def _echo(broker: aq.Broker) -> aq.Task[[bytes, str], tuple[bytes, str]]:

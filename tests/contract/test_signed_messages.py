@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -18,7 +18,6 @@ from aq.message import Reply, TaskMessage, encode_reply, new_id
 from aq.serializer import JSONSerializer
 from aq.signing import Keyring
 from aq.testing import running_worker
-from tests.conftest import _amqp_declared
 
 OLD = "old-secret-of-at-least-thirty-two-bytes-000"
 NEW = "new-secret-of-at-least-thirty-two-bytes-111"
@@ -28,21 +27,13 @@ Make = Callable[..., aq.Broker]
 
 
 @pytest.fixture
-async def signed(broker: aq.Broker) -> AsyncIterator[Make]:
-    """Makes brokers on ``broker``'s server that sign with the keys given."""
-    made: list[aq.Broker] = []
+def signed(twin_of: Make) -> Make:
+    """Makes brokers on the test broker's server that sign with the keys given."""
 
     def make(keys: Mapping[str, str] = KEYS, sign_with: str | None = None) -> aq.Broker:
-        made.append(aq.Broker(broker.url, signing_keys=keys, sign_with=sign_with))
-        return made[-1]
+        return twin_of(signing_keys=keys, sign_with=sign_with)
 
-    yield make
-    for other in made:
-        if broker.url.startswith("amqp"):
-            await other.startup()
-            await other.transport.purge_namespace()  # type: ignore[attr-defined]
-            _amqp_declared.update(other.transport.declarer.declared)  # type: ignore[attr-defined]
-        await other.shutdown()
+    return make
 
 
 def _counting(broker: aq.Broker, calls: list[Any]) -> aq.Task[[int], int]:
@@ -117,12 +108,12 @@ async def test_an_unsigned_message_is_dead_lettered_and_never_run(signed: Make) 
 
 
 async def test_a_worker_not_requiring_signatures_runs_unsigned_and_signed_messages(
-    broker: aq.Broker, signed: Make
+    twin_of: Make,
 ) -> None:
-    lenient = aq.Broker(broker.url, signing_keys=KEYS, require_signatures=False)
+    lenient = twin_of(signing_keys=KEYS, require_signatures=False)
     calls: list[Any] = []
     double = _counting(lenient, calls)
-    plain = aq.Broker(broker.url)
+    plain = twin_of()
     unsigned = plain.task(name="double")(double.fn)
     async with lenient, plain, running_worker(lenient):
         assert await (await double.kiq(1)).result(timeout=10) == 2
@@ -220,3 +211,21 @@ async def test_forged_event_batches_are_skipped(broker: aq.Broker, signed: Make)
         event = await asyncio.wait_for(events.next(), 10)
         assert event.fields["task_id"] == "genuine"
         assert events.skipped == 1
+
+
+async def test_a_signed_message_moved_to_the_isolation_queue_still_runs_there(
+    signed: Make,
+) -> None:
+    worker_broker = signed()
+    calls: list[Any] = []
+    double = _counting(worker_broker, calls)
+    async with worker_broker:
+        handle = await double.kiq(4)
+        consumer = await worker_broker.transport.consume(["default"], 1)
+        try:
+            await (await consumer.get()).isolate()  # as after its workers died twice
+        finally:
+            await consumer.close()
+        async with running_worker(worker_broker, crashes="isolated"):
+            assert await handle.result(timeout=10) == 8
+    assert calls == [4]

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-__all__ = ["Certificates", "make_authority", "make_certificates"]
+import aq
+
+__all__ = ["FAST", "Certificates", "fails_fast", "make_authority", "make_certificates"]
+
+#: Seconds within which a TLS mistake is reported (publish_timeout is 30 in the tests).
+FAST = 5.0
 
 
 @dataclass(frozen=True)
@@ -111,3 +117,14 @@ def make_certificates(directory: Path) -> Certificates:
         client_cert=directory / "client.pem",
         client_key=directory / "client.key",
     )
+
+
+async def fails_fast(url: str, pattern: str) -> aq.ConfigurationError:
+    """Start a broker on ``url``; it must fail with a ConfigurationError matching
+    ``pattern`` within :data:`FAST` seconds although its publish_timeout allows 30:
+    a TLS mistake is not retried, since it cannot fix itself."""
+    started = time.monotonic()
+    with pytest.raises(aq.ConfigurationError, match=pattern) as caught:
+        await aq.Broker(url).startup()
+    assert time.monotonic() - started < FAST
+    return caught.value

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import pytest_asyncio
 
 import aq
 from aq.testing import running_worker
-from tests.reliability.certs import Certificates, make_certificates
+from tests.reliability.certs import Certificates, fails_fast, make_certificates
 from tests.reliability.leaks import aq_command, assert_shown_nowhere, shown
 from tests.reliability.rabbit import RabbitServer, _free_ports
 
@@ -34,7 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 VHOST = "aq-test"
 USER, PASSWORD = "app", "s3cret"
-FAST = 5.0  # seconds: a refusal is reported well within this, and publish_timeout is 30
 
 
 @dataclass(frozen=True)
@@ -129,16 +127,6 @@ async def test_an_amqps_url_with_a_cafile_runs_a_task_over_tls(node: Node) -> No
         assert await (await add.kiq(2, 3)).result(timeout=10) == 5
 
 
-async def _fails_fast(url: str, pattern: str) -> aq.ConfigurationError:
-    """Start a broker on ``url``; it must fail with a ConfigurationError matching
-    ``pattern`` within FAST seconds although publish_timeout allows 30."""
-    started = time.monotonic()
-    with pytest.raises(aq.ConfigurationError, match=pattern) as caught:
-        await aq.Broker(url).startup()
-    assert time.monotonic() - started < FAST  # not retried: it cannot fix itself
-    return caught.value
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("which", ["the system's CAs", "a stranger CA"])
 async def test_a_ca_that_did_not_sign_the_servers_certificate_fails_at_once(
@@ -148,7 +136,7 @@ async def test_a_ca_that_did_not_sign_the_servers_certificate_fails_at_once(
     if which == "a stranger CA":
         options["cafile"] = node.stranger.ca
     url = f"amqps://guest:guest@127.0.0.1:{node.ssl_port}/?" + _query(**options)
-    await _fails_fast(url, r"TLS with RabbitMQ failed.*CERTIFICATE_VERIFY.*not signed by the CA")
+    await fails_fast(url, r"TLS with RabbitMQ failed.*CERTIFICATE_VERIFY.*not signed by the CA")
 
 
 @pytest.mark.timeout(120)
@@ -204,7 +192,7 @@ async def test_a_listener_that_requires_client_certificates_refuses_a_client_wit
     strict_node: Node,
 ) -> None:
     query = _query(cafile=strict_node.certificates.ca, publish_timeout=30)
-    await _fails_fast(
+    await fails_fast(
         f"amqps://guest:guest@127.0.0.1:{strict_node.ssl_port}/?{query}",
         r"TLS with RabbitMQ failed.*CERTIFICATE_REQUIRED.*give certfile and keyfile",
     )
@@ -219,7 +207,7 @@ async def test_a_client_certificate_its_ca_did_not_sign_is_refused(strict_node: 
         keyfile=foreign.client_key,
         publish_timeout=30,
     )
-    await _fails_fast(
+    await fails_fast(
         f"amqps://guest:guest@127.0.0.1:{strict_node.ssl_port}/?{query}",
         r"TLS with RabbitMQ failed.*UNKNOWN_CA",
     )
@@ -241,7 +229,7 @@ async def test_a_wrong_password_fails_startup_at_once_and_shows_neither_password
     wrong = f"pw-{uuid.uuid4().hex}"
     caplog.set_level(logging.DEBUG)
     url = f"amqp://{user}:{wrong}@127.0.0.1:{node.server.port}/?" + _query(publish_timeout=30)
-    error = await _fails_fast(url, "RabbitMQ refused the credentials in the broker URL")
+    error = await fails_fast(url, "RabbitMQ refused the credentials in the broker URL")
     assert_shown_nowhere(shown(caplog, error), right, wrong)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,10 +27,8 @@ from redis.asyncio import Redis
 
 import aq
 from aq.testing import running_worker
-from tests.reliability.certs import Certificates, make_certificates
+from tests.reliability.certs import Certificates, fails_fast, make_certificates
 from tests.reliability.conftest import _free_port, _kill, _until
-
-FAST = 5.0  # seconds: a mistake is reported well within this, and publish_timeout is 30
 
 
 @dataclass(frozen=True)
@@ -134,16 +131,6 @@ async def _runs_a_task(url: str) -> None:
         assert await (await add.kiq(2, 3)).result(timeout=10) == 5
 
 
-async def _fails_fast(url: str, pattern: str) -> aq.ConfigurationError:
-    """Start a broker on ``url``; it must fail with a ConfigurationError matching
-    ``pattern`` within FAST seconds although publish_timeout allows 30."""
-    started = time.monotonic()
-    with pytest.raises(aq.ConfigurationError, match=pattern) as caught:
-        await aq.Broker(url).startup()
-    assert time.monotonic() - started < FAST  # not retried: it cannot fix itself
-    return caught.value
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "option",
@@ -176,7 +163,7 @@ async def test_a_ca_that_did_not_sign_the_servers_certificate_fails_at_once(
     options: dict[str, object] = {"publish_timeout": 30}
     if which == "a stranger CA":
         options["cafile"] = pki.stranger.ca
-    error = await _fails_fast(
+    error = await fails_fast(
         server.url(**options), r"^connect: TLS with Redis failed: .*CERTIFICATE_VERIFY_FAILED"
     )
     assert "check cafile, certfile and keyfile in the broker URL" in str(error)
@@ -195,14 +182,12 @@ async def test_tls_to_the_plain_port_fails_saying_it_is_not_the_tls_port(
         publish_timeout=30,
         socket_connect_timeout=1,
     )
-    await _fails_fast(url, r"TLS with Redis failed: .* answers in plain text.*tls-port")
+    await fails_fast(url, r"TLS with Redis failed: .* answers in plain text.*tls-port")
 
 
 @pytest.mark.timeout(30)
 async def test_plain_text_to_the_tls_port_fails_saying_to_use_rediss(server: TlsRedis) -> None:
-    await _fails_fast(
-        server.url("redis", publish_timeout=30), r"speaks TLS .*: use a rediss:// URL"
-    )
+    await fails_fast(server.url("redis", publish_timeout=30), r"speaks TLS .*: use a rediss:// URL")
 
 
 @pytest.mark.timeout(30)
@@ -210,17 +195,17 @@ async def test_a_tls_file_that_cannot_be_read_or_used_fails_at_startup_naming_it
     server: TlsRedis, pki: Pki, tmp_path: Path
 ) -> None:
     missing = tmp_path / "nowhere" / "ca.pem"
-    await _fails_fast(
+    await fails_fast(
         server.url(cafile=missing, publish_timeout=30),
         rf"cannot read the TLS file cafile={missing} in the broker URL: No such file",
     )
     mismatched = {"certfile": pki.trusted.client_cert, "keyfile": pki.trusted.key}
-    await _fails_fast(
+    await fails_fast(
         server.url(cafile=pki.trusted.ca, publish_timeout=30, **mismatched),
         r"TLS with Redis failed: cannot use the certificate, key or CA files .*KEY_VALUES_MISMATCH",
     )
     (junk := tmp_path / "junk.pem").write_text("not a certificate\n")
-    await _fails_fast(
+    await fails_fast(
         server.url(cafile=junk, publish_timeout=30), r"cannot use the certificate, key or CA"
     )
 
@@ -229,7 +214,7 @@ async def test_a_tls_file_that_cannot_be_read_or_used_fails_at_startup_naming_it
 async def test_a_server_that_requires_client_certificates_refuses_a_client_without_one(
     strict_server: TlsRedis, pki: Pki
 ) -> None:
-    await _fails_fast(
+    await fails_fast(
         strict_server.url(cafile=pki.trusted.ca, publish_timeout=30),
         r"TLS with Redis failed: .*CERTIFICATE_REQUIRED.*certfile",
     )
@@ -240,7 +225,7 @@ async def test_a_client_certificate_its_ca_did_not_sign_is_refused(
     strict_server: TlsRedis, pki: Pki
 ) -> None:
     foreign = {"certfile": pki.stranger.client_cert, "keyfile": pki.stranger.client_key}
-    await _fails_fast(
+    await fails_fast(
         strict_server.url(cafile=pki.trusted.ca, publish_timeout=30, **foreign),
         r"TLS with Redis failed: ",
     )
