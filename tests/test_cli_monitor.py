@@ -124,9 +124,12 @@ async def _tmux(*args: str, check: bool = True) -> str:
 
 
 def _counted(screen: list[str]) -> bool:
-    """Whether aq top shows the 25 successes of ``work``."""
+    """Whether aq top shows the 25 successes of ``work``, and both workers (a
+    worker's row comes with its first heartbeat or online event, which under
+    load may follow its tasks' events)."""
     rows = [line for line in screen if "tests.apps.monitored.work" in line]
-    return bool(rows) and rows[0].split("│")[2].strip() == "25"
+    online = [line for line in screen if "online" in line]
+    return bool(rows) and rows[0].split("│")[2].strip() == "25" and len(online) == 2
 
 
 async def _until_shown(session: str, shows: Callable[[list[str]], bool]) -> list[str]:
