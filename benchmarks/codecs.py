@@ -63,7 +63,7 @@ def records() -> list[dict[str, Any]]:
 def _broker(kind: str, options: dict[str, Any]) -> aq.Broker:
     broker = aq.Broker(URLS[kind].format(id=uuid.uuid4().hex[:10]), **options)
 
-    @broker.task(name="bench.rows")
+    @broker.task(name="bench.rows", timeout=60)
     async def rows(items: list[dict[str, Any]]) -> int:
         return len(items)
 
