@@ -6,8 +6,10 @@ whose one argument is about 10 KB of JSON records are queued with no worker
 running, then one worker in the same process drains them; the figure is
 tasks/s from the worker's start until every result is back. Beside each rate:
 the bytes of one task message as it goes on the wire, and the rate as a share
-of plain JSON's. The per-message costs of the envelope alone (encode and open,
-with and without a signature) are timed apart, with no broker.
+of plain JSON's. Then what signing costs where it shows most: the CPU time
+per no-op task with producer and worker in one process on memory://, without
+and with signing, in alternate rounds. The per-message costs of the envelope
+alone (encode and open, with and without a signature) are timed apart.
 
     python -m benchmarks.codecs [--tasks 5000] [--repeat 3] [--json FILE]
 """
@@ -96,6 +98,40 @@ async def _delete(broker: aq.Broker) -> None:
         await transport.delete_namespace()
 
 
+async def noop_cpu(signed: bool, n: int) -> float:
+    """CPU microseconds per no-op task, producer and worker in this process on
+    memory://, from the worker's start until every result is back: the worst
+    case for signing, where nothing else (no network, no broker) costs much."""
+    options: dict[str, Any] = {"signing_keys": {"bench": KEY}} if signed else {}
+    broker = aq.Broker(f"memory://bench-{uuid.uuid4().hex}", **options)
+
+    @broker.task(name="bench.noop", timeout=60)
+    async def noop() -> None:
+        return None
+
+    async with broker:
+        handles = [await noop.kiq() for _ in range(n)]
+        async with aq.Worker(broker, concurrency=1000):
+            started = time.process_time()
+            for handle in handles:
+                await handle.result(timeout=60)
+            return (time.process_time() - started) / n * 1e6
+
+
+def signing_cpu(n: int, rounds: int) -> dict[str, float]:
+    """:func:`noop_cpu` without and with signing, in alternate rounds; medians."""
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for signed in (False, True):
+            runs[signed].append(asyncio.run(noop_cpu(signed, n)))
+    plain, with_keys = statistics.median(runs[False]), statistics.median(runs[True])
+    return {
+        "plain_cpu_us": plain,
+        "signed_cpu_us": with_keys,
+        "signed_of_plain_rate": plain / with_keys,
+    }
+
+
 def envelope_us() -> dict[str, float]:
     """Microseconds to encode and to open one small task message, bare and signed."""
     plain = aq.Broker("memory://bench-envelope").codec
@@ -146,6 +182,12 @@ def main() -> None:
                 f"{name:<22} {row['drain_per_s']['median']:>9,.0f} {row['of_json']:>8.0%} "
                 f"{row['message_bytes']:>7,.0f} {row['bytes_of_json']:>8.0%}"
             )
+    results["signing_cpu"] = cpu = signing_cpu(20_000, 2 * args.repeat)
+    print(
+        f"\nno-op tasks on memory://, producer and worker in one process, CPU per task: "
+        f"{cpu['plain_cpu_us']:.1f} µs plain, {cpu['signed_cpu_us']:.1f} µs signed "
+        f"(a rate {cpu['signed_of_plain_rate']:.0%} of plain's)"
+    )
     results["envelope_us"] = envelope_us()
     print("\nenvelope alone, one small task message (µs):")
     for name, value in results["envelope_us"].items():

@@ -25,7 +25,7 @@ with the reason, which the worker puts on the dead letter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from aq.compression import check_compression, compressor, compressor_by_code
 from aq.errors import ConfigurationError, MessageDecodeError, UntrustedMessage
@@ -43,9 +43,9 @@ _SIGNED: Final = 0x01
 _KNOWN_FLAGS: Final = 0x0F
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A message taken out of its envelope: the decoded value and how it came."""
+class Opened(NamedTuple):
+    """A message taken out of its envelope: the decoded value and how it came.
+    (A named tuple: one is made for every message a worker receives.)"""
 
     value: Any
     content_type: str
@@ -138,10 +138,10 @@ class Codec:
                 return payload, size  # bare: what aq has always sent
             return _head(serializer.content_type, code, size, None) + payload, size
         if code == 0 and own:
-            frame = self._own_head + payload
+            head = self._own_head
         else:
-            frame = _head(serializer.content_type, code, size, keyring.sign_with) + payload
-        return frame + keyring.sign(frame), size
+            head = _head(serializer.content_type, code, size, keyring.sign_with)
+        return b"".join((head, payload, keyring.sign(head, payload))), size
 
     def dumps(
         self, value: Any, *, compression: str | None = None, content_type: str | None = None
@@ -169,12 +169,10 @@ class Codec:
                 "not decoded"
             )
         keyring = self.keyring
-        if keyring is not None and data.startswith(self._own_head):
-            signed = data[:-MAC_SIZE]
+        if keyring is not None and data.startswith(self._own_head):  # the commonest frame
             if verify:
-                keyring.verify(keyring.sign_with, signed, data[-MAC_SIZE:])
-            payload = signed[len(self._own_head) :]
-            value = self.serializer.loads(payload)
+                keyring.verify_signer(data[:-MAC_SIZE], data[-MAC_SIZE:])
+            value = self.serializer.loads(data[len(self._own_head) : -MAC_SIZE])
             return Opened(value, self.serializer.content_type, None, keyring.sign_with)
         if data[:3] != MAGIC:
             if verify and keyring is not None and keyring.required:

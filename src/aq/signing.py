@@ -19,7 +19,7 @@ import hmac
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from aq.errors import ConfigurationError, UntrustedMessage
 
@@ -32,6 +32,8 @@ __all__ = [
     "MIN_KEY_BYTES",
     "Keyring",
 ]
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 #: The environment variables a :class:`Keyring` can be read from.
 ENV_KEYS: Final = "AQ_SIGNING_KEYS"
@@ -155,11 +157,22 @@ class Keyring:
         """The ids of the accepted keys, sorted."""
         return sorted(self._macs)
 
-    def sign(self, data: bytes | bytearray | memoryview) -> bytes:
-        """The HMAC-SHA256 of ``data`` under the signing key."""
-        return _mac(self._signer, data)
+    def sign(self, data: Buffer, more: Buffer = b"") -> bytes:
+        """The HMAC-SHA256, under the signing key, of ``data`` followed by ``more``."""
+        return _mac(self._signer, data, more)
 
-    def verify(self, key_id: str, data: bytes | memoryview, signature: bytes) -> None:
+    def verify_signer(self, data: Buffer, signature: bytes) -> None:
+        """:meth:`verify` for the signing key: the commonest case, made short.
+
+        Raises:
+            aq.UntrustedMessage: the signature does not match.
+        """
+        if not hmac.compare_digest(_mac(self._signer, data), signature):
+            raise UntrustedMessage(
+                f"bad signature (key id {self.sign_with!r}): the message was altered"
+            )
+
+    def verify(self, key_id: str, data: Buffer, signature: bytes) -> None:
         """Check that ``signature`` is the MAC of ``data`` under key ``key_id``.
 
         Raises:
@@ -188,13 +201,15 @@ def _pads(key: bytes) -> tuple[Any, Any]:
     key = key.ljust(_BLOCK, b"\0")
     inner = hashlib.sha256(key.translate(_IPAD))
     outer = hashlib.sha256(key.translate(_OPAD))
-    return inner, outer
+    return inner.copy, outer.copy  # bound: one lookup less per message
 
 
-def _mac(pads: tuple[Any, Any], data: bytes | bytearray | memoryview) -> bytes:
-    inner = pads[0].copy()
+def _mac(pads: tuple[Any, Any], data: Buffer, more: Buffer = b"") -> bytes:
+    inner = pads[0]()
     inner.update(data)
-    outer = pads[1].copy()
+    if more:
+        inner.update(more)
+    outer = pads[1]()
     outer.update(inner.digest())
     return outer.digest()  # type: ignore[no-any-return]
 
