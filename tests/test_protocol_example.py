@@ -16,8 +16,7 @@ from aq.signing import Keyring
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 SECRET = "an-example-key-never-to-be-used-0123456789"
 PAYLOAD = (
-    b'{"v":1,"id":"0123456789abcdef0123456789abcdef","task":"add",'
-    b'"queue":"default","args":[2,3]}'
+    b'{"v":1,"id":"0123456789abcdef0123456789abcdef","task":"add","queue":"default","args":[2,3]}'
 )
 
 
