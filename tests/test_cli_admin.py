@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import aq
+from aq import admin
 from aq.cli import app
 from tests.apps import compact
 from tests.apps.codec import BackwardsJSON
@@ -133,7 +134,7 @@ def test_dlq_list_show_prints_how_a_letter_came_and_its_message_as_json(url: str
         "compact.store_blob",
         "failed after 1 attempt(s): ValueError: refused 2000 bytes",
     ]
-    assert lines[1].endswith(" bytes: msgpack, zstd, signed by key 2026-12")
+    assert lines[1].endswith(" bytes: msgpack, zstd, signed by key 2026-12 (verified)")
     shown = orjson.loads("\n".join(lines[2:-1]))
     assert shown["task"] == "compact.store_blob"
     assert shown["args"] == [base64.b64encode(b"\x00\x01" * 1000).decode()]
@@ -171,3 +172,11 @@ def test_destructive_commands_ask_first(url: str) -> None:
     result = CliRunner().invoke(app, ["purge", APP], input="n\n", env={"AQ_BROKER_URL": url})
     assert result.exit_code == 1
     assert "Delete every waiting message of queue 'default'?" in result.output
+
+
+def test_a_message_json_cannot_hold_is_shown_as_python_would_print_it() -> None:
+    assert admin.shown({1: b"\x00"}) == '{\n  "1": "AA=="\n}'
+    deep: list[object] = []
+    for _ in range(300):
+        deep = [deep]
+    assert admin.shown(deep).startswith("[[[")

@@ -638,7 +638,7 @@ def test_decode_task_of_bare_json_records_json_uncompressed() -> None:
 
     received = decode_task(orjson.dumps(message.to_dict()), plain_codec("msgpack"))
 
-    assert (received.content_type, received.compression) == (JSON, None)
+    assert (received.content_type, received.compression) == (JSON, "none")
 
 
 def test_encode_task_through_a_codec_goes_as_the_message_asks() -> None:

@@ -7,6 +7,7 @@ Decoding yields plain values only: no extension types, nothing after the value.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import decimal
@@ -222,3 +223,26 @@ def test_a_decode_error_is_not_a_serialization_error(serializer: MsgpackSerializ
         serializer.loads(b"\xc1")
 
     assert not isinstance(caught.value, aq.SerializationError)
+
+
+def test_a_timestamp_out_of_the_range_of_datetimes_is_refused(
+    serializer: MsgpackSerializer,
+) -> None:
+    data = msgpack.packb({"when": msgpack.Timestamp(10**12, 0)})
+    with pytest.raises(aq.MessageDecodeError, match="not valid msgpack"):
+        serializer.loads(data)
+
+
+def test_threads_encoding_at_once_each_get_their_own_output(
+    serializer: MsgpackSerializer,
+) -> None:
+    values = [{"ids": [uuid.UUID(int=n * 1000 + i) for i in range(50)]} for n in range(4)]
+    expected = [serializer.dumps(v) for v in values]
+
+    def encode(index: int) -> list[bytes]:
+        return [serializer.dumps(values[index]) for _ in range(300)]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(encode, range(4)))
+    for index, outputs in enumerate(results):
+        assert set(outputs) == {expected[index]}

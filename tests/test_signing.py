@@ -440,3 +440,27 @@ def test_a_call_with_an_unknown_compression_fails_at_options() -> None:
 
     with pytest.raises(aq.ConfigurationError, match=r"compression must be .* not 'bogus'"):
         job.options(compression="bogus")
+
+
+def test_a_secret_written_where_the_id_belongs_is_never_echoed() -> None:
+    with pytest.raises(aq.ConfigurationError) as caught:
+        Keyring.from_env({"AQ_SIGNING_KEYS": f"{SECRET}=2026-12"})
+    assert SECRET not in str(caught.value)
+    assert "id first" in str(caught.value)
+
+
+def test_a_secret_given_as_sign_with_is_never_echoed() -> None:
+    with pytest.raises(aq.ConfigurationError) as caught:
+        Keyring({"k": SECRET}, sign_with=SECRET)
+    assert SECRET not in str(caught.value)
+
+
+def test_signatures_required_without_keys_fail_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AQ_SIGNING_KEYS", raising=False)
+    with pytest.raises(aq.ConfigurationError, match="no signing keys"):
+        aq.Broker("memory://", require_signatures=True)
+    monkeypatch.setenv("AQ_SIGNING_REQUIRED", "true")
+    with pytest.raises(aq.ConfigurationError, match="no signing keys"):
+        aq.Broker("memory://")

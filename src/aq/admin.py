@@ -14,7 +14,7 @@ import orjson
 
 from aq.broker import Broker
 from aq.envelope import Codec, frame_info
-from aq.errors import MessageDecodeError
+from aq.errors import MessageDecodeError, UntrustedMessage
 from aq.serializer import json_default
 from aq.transport.admin import DeadLetter, QueueStats
 
@@ -86,7 +86,17 @@ def peek(body: bytes, codec: Codec) -> Peek:
     form = opened.content_type.removeprefix("application/")
     if opened.compression:
         form += f", {opened.compression}"
-    form += f", signed by key {opened.key_id}" if opened.key_id else ", unsigned"
+    if opened.key_id:
+        form += f", signed by key {opened.key_id}"
+        if codec.keyring is not None:
+            try:
+                codec.open(body)
+            except UntrustedMessage:
+                form += " (the signature does not verify)"
+            else:
+                form += " (verified)"
+    else:
+        form += ", unsigned"
     name = value.get("task") if isinstance(value, dict) else None
     return Peek(name if isinstance(name, str) else "(no task name)", value, form)
 
@@ -100,5 +110,10 @@ def _form_of(body: bytes) -> str:
 
 
 def shown(value: Any) -> str:
-    """A decoded message as indented JSON (bytes as base64), for a person to read."""
-    return orjson.dumps(value, default=json_default, option=orjson.OPT_INDENT_2).decode()
+    """A decoded message as indented JSON (bytes as base64), for a person to read;
+    as Python would print it if JSON cannot hold it (nested too deep, say)."""
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    try:
+        return orjson.dumps(value, default=json_default, option=options).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return repr(value)

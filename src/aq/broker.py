@@ -526,6 +526,8 @@ class Broker:
                 "workers' broker was created without result_ttl"
             )
         reply = decode_reply(body, self.codec)
+        if task_id not in (reply.correlation_id, reply.task_id):  # another's, copied here
+            raise ResultNotFound(f"the result stored for task {task_id} is another task's")
         if reply.kind == "error":
             raise remote_error(task_id, reply.payload)
         convert = task.return_converter if task is not None else None

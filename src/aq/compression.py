@@ -11,6 +11,7 @@ decompression bomb) costs no more memory than the limit.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from typing import Any, Final, Protocol
 
@@ -83,10 +84,13 @@ class _Zstd:
 
     def __init__(self) -> None:
         self._module = _zstandard()
-        self._compressor = self._module.ZstdCompressor(level=_ZSTD_LEVEL)
+        self._local = threading.local()  # zstandard's compressors are not thread-safe
 
     def compress(self, data: bytes) -> bytes:
-        return self._compressor.compress(data)  # type: ignore[no-any-return]
+        packer = getattr(self._local, "packer", None)
+        if packer is None:
+            packer = self._local.packer = self._module.ZstdCompressor(level=_ZSTD_LEVEL)
+        return packer.compress(data)  # type: ignore[no-any-return]
 
     def decompress(self, data: bytes, size: int) -> bytes:
         zstd = self._module

@@ -24,6 +24,7 @@ with the reason, which the worker puts on the dead letter.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -40,6 +41,7 @@ MAGIC: Final = b"AQ\x01"
 #: Payloads smaller than this many bytes are not compressed by default.
 COMPRESS_ABOVE: Final = 1024
 _SIGNED: Final = 0x01
+_KEY_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,255}")
 _KNOWN_FLAGS: Final = 0x0F
 
 
@@ -284,8 +286,7 @@ def frame_info(frame: bytes | memoryview) -> FrameInfo:
         at += 1 + id_length
         if id_length == 0 or len(frame) < at + MAC_SIZE:
             raise MessageDecodeError("truncated frame")
-        try:
-            key_id = bytes(frame[at - id_length : at]).decode("ascii")
-        except UnicodeDecodeError:
-            raise MessageDecodeError("the frame's key id is not ASCII") from None
+        key_id = bytes(frame[at - id_length : at]).decode("latin-1")
+        if not _KEY_ID.fullmatch(key_id):
+            raise MessageDecodeError("the frame's key id is not 1 to 255 of A-Z a-z 0-9 . _ : -")
     return FrameInfo(content_type, code, size, key_id, at)

@@ -317,7 +317,8 @@ def decode_task(data: bytes, serializer: Serializer | Codec) -> TaskMessage:
     if isinstance(serializer, Codec):
         opened = serializer.open(data)
         message = task_message(opened.value)
-        message.content_type, message.compression = opened.content_type, opened.compression
+        message.content_type = opened.content_type
+        message.compression = opened.compression or "none"  # a retry goes as this came
         return message
     return task_message(serializer.loads(data))
 

@@ -132,13 +132,13 @@ class MsgpackSerializer:
                 "serializer='msgpack' needs the msgpack package: pip install 'aq-tasks[msgpack]'"
             ) from None
         self._msgpack = msgpack
-        self._packer = msgpack.Packer(default=_msgpack_default, datetime=False)
 
     def dumps(self, value: Any) -> bytes:
-        try:
-            return self._packer.pack(value)  # type: ignore[no-any-return]
+        try:  # a Packer per call: one shared by threads would interleave their output
+            return self._msgpack.packb(  # type: ignore[no-any-return]
+                value, default=_msgpack_default, datetime=False
+            )
         except (TypeError, ValueError, OverflowError) as exc:
-            self._packer.reset()
             raise SerializationError(str(exc)) from exc
 
     def loads(self, data: bytes) -> Any:
@@ -147,7 +147,7 @@ class MsgpackSerializer:
             return msgpack.unpackb(
                 data, raw=False, timestamp=3, ext_hook=_no_extensions, strict_map_key=False
             )
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
             text = str(exc) or type(exc).__name__  # a StackError has no text
             if isinstance(exc, msgpack.exceptions.StackError):
                 text = "nested too deep"

@@ -81,7 +81,8 @@ class Keyring:
             )
         self._macs: dict[str, tuple[Any, Any]] = {}
         for number, (key_id, secret) in enumerate(keys.items(), 1):
-            self._macs[_check_id(number, key_id)] = _pads(_check_secret(key_id, secret))
+            checked = _check_id(number, key_id)  # first: a secret given as an id is not echoed
+            self._macs[checked] = _pads(_check_secret(checked, secret))
         if sign_with is None:
             if len(keys) > 1:
                 raise ConfigurationError(
@@ -90,8 +91,9 @@ class Keyring:
                 )
             sign_with = next(iter(self._macs))
         if sign_with not in self._macs:
+            named = repr(sign_with) if _KEY_ID.fullmatch(str(sign_with)) else "(not an id)"
             raise ConfigurationError(
-                f"sign_with={sign_with!r} names no key in signing_keys "
+                f"sign_with={named} names no key in signing_keys "
                 f"(their ids: {', '.join(sorted(self._macs))})"
             )
         if not isinstance(required, bool):
@@ -127,10 +129,8 @@ class Keyring:
                 )
             keys[key_id] = secret
         if required is None:
-            flag = env.get(ENV_REQUIRED, "true").strip().lower()
-            if flag not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigurationError(f"{ENV_REQUIRED} must be true or false, not {flag!r}")
-            required = flag in ("true", "1", "yes")
+            flag = _env_flag(env)
+            required = True if flag is None else flag
         return cls(keys, env.get(ENV_SIGN_WITH) or None, required=required)
 
     @classmethod
@@ -149,7 +149,13 @@ class Keyring:
                 raise ConfigurationError(
                     "sign_with names a key of signing_keys: give signing_keys too"
                 )
-            return cls.from_env(required=required)
+            found = cls.from_env(required=required)
+            if found is None and (required or _env_flag() is True):
+                raise ConfigurationError(
+                    f"signatures are required, and there are no signing keys: give "
+                    f"signing_keys=... or set {ENV_KEYS}"
+                )
+            return found
         return cls(keys, sign_with, required=True if required is None else required)
 
     @property
@@ -190,6 +196,21 @@ class Keyring:
     def __repr__(self) -> str:
         keys = ", ".join(self.key_ids)
         return f"<Keyring sign_with={self.sign_with!r} keys=[{keys}] required={self.required}>"
+
+
+def _env_flag(environ: Mapping[str, str] | None = None) -> bool | None:
+    """``AQ_SIGNING_REQUIRED`` as a flag, or ``None`` when it is not set.
+
+    Raises:
+        aq.ConfigurationError: it is set to something else than true or false.
+    """
+    env = os.environ if environ is None else environ
+    flag = env.get(ENV_REQUIRED, "").strip().lower()
+    if not flag:
+        return None
+    if flag not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"{ENV_REQUIRED} must be true or false, not {flag!r}")
+    return flag in ("true", "1", "yes")
 
 
 def _pads(key: bytes) -> tuple[Any, Any]:

@@ -76,3 +76,25 @@ async def test_an_error_over_the_size_limit_arrives_cut_to_fit(broker: aq.Broker
     assert caught.value.remote_type == "ValueError"
     assert caught.value.remote_message.startswith("xxxx")
     assert caught.value.remote_message.endswith("... (cut to fit max_message_size)")
+
+
+async def test_a_stored_result_copied_under_another_id_is_not_taken_for_its(
+    stored_broker: aq.Broker,
+) -> None:
+    broker = stored_broker
+    broker.result_ttl = 60
+
+    @broker.task
+    async def seven() -> int:
+        return 7
+
+    async with running_worker(broker):
+        handle = await seven.kiq()
+        assert await handle.result(timeout=10) == 7
+    assert broker.store is not None
+    kept = await broker.store.get(f"result:{handle.id}")
+    assert kept is not None
+    await broker.store.set("result:someone-else", kept, ttl=60)
+    with pytest.raises(aq.ResultNotFound, match="another task's"):
+        await broker.get_result("someone-else")
+    assert await broker.get_result(handle.id) == 7

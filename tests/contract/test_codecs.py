@@ -158,3 +158,32 @@ async def test_a_message_in_an_unknown_content_type_is_dead_lettered(broker: aq.
         await worker.wait_idle()
     [letter] = await broker.admin.dead_letters("default")
     assert letter.reason == "undecodable message: unknown content type 'application/x-pickle'"
+
+
+async def test_a_workflows_later_steps_go_in_the_content_type_of_its_producer(
+    broker: aq.Broker, twin_of: Make
+) -> None:
+    @broker.task(name="first")
+    async def first() -> int:
+        return 1
+
+    @broker.task(name="then")
+    async def then(x: int) -> int:
+        return x + 1
+
+    producer = twin_of(serializer="msgpack")
+    theirs = [producer.task(name=t.name)(t.fn) for t in (first, then)]
+    async with producer:
+        # The worker's broker writes JSON; the second step waits in a queue no worker serves.
+        chain = aq.chain(theirs[0].s(), theirs[1].s().options(queue="later"))
+        await chain.kiq()
+        async with running_worker(broker, queues=["default"]) as worker:
+            consumer = await broker.transport.consume(["later"], 1)
+            try:
+                delivery = await consumer.get()
+                body = delivery.body
+                await delivery.requeue()
+            finally:
+                await consumer.close()
+            await worker.wait_idle()
+    assert frame_info(body).content_type == "application/msgpack"

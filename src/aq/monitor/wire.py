@@ -93,10 +93,7 @@ def decode_events(data: bytes, serializer: Serializer) -> list[Event]:
     Raises:
         aq.MessageDecodeError: the batch itself is not a version-1 event batch.
     """
-    try:
-        obj = serializer.loads(data)
-    except MessageDecodeError:
-        raise MessageDecodeError(f"not {serializer.content_type}") from None
+    obj = serializer.loads(data)  # its MessageDecodeError says why
     if not isinstance(obj, dict) or obj.get("v") != EVENTS_VERSION:
         raise MessageDecodeError(f"not a v{EVENTS_VERSION} event batch")
     items = obj.get("events")

@@ -88,7 +88,7 @@ class Advancer:
             aq.BrokerError: the broker or store cannot be reached.
         """
         flow = flow_of(message.workflow or {})
-        planner = Planner(flow.root, message.reply_to, message.correlation_id)
+        planner = Planner(flow.root, message.reply_to, message.correlation_id, message.content_type)
         replies: list[Reply] = []
 
         async def outcome(found: Outcome, durable: bool) -> None:

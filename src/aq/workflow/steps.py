@@ -71,14 +71,22 @@ Instruction = TaskMessage | JoinPart | GroupSize | Outcome
 
 class Planner:
     """Plans the steps of one workflow: everything it starts shares the root,
-    reply address and correlation id given here."""
+    reply address and correlation id given here, and the content type (the
+    producer's, so that the replies its last steps send can be read there)."""
 
-    __slots__ = ("correlation_id", "reply_to", "root")
+    __slots__ = ("content_type", "correlation_id", "reply_to", "root")
 
-    def __init__(self, root: str, reply_to: str | None, correlation_id: str | None) -> None:
+    def __init__(
+        self,
+        root: str,
+        reply_to: str | None,
+        correlation_id: str | None,
+        content_type: str | None = None,
+    ) -> None:
         self.root = root
         self.reply_to = reply_to
         self.correlation_id = correlation_id
+        self.content_type = content_type
 
     def start(
         self,
@@ -186,6 +194,7 @@ class Planner:
             correlation_id=self.correlation_id,
             created_at=now,
             workflow=flow.to_dict(),
+            content_type=self.content_type,
         )
 
 
