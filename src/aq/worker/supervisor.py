@@ -39,12 +39,14 @@ from aq.logs import event
 if TYPE_CHECKING:
     from aq.monitor.fleet import FleetMetrics
 
-__all__ = ["EXIT_SHUT_DOWN", "READY_FD", "Supervisor", "report_ready"]
+__all__ = ["EXIT_SHUT_DOWN", "EXIT_STARTUP_FAILED", "READY_FD", "Supervisor", "report_ready"]
 
 log = logging.getLogger("aq.supervisor")
 
 #: The exit code of a worker stopped by ``aq control shutdown``.
 EXIT_SHUT_DOWN = 3
+#: The exit code of a worker whose start-up hooks (``@broker.on_startup``) failed.
+EXIT_STARTUP_FAILED = 4
 #: The environment variable naming the pipe a child writes to once it consumes.
 READY_FD = "AQ_READY_FD"
 
