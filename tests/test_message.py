@@ -96,7 +96,7 @@ def test_decoded_task_without_optional_fields_uses_their_defaults() -> None:
         kwargs={},
         headers={},
         attempt=1,
-        max_attempts=1,
+        max_attempts=None,  # left to the worker's --default-retries
         priority=0,
         eta=None,
         expires=None,

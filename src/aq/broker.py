@@ -406,6 +406,11 @@ class Broker:
                 f"unique_for does not apply to async-generator tasks ({task_name!r}): callers "
                 "that join a running one could not receive the items it already sent"
             )
+        if task.kind == "sync" and config.soft_timeout is not None:
+            raise ConfigurationError(
+                f"soft_timeout needs an async function ({task_name!r} is a plain one): a "
+                "thread cannot be interrupted where it stands; use timeout, or make it async"
+            )
         if schedule is not None:
             self.schedules.define(task, schedule)
         self.tasks[task_name] = task

@@ -132,6 +132,28 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option("--metrics-host", help="The address the metrics port listens on.")
     ] = "0.0.0.0",
+    default_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--default-timeout",
+            help="Seconds an attempt may run, for the tasks that set no timeout.",
+        ),
+    ] = None,
+    default_retries: Annotated[
+        int | None,
+        typer.Option(
+            "--default-retries",
+            help="Retries of a failed attempt, for the tasks that set no retries.",
+        ),
+    ] = None,
+    default_rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--default-rate-limit",
+            help="Starts per worker process of each task that sets no rate limit, "
+            "such as 100/s or 10/m.",
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -186,6 +208,9 @@ def worker(
             events,
             metrics_port,
             metrics_host,
+            default_timeout,
+            default_retries,
+            default_rate_limit,
         )
         how = launch.Launch(app_spec, level, loop, options)
         if supervised:  # a child of the supervisor

@@ -25,7 +25,8 @@ class TaskContext:
         task_name: the registered name of the task.
         queue: the queue the message came from.
         attempt: 1 on the first run, 2 on the first retry, and so on.
-        max_attempts: attempts allowed in all (``retries + 1``).
+        max_attempts: attempts allowed in all (``retries + 1``); ``None``
+            without limit (``retries=None``).
         headers: the message headers set with ``task.options(headers=...)``.
     """
 
@@ -45,7 +46,7 @@ class TaskContext:
         task_name: str,
         queue: str,
         attempt: int,
-        max_attempts: int,
+        max_attempts: int | None,
         headers: Mapping[str, Any],
         send_progress: Callable[[Any], Awaitable[None]],
     ) -> None:

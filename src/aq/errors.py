@@ -15,6 +15,7 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
     ├── ResultTimeout           handle.result(timeout=...) ran out of time
     ├── ResultNotFound          no stored result for a task id
     ├── Retry                   raised inside a task to ask for another attempt
+    ├── SoftTimeLimit           raised inside a task at its soft time limit
     └── TaskFailed              the task ran and did not succeed
         ├── TaskTimeout         it ran past its time limit
         ├── TaskCancelled       it was cancelled by handle.cancel()
@@ -24,7 +25,9 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
 
 from __future__ import annotations
 
+import enum
 import math
+from typing import Final, Literal
 
 __all__ = [
     "AQError",
@@ -37,6 +40,7 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "SerializationError",
+    "SoftTimeLimit",
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
@@ -99,20 +103,40 @@ class ResultNotFound(AQError, LookupError):
     result expired, or the broker was created without ``result_ttl``."""
 
 
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+#: ``aq.Retry(retries=...)`` left out: the task's own retry budget applies.
+KEEP: Final = _Keep.KEEP
+
+
 class Retry(AQError):
-    """Raise inside a task to request another attempt.
+    """Raise inside a task to request another attempt; it overrides the task's
+    retry policy for this attempt (``retry_on`` and ``dont_retry_on`` do not
+    apply to it).
 
     Args:
         delay: seconds (0 or more, finite) to wait before the next attempt;
             ``None`` uses the task's backoff policy.
         reason: a short text kept in the logs and, once attempts run out,
             in the dead-letter reason.
+        retries: how many retries the task may have in all, from now on in
+            place of its ``retries`` option (``None``: without limit). Left
+            out, the task's own budget applies: with it spent, the task fails.
 
     Raises:
-        ConfigurationError: ``delay`` is negative, NaN, infinite or not a number.
+        ConfigurationError: ``delay`` is negative, NaN, infinite or not a
+            number, or ``retries`` is not a whole number of at least 0 or None.
     """
 
-    def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
+    def __init__(
+        self,
+        delay: float | None = None,
+        reason: str = "retry requested",
+        *,
+        retries: int | Literal[_Keep.KEEP] | None = KEEP,
+    ) -> None:
         if delay is not None and (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
@@ -122,9 +146,25 @@ class Retry(AQError):
             raise ConfigurationError(
                 f"aq.Retry delay must be a finite number of seconds, 0 or more, not {delay!r}"
             )
+        if (
+            retries is not KEEP
+            and retries is not None
+            and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0)
+        ):
+            raise ConfigurationError(
+                f"aq.Retry retries must be a whole number, 0 or more, or None, not {retries!r}"
+            )
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
+        self.retries = retries
+
+
+class SoftTimeLimit(AQError):
+    """Raised inside a task's coroutine, where it awaits, once it has run for its
+    ``soft_timeout``: it may clean up and return, or raise. Its hard ``timeout``
+    still applies. Left unhandled, it fails the attempt like any exception (and
+    is retried if the task's retry policy says so)."""
 
 
 class TaskFailed(AQError):

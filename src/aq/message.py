@@ -114,7 +114,9 @@ class TaskMessage:
     kwargs: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
-    max_attempts: int = 1
+    #: Attempts in all; ``0``: without limit; ``None`` (not on the wire): the
+    #: task set no ``retries``, and the worker's default applies.
+    max_attempts: int | None = None
     priority: int = 0
     eta: float | None = None
     expires: float | None = None
@@ -144,7 +146,6 @@ class TaskMessage:
             "kwargs": self.kwargs,
             "headers": self.headers,
             "attempt": self.attempt,
-            "max_attempts": self.max_attempts,
             "priority": self.priority,
             "eta": self.eta,
             "expires": self.expires,
@@ -153,6 +154,8 @@ class TaskMessage:
             "correlation_id": self.correlation_id,
             "created_at": self.created_at,
         }
+        if self.max_attempts is not None:
+            obj["max_attempts"] = self.max_attempts
         if self.workflow is not None:
             obj["wf"] = self.workflow
         return obj
@@ -268,7 +271,7 @@ _TASK_FIELDS: Final[tuple[tuple[str, tuple[type, ...], Any], ...]] = (
     ("kwargs", (dict,), dict),
     ("headers", (dict,), dict),
     ("attempt", (int,), 1),
-    ("max_attempts", (int,), 1),
+    ("max_attempts", (int,), None),
     ("priority", (int,), 0),
     ("eta", _NUM, None),
     ("expires", _NUM, None),
@@ -335,10 +338,11 @@ def task_message(obj: Any) -> TaskMessage:
         parse_flow(message.workflow)
     if not message.id or not message.task or not message.queue:
         raise MessageDecodeError("id, task and queue must not be empty")
-    if not 1 <= message.attempt <= message.max_attempts:
-        raise MessageDecodeError(
-            f"attempt {message.attempt} is outside 1..max_attempts ({message.max_attempts})"
-        )
+    limit = message.max_attempts
+    if message.attempt < 1 or (limit is not None and limit != 0 and message.attempt > limit):
+        raise MessageDecodeError(f"attempt {message.attempt} is outside 1..max_attempts ({limit})")
+    if limit is not None and limit < 0:
+        raise MessageDecodeError(f"max_attempts {limit} is negative (0: without limit)")
     if not 0 <= message.priority <= MAX_PRIORITY:
         raise MessageDecodeError(f"priority {message.priority} is outside 0..{MAX_PRIORITY}")
     return message

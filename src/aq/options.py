@@ -27,6 +27,7 @@ from aq.message import MAX_PRIORITY
 from aq.scheduling.spec import ScheduleSpec
 
 __all__ = [
+    "UNLIMITED",
     "Backoff",
     "RateLimit",
     "TaskConfig",
@@ -58,13 +59,23 @@ class TaskOptions(TypedDict, total=False):
         name: the name workers know it by (default ``module.qualname``).
         queue: the queue it is sent to (default: the broker's default queue).
         timeout: seconds an attempt may run before it is cancelled with
-            :class:`aq.TaskTimeout`.
+            :class:`aq.TaskTimeout` (default: the worker's ``--default-timeout``,
+            if any).
+        soft_timeout: seconds after which :class:`aq.SoftTimeLimit` is raised
+            inside the coroutine where it awaits, so it can clean up; shorter
+            than ``timeout``. Async functions only.
         retries: how many times a failed attempt is retried before the
-            message is dead-lettered (default 0).
+            message is dead-lettered; ``None``: without limit (default: the
+            worker's ``--default-retries``, or 0).
+        retry_on: the exceptions (classes, with their subclasses) that are
+            retried; others fail at once. Default: every exception.
+        dont_retry_on: exceptions that are never retried, even if ``retry_on``
+            names a base class of theirs.
         retry_backoff: the first retry's delay in seconds; doubles each retry,
             with jitter (default 1).
         retry_backoff_max: the longest retry delay in seconds (default 600).
-        rate_limit: at most this many starts per worker, e.g. ``"100/s"``.
+        rate_limit: at most this many starts per worker, e.g. ``"100/s"``
+            (default: the worker's ``--default-rate-limit``, if any).
         max_concurrency: at most this many running at once per worker.
         priority: default priority, 0 to 9 (higher first; default 0).
         global_rate_limit: at most this many starts across every worker of the
@@ -90,7 +101,10 @@ class TaskOptions(TypedDict, total=False):
     name: str | None
     queue: str | None
     timeout: float | None
-    retries: int
+    soft_timeout: float | None
+    retries: int | None
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None
+    dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] | None
     retry_backoff: float
     retry_backoff_max: float
     rate_limit: str | None
@@ -186,14 +200,23 @@ def check_count(name: str, value: int | None, *, least: int) -> int | None:
     return value
 
 
+#: ``max_attempts`` of a task retried without limit (``retries=None``), here and on the wire.
+UNLIMITED = 0
+
+
 @dataclass(frozen=True, slots=True)
 class TaskConfig:
-    """A task's settings, fixed at decoration time."""
+    """A task's settings, fixed at decoration time.
+
+    ``retries`` is ``None`` for retries without limit; ``retries_given`` says
+    whether the task set it at all (if not, a worker's ``--default-retries``
+    applies).
+    """
 
     name: str
     queue: str
     timeout: float | None = None
-    retries: int = 0
+    retries: int | None = 0
     backoff: Backoff = field(default_factory=Backoff)
     rate_limit: RateLimit | None = None
     max_concurrency: int | None = None
@@ -204,10 +227,18 @@ class TaskConfig:
     unique_for: float | None = None
     event_data: bool = False
     compression: str | None = None
+    soft_timeout: float | None = None
+    retries_given: bool = False
+    retry_on: tuple[type[BaseException], ...] | None = None
+    dont_retry_on: tuple[type[BaseException], ...] = ()
 
     @property
-    def max_attempts(self) -> int:
-        return self.retries + 1
+    def max_attempts(self) -> int | None:
+        """Attempts in all, as the message carries it: ``None`` when the task set no
+        ``retries`` (the worker's default applies), :data:`UNLIMITED` without limit."""
+        if not self.retries_given:
+            return None
+        return UNLIMITED if self.retries is None else self.retries + 1
 
     @property
     def cluster_limited(self) -> bool:
@@ -239,11 +270,22 @@ def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConf
             "limit_key makes global_rate_limit or global_max_concurrency apply per key: "
             "give one of them too"
         )
+    timeout = check_seconds("timeout", options.get("timeout"))
+    soft_timeout = check_seconds("soft_timeout", options.get("soft_timeout"))
+    if soft_timeout is not None and timeout is not None and soft_timeout >= timeout:
+        raise ConfigurationError(
+            f"soft_timeout ({soft_timeout:g} s) must be shorter than timeout ({timeout:g} s): "
+            "the soft limit warns the task, the hard one stops it"
+        )
     return TaskConfig(
         name=name,
         queue=options.get("queue") or default_queue,
-        timeout=check_seconds("timeout", options.get("timeout")),
-        retries=check_count("retries", options.get("retries", 0), least=0) or 0,
+        timeout=timeout,
+        soft_timeout=soft_timeout,
+        retries=check_count("retries", options.get("retries", 0), least=0),
+        retries_given="retries" in options,
+        retry_on=_exception_classes("retry_on", options.get("retry_on")),
+        dont_retry_on=_exception_classes("dont_retry_on", options.get("dont_retry_on")) or (),
         backoff=Backoff(
             check_seconds("retry_backoff", options.get("retry_backoff", 1.0)) or 1.0,
             check_seconds("retry_backoff_max", options.get("retry_backoff_max", 600.0)) or 600.0,
@@ -258,6 +300,22 @@ def task_config(name: str, default_queue: str, options: TaskOptions) -> TaskConf
         event_data=check_flag("event_data", options.get("event_data", False)),
         compression=check_compression(options.get("compression")),
     )
+
+
+def _exception_classes(
+    name: str, value: type[BaseException] | tuple[type[BaseException], ...] | None
+) -> tuple[type[BaseException], ...] | None:
+    """Validate ``retry_on`` or ``dont_retry_on``: an exception class or a tuple of them."""
+    if value is None:
+        return None
+    classes = value if isinstance(value, tuple) else (value,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise ConfigurationError(
+                f"{name} takes exception classes, such as {name}=(TimeoutError, "
+                f"ConnectionError), not {cls!r}"
+            )
+    return classes
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -332,7 +332,7 @@ class Scheduler:
             args=list(schedule.args),
             kwargs=dict(schedule.kwargs),
             headers={"aq-schedule": schedule.name, "aq-due": due, "aq-scheduler": self.owner},
-            max_attempts=task.config.max_attempts if task is not None else 1,
+            max_attempts=task.config.max_attempts if task is not None else None,
             priority=priority,
             eta=due + jitter if jitter else None,
             correlation_id=task_id,

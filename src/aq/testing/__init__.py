@@ -29,9 +29,12 @@ async def running_worker(
     crashes: CrashMode = "inline",
     scheduler: bool = False,
     events: bool = False,
+    default_timeout: float | None = None,
+    default_retries: int | None = None,
+    default_rate_limit: str | None = None,
 ) -> AsyncIterator[Worker]:
     """Run a worker on ``broker`` in this event loop for the ``async with`` block
-    (``crashes``, ``scheduler`` and ``events`` as for :class:`aq.Worker`)."""
+    (the options as for :class:`aq.Worker`)."""
     worker = Worker(
         broker,
         queues=queues,
@@ -40,6 +43,9 @@ async def running_worker(
         crashes=crashes,
         scheduler=scheduler,
         events=events,
+        default_timeout=default_timeout,
+        default_retries=default_retries,
+        default_rate_limit=default_rate_limit,
     )
     await worker.start()
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from aq.broker import Broker
@@ -24,7 +24,6 @@ from aq.errors import (
     MessageDecodeError,
     SerializationError,
     TaskCancelled,
-    TaskTimeout,
     UnknownTask,
     UntrustedMessage,
     WorkerCrashed,
@@ -37,8 +36,10 @@ from aq.task import AnyTask
 from aq.transport.base import Delivery
 from aq.worker.cluster import Admission, ClusterLimits, Deferral, LimitKeyFailed
 from aq.worker.crashes import CrashPolicy
+from aq.worker.deadlines import SoftLimited, run_with_deadline
 from aq.worker.handoff import OUTAGE, HandOff
 from aq.worker.limits import TaskLimits
+from aq.worker.retrying import attempts_for, judge
 from aq.worker.settle import Settler, WorkflowStuck
 
 __all__ = ["Executor"]
@@ -63,6 +64,8 @@ class Executor:
         cluster: the limits shared by every worker (``global_rate_limit``...).
         watch: what is told of each step of a task's life (events, states,
             metrics: :mod:`aq.monitor.watch`); ``None`` when nothing watches.
+        default_timeout: the time limit of tasks that set none (``--default-timeout``).
+        default_retries: the retries of tasks that set none (``--default-retries``).
     """
 
     def __init__(
@@ -75,8 +78,14 @@ class Executor:
         handoff: HandOff,
         cluster: ClusterLimits,
         watch: TaskWatch | None = None,
+        *,
+        default_timeout: float | None = None,
+        default_retries: int | None = None,
     ) -> None:
         self.broker = broker
+        self.default_timeout = default_timeout
+        #: ``max_attempts`` of the messages whose task set no ``retries``.
+        self.default_attempts = attempts_for(default_retries)
         self.transport = broker.transport
         self.codec = broker.codec
         self.limits = limits
@@ -120,6 +129,8 @@ class Executor:
         except MessageDecodeError as exc:
             await self._refuse(delivery, exc)
             return
+        if message.max_attempts is None:  # the task set no retries: this worker's default
+            message.max_attempts = self.default_attempts
         if delivery.delivery_count > 1 and not await self._survives_crashes(message, delivery):
             return
         task = self.broker.tasks.get(message.task)
@@ -266,7 +277,10 @@ class Executor:
             await self.settle.retry(task, message, delivery, outcome)
             return
         else:
-            await self.settle.fail(message, delivery, outcome, "failed")
+            what = "failed"
+            if outcome.error is not None and not isinstance(outcome.error, SerializationError):
+                what = judge(task.config, message, outcome.error) or what
+            await self.settle.fail(message, delivery, outcome, what)
         if middleware:
             await self._after_hooks("on_result", message, outcome)
 
@@ -326,7 +340,8 @@ class Executor:
         self._track(message.id, delivery)  # a cancel reaches it while it waits, too
         if root is not None:  # and a cancel of its workflow
             self._track(root, delivery)
-        timeout = message.timeout or task.config.timeout
+        config = task.config
+        timeout = message.timeout or config.timeout or self.default_timeout
         admission: Admission | None = None
         try:
             async with limits.slot():
@@ -348,14 +363,17 @@ class Executor:
                     calls = _calls(task, message)
                 except SerializationError as exc:  # a message that does not fit: never retried
                     return Outcome("failure", error=exc, duration=time.perf_counter() - started)
+                running: Awaitable[Any]
                 if isinstance(calls, tuple):  # one call: no layer between it and the task
                     running = self._call(task, message, *calls)
                 else:
                     running = self._call_each(task, message, calls)
+                if config.soft_timeout is not None:
+                    running = SoftLimited(running, config.soft_timeout)
                 if timeout is None:
                     value = await running
                 else:
-                    value = await self._with_deadline(message, running, timeout)
+                    value = await run_with_deadline(message.id, running, timeout)
             return Outcome("success", value, duration=time.perf_counter() - started)
         except asyncio.CancelledError:
             if not self.is_cancelled(message):
@@ -366,7 +384,7 @@ class Executor:
             error = outcome_error(TaskCancelled, message.id, "cancelled while running")
             return Outcome("cancelled", error=error, duration=time.perf_counter() - started)
         except Exception as exc:
-            retry = message.attempt < message.max_attempts
+            retry = judge(config, message, exc) is None
             return Outcome(
                 "retry" if retry else "failure", error=exc, duration=time.perf_counter() - started
             )
@@ -384,7 +402,7 @@ class Executor:
                 message.task,
                 message.queue,
                 message.attempt,
-                message.max_attempts,
+                message.max_attempts or None,  # 0, without limit: None
                 message.headers,
                 lambda value: self.settle.reply(message, "progress", value),
             )
@@ -403,18 +421,6 @@ class Executor:
             deliveries.discard(delivery)
             if not deliveries:
                 del self.running[task_id]
-
-    async def _with_deadline(
-        self, message: TaskMessage, running: Coroutine[Any, Any, Any], timeout: float
-    ) -> Any:
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                return await running
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # the task's own TimeoutError: an ordinary failure
-            raise outcome_error(TaskTimeout, message.id, f"ran longer than {timeout} s") from None
 
     async def _call_each(
         self, task: AnyTask, message: TaskMessage, calls: list[tuple[list[Any], dict[str, Any]]]

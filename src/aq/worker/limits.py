@@ -6,7 +6,8 @@ at once and the rest is spaced evenly. Reservations may drive the bucket below
 zero; each caller then sleeps exactly until its token exists, which keeps
 waiters in arrival order without a lock. ``aq control rate-limit`` replaces a
 task's rate limit in a running worker (:meth:`TaskLimits.set_rate`) until it
-restarts; its concurrency cap stays as it is.
+restarts; its concurrency cap stays as it is. A worker's ``--default-rate-limit``
+applies, per task, to each task that sets no rate limit of its own.
 """
 
 from __future__ import annotations
@@ -102,9 +103,12 @@ _NONE = _NoLimits()
 
 
 class TaskLimits:
-    """Per-task limits of one worker, created on first use of each task."""
+    """Per-task limits of one worker, created on first use of each task;
+    ``default_rate`` is the rate limit of the tasks that set none
+    (``--default-rate-limit``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_rate: RateLimit | None = None) -> None:
+        self.default_rate = default_rate
         self._by_task: dict[str, _Limits | _NoLimits] = {}
         #: Rate limits set at run time, by task name (None: no rate limit).
         self._rates: dict[str, RateLimit | None] = {}
@@ -125,7 +129,7 @@ class TaskLimits:
         """The rate limit in force for ``task`` here."""
         if task.name in self._rates:
             return self._rates[task.name]
-        return task.config.rate_limit
+        return task.config.rate_limit or self.default_rate
 
     def set_rate(self, task: _BaseTask[Any, Any], limit: RateLimit | None) -> None:
         """Limit ``task`` to ``limit`` from now on (``None``: no rate limit)."""

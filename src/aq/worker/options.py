@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aq.errors import ConfigurationError
+from aq.options import RateLimit, check_count, check_seconds, parse_rate_limit
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -61,6 +62,11 @@ class WorkerOptions:
     metrics_port: int | None = None
     #: The address the metrics port listens on.
     metrics_host: str = "0.0.0.0"
+    #: The time limit, retries and rate limit (per task, per process) of the
+    #: tasks that set none of their own.
+    default_timeout: float | None = None
+    default_retries: int | None = None
+    default_rate_limit: str | None = None
 
     def __post_init__(self) -> None:
         concurrency = self.concurrency
@@ -77,10 +83,23 @@ class WorkerOptions:
         port = self.metrics_port
         if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
             raise ConfigurationError(f"--metrics-port must be a port number, not {port!r}")
+        check_seconds("--default-timeout", self.default_timeout)
+        check_count("--default-retries", self.default_retries, least=0)
+        self.default_rate()  # a bad rate fails here
         if self.crashes not in ("inline", "isolate", "isolated"):
             raise ConfigurationError(
                 f"crashes must be 'inline', 'isolate' or 'isolated', not {self.crashes!r}"
             )
+
+    def default_rate(self) -> RateLimit | None:
+        """``default_rate_limit``, parsed (``--default-rate-limit none``: none)."""
+        text = self.default_rate_limit
+        if text is None or text.strip().lower() == "none":
+            return None
+        try:
+            return parse_rate_limit(text)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"--default-rate-limit: {exc}") from None
 
     def replace(self, **changes: object) -> WorkerOptions:
         """A copy with ``changes``."""

@@ -42,6 +42,7 @@ from aq.task import AnyTask
 from aq.transport.base import Delivery
 from aq.unique import UNIQUE_HEADER, finish_unique
 from aq.worker.handoff import OUTAGE, HandOff
+from aq.worker.retrying import apply_override
 from aq.workflow.advance import Advancer
 
 __all__ = ["Settler", "WorkflowStuck", "describe"]
@@ -102,6 +103,7 @@ class Settler:
             delay = task.config.backoff.delay(message.attempt)
         if self.watch is not None:  # before it is sent, so its state lands before the next run's
             self.watch.retried(message, outcome.duration, error, time.time() + delay)
+        apply_override(message, error)  # an aq.Retry(retries=...): its budget from now on
         message.attempt += 1
         await self.send_back(message, delivery, delay)
         event(

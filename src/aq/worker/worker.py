@@ -79,6 +79,10 @@ class Worker:
         scheduler: also run a :class:`aq.Scheduler` here (one of all the
             schedulers running leads and fires the schedules).
         events: emit monitoring events (docs/monitoring.md).
+        default_timeout: the time limit of tasks that set no ``timeout``.
+        default_retries: the retries of tasks that set no ``retries``.
+        default_rate_limit: the rate limit, such as ``"100/s"``, of each task
+            that sets no ``rate_limit`` (per task, in this worker).
         options: all of the above as one :class:`aq.worker.options.WorkerOptions`
             (how ``aq worker`` builds its workers); when given, the keywords
             above are not read.
@@ -99,6 +103,9 @@ class Worker:
         lease_time: float = DEFAULT_LEASE_TIME,
         scheduler: bool = False,
         events: bool = False,
+        default_timeout: float | None = None,
+        default_retries: int | None = None,
+        default_rate_limit: str | None = None,
         options: WorkerOptions | None = None,
     ) -> None:
         if options is None:
@@ -112,6 +119,9 @@ class Worker:
                 lease_time,
                 scheduler,
                 events,
+                default_timeout=default_timeout,
+                default_retries=default_retries,
+                default_rate_limit=default_rate_limit,
             )
         #: Every setting of this worker (what ``aq worker`` passes whole).
         self.options = options
@@ -130,7 +140,7 @@ class Worker:
         self._revoked: OrderedDict[str, float] = OrderedDict()
         self._cluster = ClusterLimits(broker.store, lease_time=options.lease_time)
         #: This worker's own per-task limits (``aq control rate-limit`` changes them).
-        self.limits = TaskLimits()
+        self.limits = TaskLimits(options.default_rate())
         #: Its id, events, states and stats (:mod:`aq.worker.reporting`).
         self.reporter = Reporter(self)
         #: This worker's id, ``host.pid``: what ``aq inspect --worker`` names.
@@ -147,6 +157,8 @@ class Worker:
             HandOff(options.handoff_timeout),
             self._cluster,
             self.reporter.watch,
+            default_timeout=options.default_timeout,
+            default_retries=options.default_retries,
         )
         self._inflight: dict[Delivery, asyncio.Task[None]] = {}
         self._room: asyncio.Future[None] | None = None
@@ -195,7 +207,7 @@ class Worker:
             aq.ConfigurationError: a task of this worker's queues has a timeout
                 longer than the broker lets a delivery stay unsettled.
         """
-        check_hold_limit(self.broker, self.queues)
+        check_hold_limit(self.broker, self.queues, self.options.default_timeout)
         await self.broker.startup()
         transport = self.broker.transport
         self._control = await transport.subscribe_control()
@@ -416,26 +428,30 @@ class Worker:
         return expiry is not None and expiry > time.monotonic()
 
 
-def check_hold_limit(broker: Broker, queues: Sequence[str]) -> None:
-    """Refuse tasks whose timeout outlasts the broker's hold on a delivery; warn of
-    those without a timeout. A task still running when the broker takes its
-    delivery back (RabbitMQ's ``consumer_timeout``) is run again, and again."""
+def check_hold_limit(
+    broker: Broker, queues: Sequence[str], default_timeout: float | None = None
+) -> None:
+    """Refuse tasks whose timeout (or ``default_timeout``, for those that set
+    none) outlasts the broker's hold on a delivery; warn of those without a
+    timeout. A task still running when the broker takes its delivery back
+    (RabbitMQ's ``consumer_timeout``) is run again, and again."""
     limit = broker.transport.max_hold
     if limit is None:
         return
     tasks = [t for t in broker.tasks.values() if t.config.queue in queues]
     for task in tasks:
-        timeout = task.config.timeout
+        timeout = task.config.timeout or default_timeout
         if timeout is not None and timeout > limit:
+            setting = "timeout" if task.config.timeout else "--default-timeout"
             raise ConfigurationError(
-                f"task {task.name} has timeout={timeout:g} s, longer than the {limit:g} s "
+                f"task {task.name} has {setting}={timeout:g} s, longer than the {limit:g} s "
                 "RabbitMQ lets a delivery stay unacknowledged (consumer_timeout): it would "
                 "close the channel and run the task again while it still runs, in a loop. "
                 "Lower the task's timeout, or raise consumer_timeout in rabbitmq.conf "
                 "(in milliseconds) and declare it in the broker URL (?consumer_timeout=, "
                 "in seconds)"
             )
-    unbounded = sorted(t.name for t in tasks if t.config.timeout is None)
+    unbounded = [] if default_timeout else sorted(t.name for t in tasks if not t.config.timeout)
     if unbounded:
         event(
             log,

@@ -224,7 +224,7 @@ class Signature(Canvas[I_contra, R_co]):
         }
         if self.immutable:
             node["immutable"] = True
-        if config.max_attempts != 1:
+        if config.max_attempts is not None:  # left out: the worker's default
             node["max_attempts"] = config.max_attempts
         priority = opts.priority if opts and opts.priority is not None else config.priority
         if priority:

@@ -185,7 +185,7 @@ class Planner:
             args=args,
             kwargs=dict(node.get("kwargs", {})),
             headers=dict(node.get("headers", {})),
-            max_attempts=node.get("max_attempts", 1),
+            max_attempts=node.get("max_attempts"),
             priority=node.get("priority", 0),
             eta=now + delay if delay else eta,
             expires=now + expires if expires is not None else expires_at,

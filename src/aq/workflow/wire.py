@@ -168,7 +168,7 @@ def _check_task_node(node: dict[str, Any]) -> None:
         value = node.get(name)
         if value is not None and (type(value) not in types):
             raise MessageDecodeError(f"a task node's {name} has the wrong type: {value!r:.40}")
-    if not node.get("max_attempts", 1) >= 1 or not 0 <= node.get("priority", 0) <= 9:
+    if not node.get("max_attempts", 0) >= 0 or not 0 <= node.get("priority", 0) <= 9:
         raise MessageDecodeError("a task node's max_attempts or priority is out of range")
     for name in ("link", "link_error"):
         for callback in node.get(name, ()):

@@ -1,0 +1,104 @@
+"""A task's time limits: the hard ``timeout`` and the soft ``soft_timeout``.
+
+The hard limit cancels the attempt: :func:`run_with_deadline` runs it under
+``asyncio.timeout`` and turns the expiry into :class:`aq.TaskTimeout`, while a
+``TimeoutError`` the task raises itself stays an ordinary failure.
+
+The soft limit warns the task instead: at the deadline :class:`aq.SoftTimeLimit`
+is raised inside the coroutine, at the ``await`` where it stands, so it can
+clean up, return what it has, or raise. :class:`SoftLimited` drives the
+coroutine step by step as ``await`` would (each future it yields goes to the
+asyncio task unchanged), arms a timer, and at the deadline cancels the asyncio
+task; the ``CancelledError`` that comes back at the suspended ``await`` is
+taken back (``Task.uncancel``) and replaced by ``SoftTimeLimit`` thrown into
+the coroutine. A cancellation by anyone else (the hard limit, a shutdown,
+``handle.cancel()``) that arrives with it passes through unchanged. Only
+coroutines are limited so: a thread (a plain ``def`` task) cannot be
+interrupted where it stands, and such tasks may not set ``soft_timeout``.
+
+Celery's soft limit is a signal (SIGUSR1) that raises in whatever the child
+process is doing, so it reaches blocking code too but only in its own process
+and only one task at a time; here thousands of tasks share one thread, so the
+limit is delivered to exactly one coroutine, and only where it awaits: a task
+stuck in a CPU-bound loop never sees it (nor, for the same reason, its hard
+limit until it yields).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, Generic, TypeVar
+
+from aq.errors import SoftTimeLimit, TaskTimeout
+from aq.message import outcome_error
+
+__all__ = ["SoftLimited", "run_with_deadline"]
+
+T = TypeVar("T")
+
+
+async def run_with_deadline(task_id: str, running: Awaitable[T], timeout: float) -> T:
+    """Await ``running`` for at most ``timeout`` seconds.
+
+    Raises:
+        aq.TaskTimeout: it ran longer (``running`` was cancelled).
+    """
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await running
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the task's own TimeoutError: an ordinary failure
+        raise outcome_error(TaskTimeout, task_id, f"ran longer than {timeout:g} s") from None
+
+
+class SoftLimited(Generic[T]):
+    """``await SoftLimited(coro, seconds)``: ``await coro``, with
+    :class:`aq.SoftTimeLimit` raised inside it after ``seconds`` (see the module
+    docstring). Awaited once, by the asyncio task that runs it."""
+
+    __slots__ = ("_coro", "_seconds")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], seconds: float) -> None:
+        self._coro = coro
+        self._seconds = seconds
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("SoftLimited must be awaited inside an asyncio task")
+        fired = False
+
+        def fire() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self._seconds, fire)
+        coro, seconds = self._coro, self._seconds
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    yielded = coro.send(value) if error is None else coro.throw(error)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                try:
+                    value, error = (yield yielded), None
+                except asyncio.CancelledError as cancelled:
+                    value, error = None, cancelled
+                    if fired:
+                        fired = False  # delivered once; later cancels are others'
+                        if task.uncancel() == 0:  # ours alone: the soft limit
+                            error = SoftTimeLimit(f"soft time limit of {seconds:g} s exceeded")
+                except GeneratorExit:
+                    coro.close()
+                    raise
+                except BaseException as exc:  # thrown in by whoever drives us: pass it on
+                    value, error = None, exc
+        finally:
+            timer.cancel()
