@@ -61,6 +61,7 @@ bench: $(BENCH_STAMP) $(ARQ_STAMP) services ## aq and its peers side by side: be
 	$(BENCH_VENV)/bin/python -m benchmarks.dashboard --json benchmarks/results/dashboard.json
 	$(BENCH_VENV)/bin/python -m benchmarks.workflows --json benchmarks/results/workflows.json
 	$(BENCH_VENV)/bin/python -m benchmarks.codecs --json benchmarks/results/codecs.json
+	$(BENCH_VENV)/bin/python -m benchmarks.policies --json benchmarks/results/policies.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(ARQ_VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -74,6 +74,28 @@ async def test_registered_lists_the_tasks_a_worker_runs_with_their_limits(
     assert (entry["retries"], entry["timeout"], entry["queue"]) == (2, 5, "default")
 
 
+async def test_registered_shows_the_worker_defaults_where_a_task_sets_none(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def bare() -> None: ...
+
+    @broker.task(retries=None, soft_timeout=1)
+    async def own() -> None: ...
+
+    async with running_worker(
+        broker, default_timeout=30, default_retries=4, default_rate_limit="2/s"
+    ) as worker:
+        answers = await broker.inspect.registered(worker=worker.id, timeout=5)
+    entries = {t["name"]: t for t in answers[worker.id]["tasks"]}
+    assert {k: entries[bare.name][k] for k in ("timeout", "retries", "rate_limit")} == {
+        "timeout": 30,
+        "retries": 4,
+        "rate_limit": "2/s",
+    }
+    assert (entries[own.name]["retries"], entries[own.name]["soft_timeout"]) == (None, 1)
+
+
 async def test_a_rate_limit_set_at_run_time_spaces_the_starts(broker: aq.Broker) -> None:
     starts: list[float] = []
 

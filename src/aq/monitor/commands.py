@@ -112,12 +112,17 @@ def _answer_lines(question: str, answer: dict[str, Any]) -> list[str]:
     if question == "registered":
         return [
             f"{t['name']}  queue={t['queue']}  rate_limit={t['rate_limit'] or '-'}  "
-            f"max_concurrency={t['max_concurrency'] or '-'}  timeout={t['timeout'] or '-'}"
+            f"max_concurrency={t['max_concurrency'] or '-'}  timeout={t['timeout'] or '-'}  "
+            f"retries={_retries(t.get('retries', 0))}"
             for t in answer.get("tasks") or []
         ] or ["(no tasks)"]
     return [
         f"{key}: {_stat(key, value)}" for key, value in sorted(answer.items()) if key != "worker"
     ]
+
+
+def _retries(value: Any) -> str:
+    return "unlimited" if value is None else str(value)
 
 
 def _stat(key: str, value: Any) -> str:

@@ -175,19 +175,23 @@ class Reporter:
     def registered(self) -> list[dict[str, Any]]:
         """The tasks this worker runs, with their limits, for ``aq inspect registered``."""
         queues = set(self.worker.queues)
+        options = self.worker.options
         found = []
         for task in self.worker.broker.tasks.values():
             config = task.config
             if config.queue not in queues:
                 continue
             rate = self.worker.limits.rate(task)
+            # What applies here: the task's own settings, else this worker's defaults.
+            retries = config.retries if config.retries_given else options.default_retries or 0
             found.append(
                 {
                     "name": task.name,
                     "queue": config.queue,
                     "kind": task.kind,
-                    "timeout": config.timeout,
-                    "retries": config.retries,
+                    "timeout": config.timeout or options.default_timeout,
+                    "soft_timeout": config.soft_timeout,
+                    "retries": retries,  # None: without limit
                     "rate_limit": str(rate) if rate else None,
                     "max_concurrency": config.max_concurrency,
                 }
