@@ -396,9 +396,10 @@ def _check_hook(fn: object, kind: str) -> bool:
     required = [p for p in positional if p.default is p.empty]
     keywords = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
     if len(required) > 1 or keywords:
+        names = ", ".join(p.name for p in required + keywords)
         raise ConfigurationError(
-            f"{decorator}: {name} takes {len(required) + len(keywords)} required "
-            f"arguments; a hook is given nothing or the state: write it as {shape}"
+            f"{decorator}: {name} needs arguments ({names}); a hook is given nothing "
+            f"or the state: write it as {shape}"
         )
     return bool(positional) or any(p.kind is p.VAR_POSITIONAL for p in params)
 
