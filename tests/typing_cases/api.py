@@ -121,6 +121,7 @@ async def lifecycle() -> None:
     reveal_type(await db.get().fetchval("select 1"))  # R: builtins.int
     reveal_type(cache_client.get())  # R: builtins.dict[builtins.str, builtins.bytes]
     reveal_type(aq.context().state)  # R: aq.lifecycle.State
+    reveal_type(aq.context().state.http)  # R: Any
     reveal_type(open_things)  # R: def (state: aq.lifecycle.State) -> typing.Coroutine[Any, Any, None]
 
 
