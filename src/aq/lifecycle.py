@@ -42,6 +42,8 @@ log = logging.getLogger("aq.lifecycle")
 
 T = TypeVar("T")
 
+_STARTUP, _SHUTDOWN = "start-up hook", "shutdown hook"
+
 
 class State:
     """The attributes a broker's hooks share with its tasks: ``broker.state``, the
@@ -100,11 +102,11 @@ class _Hook:
         await (self._fn(state) if self._takes_state else self._fn())
 
     async def open(self, state: State) -> None:
-        if self.kind == "start-up hook":
+        if self.kind == _STARTUP:
             await self._call(state)
 
     async def close(self, state: State) -> None:
-        if self.kind == "shutdown hook":
+        if self.kind == _SHUTDOWN:
             await self._call(state)
 
 
@@ -174,12 +176,14 @@ class Resource(Generic[T]):
     __call__ = get
 
     async def open(self, state: State) -> None:
+        """Run the function up to its ``yield`` (the broker's start-up calls this)."""
         context = self._fn()
         value = await context.__aenter__()
         self._context, self._value = context, value
         setattr(state, self.name, value)
 
     async def close(self, state: State) -> None:
+        """Run the rest of the function (the broker's shutdown calls this)."""
         context, self._context, self._value = self._context, None, None
         with contextlib.suppress(AttributeError):
             delattr(state, self.name)
@@ -232,7 +236,7 @@ class Lifecycle:
             aq.ConfigurationError: ``fn`` is not an ``async def`` taking nothing
                 or one argument.
         """
-        return self._decorate("start-up hook", fn, producer)
+        return self._decorate(_STARTUP, fn, producer)
 
     @overload
     def on_shutdown(self, fn: H, /) -> H: ...
@@ -249,7 +253,7 @@ class Lifecycle:
         Raises:
             aq.ConfigurationError: as :meth:`on_startup`.
         """
-        return self._decorate("shutdown hook", fn, producer)
+        return self._decorate(_SHUTDOWN, fn, producer)
 
     def _decorate(self, kind: str, fn: H | None, producer: bool) -> H | Callable[[H], H]:
         def register(fn: H) -> H:
@@ -375,7 +379,7 @@ def _check_hook(fn: object, kind: str) -> bool:
         aq.ConfigurationError: ``fn`` is not an ``async def`` that takes nothing
             or one positional argument.
     """
-    decorator = "@broker.on_startup" if kind == "start-up hook" else "@broker.on_shutdown"
+    decorator = "@broker.on_startup" if kind == _STARTUP else "@broker.on_shutdown"
     shape = "async def hook() or async def hook(state: aq.State)"
     if not callable(fn):
         raise ConfigurationError(f"{decorator} needs a function ({shape}), not {fn!r}")
