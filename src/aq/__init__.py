@@ -23,6 +23,7 @@ from aq.errors import (
     Retry,
     SerializationError,
     SoftTimeLimit,
+    StartupFailed,
     TaskCancelled,
     TaskExpired,
     TaskFailed,
@@ -32,6 +33,7 @@ from aq.errors import (
     WorkerCrashed,
 )
 from aq.handle import StreamHandle, TaskHandle
+from aq.lifecycle import Resource, State
 from aq.message import TaskMessage
 from aq.middleware import Middleware, Outcome
 from aq.monitor.status import TaskStatus
@@ -70,6 +72,7 @@ __all__ = [
     "MessageDecodeError",
     "Middleware",
     "Outcome",
+    "Resource",
     "ResultNotFound",
     "ResultTimeout",
     "Retry",
@@ -79,6 +82,8 @@ __all__ = [
     "SerializationError",
     "Signature",
     "SoftTimeLimit",
+    "StartupFailed",
+    "State",
     "StreamHandle",
     "StreamTask",
     "SyncTask",

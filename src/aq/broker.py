@@ -5,7 +5,8 @@ middleware stack, the transport chosen from the URL, and the producer's reply
 listener. It publishes task messages for ``kiq()`` and broadcasts control
 messages such as cancellation. Workers are built on a broker too
 (:class:`aq.Worker`), so producer and worker code share one definition of the
-tasks.
+tasks, and of the hooks and resources their processes start with
+(:mod:`aq.lifecycle`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
 from aq.envelope import COMPRESS_ABOVE, Codec
 from aq.errors import ConfigurationError, ResultNotFound
+from aq.lifecycle import Lifecycle, State
 from aq.message import (
     ControlMessage,
     TaskMessage,
@@ -200,6 +202,18 @@ class Broker:
         self._started = False
         self._listening = False
         self._lock = asyncio.Lock()
+        #: The start-up and shutdown hooks and resources (:mod:`aq.lifecycle`).
+        self.lifecycle = Lifecycle()
+        #: What hooks share with tasks, which read it as ``aq.context().state``.
+        self.state: State = self.lifecycle.state
+        #: ``@broker.on_startup``: run an async function when a worker starts
+        #: (and in producers, with ``producer=True``); see :meth:`Lifecycle.on_startup`.
+        self.on_startup = self.lifecycle.on_startup
+        #: ``@broker.on_shutdown``: run an async function when a worker stops.
+        self.on_shutdown = self.lifecycle.on_shutdown
+        #: ``@broker.resource``: an async generator opened at start-up, closed at
+        #: shutdown, read in tasks with ``.get()``; see :class:`aq.Resource`.
+        self.resource = self.lifecycle.resource
         if events:
             self.enable_events()
 
@@ -219,7 +233,26 @@ class Broker:
     # -- lifecycle -----------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Connect to the broker. ``kiq()`` calls this on first use if you have not."""
+        """Connect to the broker, then run the start-up hooks and open the resources
+        marked ``producer=True``, once however often it is called (docs/worker.md).
+
+        Raises:
+            aq.StartupFailed: a hook or resource raised; the broker is left as it
+                was (disconnected if this call connected it).
+        """
+        connected = self._started
+        await self.connect()
+        try:
+            await self.lifecycle.start(self, worker=False)
+        except BaseException:
+            if not connected:
+                await self.shutdown()
+            raise
+
+    async def connect(self) -> None:
+        """Connect to the broker, without running hooks: what ``kiq()`` does on
+        first use, and what processes that only watch or schedule (``aq
+        scheduler``, the dashboard) call."""
         async with self._lock:
             if not self._started:
                 await self.transport.connect()
@@ -234,7 +267,9 @@ class Broker:
                     self._publisher.emitter.start()
 
     async def shutdown(self) -> None:
-        """Stop listening for replies and close the connection."""
+        """Run the shutdown side of what :meth:`startup` opened, stop listening for
+        replies and close the connection."""
+        await self.lifecycle.stop(self)
         async with self._lock:
             if self._publisher.emitter is not None:
                 await self._publisher.emitter.close()
@@ -313,7 +348,7 @@ class Broker:
                 "status() reads the task states that brokers with result_ttl keep: create "
                 "the broker with aq.Broker(..., result_ttl=3600) (and track_states left on)"
             )
-        await self.startup()
+        await self.connect()
         return await read_status(store, self.codec, task_id)
 
     @property
@@ -338,7 +373,7 @@ class Broker:
     async def reply_address(self) -> str:
         """This producer's reply address, starting the connection and listener if needed."""
         if not self._listening:
-            await self.startup()
+            await self.connect()
             async with self._lock:
                 if not self._listening:
                     await self._listener.start()
@@ -507,7 +542,7 @@ class Broker:
 
     async def cancel(self, task_id: str) -> None:
         """Cancel task ``task_id`` wherever it is: queued tasks will not run, running ones stop."""
-        await self.startup()
+        await self.connect()
         await self.transport.broadcast(
             encode_control(ControlMessage("cancel", task_id), self.codec)
         )
@@ -523,7 +558,7 @@ class Broker:
                 expired, or the workers' broker has no ``result_ttl``).
             aq.TaskFailed: the task failed (``TaskTimeout``, ``TaskCancelled`` ...).
         """
-        await self.startup()
+        await self.connect()
         body = await self.store.get(result_key(task_id)) if self.store is not None else None
         if body is None:
             raise ResultNotFound(

@@ -2,8 +2,9 @@
 
 The worker sets a :class:`TaskContext` in a context variable before it calls
 the task function, so code anywhere below the task (helpers, libraries) can
-read the task id, attempt number and headers, and report progress to the
-producer without having them passed in.
+read the task id, attempt number and headers, reach what the broker's start-up
+hooks made (``state``), and report progress to the producer without having
+them passed in.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aq.errors import AQError
+from aq.lifecycle import State
 
 __all__ = ["TaskContext", "context"]
 
@@ -28,6 +30,10 @@ class TaskContext:
         max_attempts: attempts allowed in all (``retries + 1``); ``None``
             without limit (``retries=None``).
         headers: the message headers set with ``task.options(headers=...)``.
+        state: the broker's :class:`aq.State` (``broker.state``): what its
+            start-up hooks set and its resources, by name. The same object for
+            every task; its attributes are typed ``Any`` (a
+            :class:`aq.Resource`'s ``get()`` is the typed path).
     """
 
     __slots__ = (
@@ -36,6 +42,7 @@ class TaskContext:
         "headers",
         "max_attempts",
         "queue",
+        "state",
         "task_id",
         "task_name",
     )
@@ -49,6 +56,7 @@ class TaskContext:
         max_attempts: int | None,
         headers: Mapping[str, Any],
         send_progress: Callable[[Any], Awaitable[None]],
+        state: State,
     ) -> None:
         self.task_id = task_id
         self.task_name = task_name
@@ -57,6 +65,7 @@ class TaskContext:
         self.max_attempts = max_attempts
         self.headers = headers
         self._send_progress = send_progress
+        self.state = state
 
     async def report_progress(self, value: Any) -> None:
         """Send ``value`` (any JSON-serialisable data) to the producer awaiting this task.

@@ -5,6 +5,7 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
 
     AQError
     ├── ConfigurationError      a bad URL or option, found at start-up
+    ├── StartupFailed           a start-up hook or resource raised (@broker.on_startup)
     ├── SerializationError      a value that cannot cross the wire, found at kiq()
     ├── MessageDecodeError      bytes off the wire that are not a valid aq message
     │   └── UntrustedMessage    one without a valid signature, where one is required
@@ -41,6 +42,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "SoftTimeLimit",
+    "StartupFailed",
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
@@ -57,6 +59,25 @@ class AQError(Exception):
 
 class ConfigurationError(AQError):
     """A broker URL, task option or worker option is invalid."""
+
+
+class StartupFailed(AQError):
+    """A start-up hook (``@broker.on_startup``) or resource (``@broker.resource``)
+    raised, so the worker did not start (``aq worker`` exits with status 4) or
+    ``broker.startup()`` did not finish. What had opened before it was closed.
+    The hook's own exception is the ``__cause__``.
+
+    Attributes:
+        hook: the qualified name of the function that raised (``app.tasks.open_db``).
+        kind: ``"start-up hook"`` or ``"resource"``.
+        reason: the error, as ``Type: message``.
+    """
+
+    def __init__(self, kind: str, hook: str, error: BaseException) -> None:
+        self.kind = kind
+        self.hook = hook
+        self.reason = f"{type(error).__name__}: {error}"
+        super().__init__(f"{kind} {hook} failed: {self.reason}")
 
 
 class SerializationError(AQError, TypeError):

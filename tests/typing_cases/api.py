@@ -88,3 +88,53 @@ async def bad_workflows() -> None:
     aq.chain(add.s(1, 2), add.s(1, 2))  # E: misc
     aq.chord([add.s(1, 1)], shout.s())  # E: arg-type
     shout.map([1, 2])  # E: list-item
+
+
+class Pool:
+    async def fetchval(self, query: str) -> int:
+        return 0
+
+
+@broker.resource
+async def db() -> AsyncIterator[Pool]:
+    yield Pool()
+
+
+@broker.resource(name="cache", producer=True)
+async def cache_client() -> AsyncIterator[dict[str, bytes]]:
+    yield {}
+
+
+@broker.on_startup
+async def open_things(state: aq.State) -> None:
+    state.http = object()
+
+
+@broker.on_shutdown(producer=True)
+async def close_things() -> None: ...
+
+
+async def lifecycle() -> None:
+    reveal_type(db)  # R: aq.lifecycle.Resource[tests.typing_cases.api.Pool]
+    reveal_type(db.get())  # R: tests.typing_cases.api.Pool
+    reveal_type(db())  # R: tests.typing_cases.api.Pool
+    reveal_type(await db.get().fetchval("select 1"))  # R: builtins.int
+    reveal_type(cache_client.get())  # R: builtins.dict[builtins.str, builtins.bytes]
+    reveal_type(aq.context().state)  # R: aq.lifecycle.State
+    reveal_type(aq.context().state.http)  # R: Any
+    reveal_type(open_things)  # R: def (state: aq.lifecycle.State) -> typing.Coroutine[Any, Any, None]
+
+
+async def bad_lifecycle() -> None:
+    name: str = db.get()  # E: assignment
+    await db.get().fetch("select 1")  # E: attr-defined
+    broker.resource(close_things)  # E: arg-type
+    broker.on_startup(lambda: None)  # E: type-var
+
+
+@broker.on_startup  # E: type-var
+def not_async() -> None: ...
+
+
+@broker.on_shutdown  # E: type-var
+async def too_many(state: aq.State, other: int) -> None: ...

@@ -85,7 +85,7 @@ class FleetMetrics:
         async def metrics() -> bytes:
             with contextlib.suppress(Exception):  # depths are left out until it connects
                 async with asyncio.timeout(2.0):
-                    await broker.startup()  # at once when it is connected
+                    await broker.connect()  # at once when it is connected
             return await scrape(self.registry, depth, broker.admin, list(queues))
 
         self.server = MetricsServer(sock, metrics, self.health)

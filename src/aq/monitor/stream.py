@@ -38,7 +38,7 @@ class EventStream:
         self._events: deque[Event] = deque()
 
     async def __aenter__(self) -> Self:
-        await self.broker.startup()
+        await self.broker.connect()
         self._inbox = await self.broker.transport.subscribe_events()
         return self
 

@@ -86,7 +86,7 @@ class ScheduleBook:
                 f"schedule {schedule.name!r} is defined in code; give the one added at run "
                 "time another name"
             )
-        await broker.startup()
+        await broker.connect()
         body = broker.codec.dumps(schedule.to_json())
         await store.set(f"schedule:{schedule.name}", body, ttl=KEEP)
         await store.add_member(_NAMES, schedule.name, ttl=KEEP)
@@ -97,7 +97,7 @@ class ScheduleBook:
         """Remove a schedule added at run time; whether there was one."""
         broker = self._broker
         store = broker.require_store("schedules added at run time")
-        await broker.startup()
+        await broker.connect()
         removed = await store.delete(f"schedule:{name}")
         await store.delete(f"schedule-last:{name}")
         await store.remove_member(_NAMES, name)
@@ -112,7 +112,7 @@ class ScheduleBook:
             aq.ConfigurationError: no store, or no schedule of that name.
         """
         store = self._broker.require_store("pausing schedules")
-        await self._broker.startup()
+        await self._broker.connect()
         if name not in self.code and await self.stored_one(name) is None:
             raise ConfigurationError(f"there is no schedule named {name!r}")
         await store.add_member(_PAUSED, name, ttl=KEEP)
@@ -121,7 +121,7 @@ class ScheduleBook:
     async def resume(self, name: str) -> bool:
         """Fire schedule ``name`` again, from its next due time; whether it was paused."""
         store = self._broker.require_store("pausing schedules")
-        await self._broker.startup()
+        await self._broker.connect()
         resumed = await store.remove_member(_PAUSED, name)
         await self._announce(name)
         return resumed

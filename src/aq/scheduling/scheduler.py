@@ -113,7 +113,7 @@ class Scheduler:
     async def run(self) -> None:
         """Campaign, and fire while leading, until cancelled."""
         broker = self.broker
-        await broker.startup()
+        await broker.connect()
         election = self._election = election_for(broker, "scheduler", self.owner, self.lease_time)
         control = await broker.transport.subscribe_control()
         listener = background.start("aq-scheduler-control", lambda: self._listen(control))

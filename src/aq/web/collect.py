@@ -61,7 +61,7 @@ class Collector:
         async with self._lock:
             if self.running:
                 return
-            await self.broker.startup()
+            await self.broker.connect()
             loops: list[tuple[str, background.Loop]] = [
                 ("aq-dashboard-events", self._events),
                 ("aq-dashboard-workers", self._workers),

@@ -405,6 +405,7 @@ class Executor:
                 message.max_attempts or None,  # 0, without limit: None
                 message.headers,
                 lambda value: self.settle.reply(message, "progress", value),
+                self.broker.state,
             )
         )
 

@@ -3,7 +3,8 @@
 ``run(...)`` is what ``aq worker`` calls in each worker process. SIGTERM or
 SIGINT starts a graceful stop (see :meth:`aq.Worker.stop`); a second signal
 cuts the grace period short, cancelling running tasks so their messages are
-returned to the queue at once.
+returned to the queue at once. A worker whose start-up hooks failed prints
+which and why, and exits with :data:`EXIT_STARTUP_FAILED`.
 
 The event loop is uvloop's when it is installed (``aq-tasks[uvloop]``) unless
 ``--loop asyncio`` says otherwise: it cut the worker's CPU per task by about a
@@ -20,10 +21,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from aq.broker import Broker
-from aq.errors import ConfigurationError
+from aq.errors import ConfigurationError, StartupFailed
 from aq.monitor.http import MetricsServer, bind
 from aq.worker.options import WorkerOptions
-from aq.worker.supervisor import EXIT_SHUT_DOWN, Supervisor, report_ready
+from aq.worker.supervisor import (
+    EXIT_SHUT_DOWN,
+    EXIT_STARTUP_FAILED,
+    Supervisor,
+    report_ready,
+)
 from aq.worker.worker import Worker
 
 __all__ = ["LOOPS", "loop_factory", "run", "serve"]
@@ -62,7 +68,8 @@ async def serve(
     isolation_args: Sequence[str] | None = None,
 ) -> int:
     """Run a worker until a signal (or ``max_tasks``, or ``aq control shutdown``)
-    stops it; the process's exit code (:data:`EXIT_SHUT_DOWN` for the last).
+    stops it; the process's exit code (:data:`EXIT_SHUT_DOWN` for the last, and
+    :data:`EXIT_STARTUP_FAILED` if a start-up hook failed: it never consumed).
 
     With ``watch_parent``, standard input is a pipe from the supervising
     process, and its end-of-file (the supervisor died, even by SIGKILL) stops
@@ -96,7 +103,11 @@ async def serve(
         if metrics is not None:
             await metrics.start()
         worker.on_started = report_ready  # before it logs worker.started, which tests await
-        await worker.start()
+        try:
+            await worker.start()
+        except StartupFailed as exc:  # logged with its traceback; this line says what
+            print(f"aq: error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_STARTUP_FAILED
         await worker.wait_stopped()
         await asyncio.gather(*stopping, return_exceptions=True)
     finally:

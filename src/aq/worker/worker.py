@@ -6,6 +6,11 @@ The worker takes a delivery only when one of its ``concurrency`` slots is free
 cancellations, and stops gracefully: it stops taking deliveries, gives running
 tasks ``shutdown_timeout`` seconds to finish, then cancels the rest, whose
 deliveries go back to the queue unsettled.
+
+The broker's start-up hooks and resources (:mod:`aq.lifecycle`) open after the
+worker connects and before it subscribes to anything, so a hook that fails
+leaves nothing consumed; their shutdown side runs last in :meth:`Worker.stop`,
+once no task runs.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Self
 
 from aq import background
 from aq.broker import Broker
-from aq.errors import ConfigurationError, MessageDecodeError
+from aq.errors import ConfigurationError, MessageDecodeError, StartupFailed
 from aq.logs import event
 from aq.message import decode_control
 from aq.scheduling.leadership import check_scheduler
@@ -201,14 +206,21 @@ class Worker:
         return len(self._inflight)
 
     async def start(self) -> None:
-        """Connect and begin consuming.
+        """Connect, run the broker's start-up hooks and open its resources, then
+        begin consuming.
 
         Raises:
             aq.ConfigurationError: a task of this worker's queues has a timeout
                 longer than the broker lets a delivery stay unsettled.
+            aq.StartupFailed: a start-up hook or resource raised: what had
+                opened was closed, nothing was consumed, and the broker was
+                disconnected if this worker connected it.
         """
         check_hold_limit(self.broker, self.queues, self.options.default_timeout)
-        await self.broker.startup()
+        await self._open_hooks()
+        if self._stopping:  # stopped while the hooks ran: consume nothing
+            await self.broker.lifecycle.stop(self)
+            return
         transport = self.broker.transport
         self._control = await transport.subscribe_control()
         isolated = self.crashes.mode == "isolated"
@@ -244,6 +256,26 @@ class Worker:
             broker=redact_url(self.broker.url),
             loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
+
+    async def _open_hooks(self) -> None:
+        broker = self.broker
+        connected = broker.is_started
+        await broker.connect()
+        try:
+            await broker.lifecycle.start(self, worker=True)
+        except StartupFailed as exc:
+            event(
+                log,
+                logging.ERROR,
+                "worker.startup_failed",
+                worker=self.id,
+                hook=exc.hook,
+                error=exc.reason,
+                exc_info=exc.__cause__,
+            )
+            if not connected:
+                await broker.shutdown()
+            raise
 
     async def wait_stopped(self) -> None:
         """Wait until the worker has stopped (for example after ``max_tasks``)."""
@@ -292,6 +324,7 @@ class Worker:
         if self._answering:  # answers being sent (a shutdown's, say) get a moment
             await asyncio.wait(self._answering, timeout=1.0)
         await self.reporter.offline()
+        await self.broker.lifecycle.stop(self)  # once no task runs
         event(log, logging.INFO, "worker.stopped", finished=self.finished_count)
         self._stopped.set()
         self._notify()
