@@ -2,8 +2,8 @@
 
 A task that leaks (a module-level cache that only grows, a C extension that
 never frees) makes its process larger with every run. With a limit, the
-worker reads its resident set size about once a second and soon after each
-task finishes (at most ten times a second); once the RSS passes the limit,
+worker reads its resident set size about once a second and after each task
+finishes (a read of about two microseconds); once the RSS passes the limit,
 it logs ``worker.memory_limit``, stops taking deliveries, lets its running
 tasks finish within its grace period, and exits 0, so that its supervisor
 starts a fresh process at once (as after ``--max-tasks-per-child``). Nothing
@@ -12,8 +12,8 @@ its message returned to the queue. A worker that has not started a task yet
 never replaces itself: a limit below a worker's own footprint would
 otherwise restart it for ever.
 
-The RSS is read from ``/proc/self/statm`` (Linux); elsewhere it falls back to
-``resource.getrusage``, which gives the peak RSS rather than the current one.
+The RSS is read from ``/proc/self/statm`` (Linux), kept open; elsewhere it falls
+back to ``resource.getrusage``, which gives the peak RSS rather than the current one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import os
 import resource
 import sys
-import time
 from collections.abc import Callable
 
 from aq.logs import event
@@ -33,15 +32,20 @@ __all__ = ["MemoryLimit", "resident_bytes"]
 log = logging.getLogger("aq.worker")
 
 _INTERVAL = 1.0  # seconds between the background readings
-_AFTER_TASK_GAP = 0.1  # the least time between readings after tasks finish
 _MB = 1024 * 1024
+_STATM = "/proc/self/statm"
 
 
-def resident_bytes() -> int:
-    """This process's resident set size in bytes (the peak, where /proc is missing)."""
+def resident_bytes(statm: int | None = None) -> int:
+    """This process's resident set size in bytes, read from ``statm`` (a file
+    descriptor of /proc/self/statm) or opened here; the peak where /proc is missing."""
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        if statm is None:
+            with open(_STATM, "rb") as file:
+                text = file.read()
+        else:
+            text = os.pread(statm, 128, 0)
+        return int(text.split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB here
@@ -62,15 +66,17 @@ class MemoryLimit:
         self.limit = limit_mb * _MB
         self._exceeded = exceeded
         self._armed = armed
-        self._read_at = 0.0
         self._tripped = False
+        try:
+            self._statm: int | None = os.open(_STATM, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._statm = None
 
     def check(self) -> None:
         """Read the RSS; past the limit, log it and call ``exceeded`` (once)."""
-        self._read_at = time.monotonic()
         if self._tripped or not self._armed():
             return
-        rss = resident_bytes()
+        rss = resident_bytes(self._statm)
         if rss > self.limit:
             self._tripped = True
             event(
@@ -83,13 +89,19 @@ class MemoryLimit:
             )
             self._exceeded()
 
-    def task_finished(self) -> None:
-        """A task finished: check, unless that was done a moment ago."""
-        if time.monotonic() - self._read_at >= _AFTER_TASK_GAP:
-            self.check()
-
     async def watch(self) -> None:
-        """Check about once a second, until cancelled."""
-        while not self._tripped:
-            self.check()
-            await asyncio.sleep(_INTERVAL)
+        """Check about once a second, until cancelled (then close the file)."""
+        try:
+            while not self._tripped:
+                self.check()
+                await asyncio.sleep(_INTERVAL)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        statm, self._statm = self._statm, None
+        if statm is not None:
+            os.close(statm)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -382,7 +382,7 @@ class Worker:
             self.finished_count += 1
             self._notify()
             if self._memory is not None:
-                self._memory.task_finished()
+                self._memory.check()
 
     async def _listen(self, control: Inbox) -> None:
         codec = self.broker.codec
