@@ -22,7 +22,7 @@ def test_a_package_app_watches_the_directory_holding_its_top_level_package() -> 
 def test_a_module_app_watches_the_directory_holding_the_module(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "solo_app_for_reload.py").write_text("import aq\nbroker = aq.Broker(\"memory://\")\n")
+    (tmp_path / "solo_app_for_reload.py").write_text('import aq\nbroker = aq.Broker("memory://")\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     import solo_app_for_reload  # type: ignore[import-not-found]  # noqa: F401
 
