@@ -237,15 +237,15 @@ class AqProcess:
 
 @contextlib.asynccontextmanager
 async def aq_worker(
-    *options: str, app: str = APP, env: dict[str, str] | None = None
+    *options: str, app: str = APP, env: dict[str, str] | None = None, cwd: Path = ROOT
 ) -> AsyncIterator[AqProcess]:
-    """``python -m aq worker APP *options``, killed on the way out."""
+    """``python -m aq worker APP *options`` in ``cwd``, killed on the way out."""
     proc = await asyncio.create_subprocess_exec(
         *PYTHON_M_AQ,
         "worker",
         app,
         *options,
-        cwd=ROOT,
+        cwd=cwd,
         env=_env() | (env or {}),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
@@ -316,6 +316,11 @@ async def test_worker_help_lists_every_public_option(command: tuple[str, ...]) -
         "--no-supervise",
         "--scheduler",
         "--lease-time",
+        "--autoscale",
+        "--scale-down-after",
+        "--max-memory-per-child",
+        "--reload",
+        "--reload-dir",
     ):
         assert _lists_option(result.stdout, option), f"{option} missing from:\n{result.stdout}"
     for internal in ("--supervised", "--crashes"):  # how the supervisor starts its children
@@ -495,6 +500,42 @@ async def test_options_that_need_the_supervisor_are_refused_without_it(option: s
     result = await run_aq("worker", APP, "--no-supervise", option, "2")
     assert result.code == 2, result.stderr
     assert f"{option} needs the supervisor: drop --no-supervise" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (("--autoscale", "4,1"), "--autoscale MIN,MAX needs MIN <= MAX, not 4,1: write "),
+        (("--autoscale", "x"), "--autoscale takes MIN,MAX, two whole numbers of processes"),
+        (("--autoscale", "0,2"), "--autoscale MIN must be at least 1 (one worker always runs)"),
+        (("--max-memory-per-child", "0"), "'--max-memory-per-child'"),
+        (("--reload", "--processes", "2"), "--reload runs one worker process: drop --processes"),
+        (("--reload", "--autoscale", "1,2"), "--reload runs one worker process: drop --autoscale"),
+        (
+            ("--autoscale", "1,3", "--processes", "2"),
+            "--autoscale MIN,MAX sets the number of processes: drop --processes",
+        ),
+        (("--reload", "--no-supervise"), "--reload needs the supervisor: drop --no-supervise"),
+        (
+            ("--autoscale", "1,2", "--no-supervise"),
+            "--autoscale needs the supervisor: drop --no-supervise",
+        ),
+        (
+            ("--max-memory-per-child", "100", "--no-supervise"),
+            "--max-memory-per-child needs the supervisor: drop --no-supervise",
+        ),
+        (("--reload-dir", "src"), "--reload-dir names what --reload watches: add --reload"),
+        (("--autoscale", "1,2"), "memory:// has queues of its own in each worker process"),
+    ],
+)
+async def test_a_bad_operations_option_exits_2_saying_what_to_change(
+    options: tuple[str, ...], problem: str
+) -> None:
+    result = await run_aq("worker", APP, *options)
+    assert result.code == 2, result.stderr
+    assert problem in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "worker.started" not in result.stderr
 
 
 @pytest.mark.parametrize("broker", ["redis"], indirect=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import textwrap
+from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
@@ -53,14 +54,14 @@ def worker(
         ),
     ] = DEFAULT_CONCURRENCY,
     processes: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--processes",
             "-p",
             min=1,
-            help="Worker processes to run under a supervisor that restarts them.",
+            help="Worker processes to run under a supervisor that restarts them [default: 1].",
         ),
-    ] = 1,
+    ] = None,
     queues: Annotated[
         str | None,
         typer.Option(
@@ -173,6 +174,52 @@ def worker(
             "manager that restarts it.",
         ),
     ] = True,
+    autoscale: Annotated[
+        str | None,
+        typer.Option(
+            "--autoscale",
+            metavar="MIN,MAX",
+            help="Run between MIN and MAX worker processes, adding one while the backlog "
+            "grows and every process is busy, retiring one after --scale-down-after "
+            "seconds idle (instead of --processes).",
+        ),
+    ] = None,
+    scale_down_after: Annotated[
+        float,
+        typer.Option(
+            "--scale-down-after",
+            min=0.001,
+            metavar="SECONDS",
+            help="With --autoscale: how long the backlog is empty and a process idle "
+            "before that process stops.",
+        ),
+    ] = 30.0,
+    max_memory_per_child: Annotated[
+        int | None,
+        typer.Option(
+            "--max-memory-per-child",
+            min=1,
+            metavar="MB",
+            help="Replace a worker process whose resident memory passes this many MB, "
+            "once its running tasks finish.",
+        ),
+    ] = None,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="For development: restart the worker when the app's code changes "
+            "(needs aq-tasks[reload]).",
+        ),
+    ] = False,
+    reload_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reload-dir",
+            metavar="DIR",
+            help="With --reload: watch DIR instead of the app's source tree (repeatable).",
+        ),
+    ] = None,
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
     crashes: Annotated[str, typer.Option("--crashes", hidden=True)] = "isolate",
 ) -> None:
@@ -190,12 +237,26 @@ def worker(
     except AQError as exc:
         _fail(exc)
         return
-    if not supervise and (processes > 1 or max_tasks_per_child is not None):
-        option = "--processes" if processes > 1 else "--max-tasks-per-child"
-        _fail(ConfigurationError(f"{option} needs the supervisor: drop --no-supervise"))
     from aq.worker import launch
 
     try:
+        plan = launch.Processes.from_flags(
+            supervise=supervise,
+            processes=processes,
+            autoscale=autoscale,
+            scale_down_after=scale_down_after,
+            reload=reload,
+            reload_dirs=reload_dir or (),
+            needs_supervisor=[
+                flag
+                for flag, value in [
+                    ("--max-tasks-per-child", max_tasks_per_child),
+                    ("--max-memory-per-child", max_memory_per_child),
+                ]
+                if value is not None
+            ],
+        )
+        plan.check()
         options = WorkerOptions(
             tuple(q.strip() for q in queues.split(",") if q.strip()) if queues else None,
             concurrency,
@@ -211,12 +272,13 @@ def worker(
             default_timeout,
             default_retries,
             default_rate_limit,
+            max_memory_per_child,
         )
         how = launch.Launch(app_spec, level, loop, options)
         if supervised:  # a child of the supervisor
             launch.run_child(broker, how)
         elif supervise:
-            launch.run_supervisor(broker, how, processes)
+            launch.run_supervisor(broker, how, plan)
         else:
             launch.run_unsupervised(broker, how)
     except AQError as exc:

@@ -37,6 +37,11 @@ def load_broker(spec: str) -> Broker:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:  # the file and line say where to look; no traceback needed
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else "unknown file"
+        raise ConfigurationError(
+            f"cannot import module {module_name!r}: {exc.msg} ({where})"
+        ) from exc
     obj = module
     for part in attr.split("."):
         try:

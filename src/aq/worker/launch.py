@@ -4,7 +4,10 @@
   ``--processes`` worker processes and, for network brokers, one isolation
   worker, which runs the tasks whose workers died while they ran, alone (see
   :mod:`aq.worker.crashes`). The workers move such tasks to it (crash mode
-  ``isolate``).
+  ``isolate``). With ``--autoscale MIN,MAX`` the number of worker processes
+  follows the load (:mod:`aq.worker.autoscale`); with ``--reload``, one worker
+  process restarts when the app's code changes (:mod:`aq.worker.reload`).
+  :class:`Processes` checks how these flags combine.
 * **Unsupervised** (``--no-supervise``, for a process manager that restarts the
   worker itself): this process is the worker, and keeps the isolation worker
   running as its own child.
@@ -27,19 +30,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aq.broker import Broker
-from aq.errors import BrokerError
+from aq.errors import BrokerError, ConfigurationError
 from aq.logs import event
 from aq.monitor.fleet import FleetMetrics
 from aq.monitor.http import bind
-from aq.worker import runner
+from aq.worker import reload, runner
+from aq.worker.autoscale import Autoscaler, Policy
 from aq.worker.options import CrashMode, WorkerOptions
-from aq.worker.supervisor import EXIT_SHUT_DOWN, Supervisor
+from aq.worker.supervisor import EXIT_SHUT_DOWN, EXIT_STARTUP_FAILED, Companion, Supervisor
 
-__all__ = ["Launch", "run_child", "run_supervisor", "run_unsupervised"]
+__all__ = ["Launch", "Processes", "run_child", "run_supervisor", "run_unsupervised"]
 
 log = logging.getLogger("aq.cli")
 
@@ -62,9 +67,79 @@ class Launch:
         return [*args, "--loop", self.loop, *worker.child_args()]
 
 
-def run_supervisor(broker: Broker, launch: Launch, processes: int) -> None:
-    """Supervise ``processes`` workers, and the isolation worker for network brokers."""
+@dataclass(frozen=True, slots=True)
+class Processes:
+    """How many worker processes the supervisor runs, and what changes them."""
+
+    #: Worker processes to run (at first, with ``autoscale``).
+    count: int = 1
+    #: ``--autoscale``: when to scale between its MIN and MAX.
+    autoscale: Policy | None = None
+    #: ``--reload``: whether to restart the worker when the code changes.
+    reload: bool = False
+    #: ``--reload-dir``: what to watch instead of the app's source tree.
+    reload_dirs: tuple[Path, ...] = ()
+
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        supervise: bool,
+        processes: int | None,
+        autoscale: str | None = None,
+        scale_down_after: float = 30.0,
+        reload: bool = False,
+        reload_dirs: Sequence[Path] = (),
+        needs_supervisor: Sequence[str] = (),
+    ) -> Processes:
+        """Check how ``aq worker``'s flags combine; ``needs_supervisor`` names the
+        other flags given that only a supervisor can honour.
+
+        Raises:
+            aq.ConfigurationError: saying which flag to change.
+        """
+        given = [
+            *(["--processes"] if processes is not None and processes > 1 else []),
+            *(["--autoscale"] if autoscale is not None else []),
+            *(["--reload"] if reload else []),
+            *needs_supervisor,
+        ]
+        if not supervise and given:
+            raise ConfigurationError(f"{given[0]} needs the supervisor: drop --no-supervise")
+        if reload and (processes is not None or autoscale is not None):
+            other = "--processes" if processes is not None else "--autoscale"
+            raise ConfigurationError(f"--reload runs one worker process: drop {other}")
+        if reload_dirs and not reload:
+            raise ConfigurationError("--reload-dir names what --reload watches: add --reload")
+        if autoscale is None:
+            return cls(processes or 1, None, reload, tuple(reload_dirs))
+        if processes is not None:
+            raise ConfigurationError(
+                "--autoscale MIN,MAX sets the number of processes: drop --processes"
+            )
+        policy = Policy.parse(autoscale, scale_down_after)
+        return cls(policy.minimum, policy)
+
+    def check(self) -> None:
+        """Raises:
+        aq.ConfigurationError: ``--reload`` without watchfiles installed.
+        """
+        if self.reload:
+            reload.check_available()
+
+
+def run_supervisor(broker: Broker, launch: Launch, plan: Processes) -> None:
+    """Supervise the workers ``plan`` says, and the isolation worker for network brokers.
+
+    Raises:
+        aq.ConfigurationError: ``--autoscale`` on the memory broker.
+    """
     in_process = _in_process(broker, "each worker process has its own queues")
+    if plan.autoscale is not None and in_process:
+        raise ConfigurationError(
+            "--autoscale scales by the backlog of the broker's queues, and memory:// has "
+            "queues of its own in each worker process: use Redis or RabbitMQ"
+        )
     if not in_process:
         _check_configuration(broker)
     isolation = None if in_process else launch.child_args("isolated")
@@ -79,8 +154,19 @@ def run_supervisor(broker: Broker, launch: Launch, processes: int) -> None:
         def metrics(supervisor: Supervisor) -> FleetMetrics:
             return FleetMetrics(sock, broker, queues, supervisor.live_children)
 
-    supervisor = Supervisor(children, processes, options.shutdown_timeout, isolation, metrics)
+    companions: list[Companion] = []
+    if plan.autoscale is not None:
+        queues = broker.queue_names(options.queues)
+        companions.append(Autoscaler(plan.autoscale, broker, queues))
+    if plan.reload:
+        roots = list(plan.reload_dirs) or reload.source_roots(launch.app)
+        companions.append(reload.Reloader(roots))
+    supervisor = Supervisor(
+        children, plan.count, options.shutdown_timeout, isolation, metrics, companions
+    )
     asyncio.run(supervisor.run())
+    if supervisor.startup_failed:  # it would fail the same way for ever
+        raise SystemExit(EXIT_STARTUP_FAILED)
     if (
         supervisor.shut_down
     ):  # told to (aq control shutdown): a process manager should not restart it
@@ -116,7 +202,7 @@ def _check_configuration(broker: Broker) -> None:
 
     async def connect() -> None:
         try:
-            await broker.startup()
+            await broker.connect()  # no hooks: they are for the workers
         finally:
             await broker.shutdown()
 

@@ -67,6 +67,9 @@ class WorkerOptions:
     default_timeout: float | None = None
     default_retries: int | None = None
     default_rate_limit: str | None = None
+    #: Replace the process once its resident memory passes this many MiB
+    #: (``--max-memory-per-child``; see :mod:`aq.worker.memory`).
+    max_memory_per_child: int | None = None
 
     def __post_init__(self) -> None:
         concurrency = self.concurrency
@@ -80,6 +83,13 @@ class WorkerOptions:
             raise ConfigurationError("lease_time must be a positive number of seconds")
         if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
             raise ConfigurationError("max_tasks must be a positive int")
+        memory = self.max_memory_per_child
+        if memory is not None and (
+            not isinstance(memory, int) or isinstance(memory, bool) or memory < 1
+        ):
+            raise ConfigurationError(
+                f"--max-memory-per-child must be a positive number of MB, not {memory!r}"
+            )
         port = self.metrics_port
         if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
             raise ConfigurationError(f"--metrics-port must be a port number, not {port!r}")

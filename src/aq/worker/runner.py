@@ -24,12 +24,8 @@ from aq.broker import Broker
 from aq.errors import ConfigurationError, StartupFailed
 from aq.monitor.http import MetricsServer, bind
 from aq.worker.options import WorkerOptions
-from aq.worker.supervisor import (
-    EXIT_SHUT_DOWN,
-    EXIT_STARTUP_FAILED,
-    Supervisor,
-    report_ready,
-)
+from aq.worker.pulse import Pulse
+from aq.worker.supervisor import EXIT_SHUT_DOWN, EXIT_STARTUP_FAILED, Supervisor
 from aq.worker.worker import Worker
 
 __all__ = ["LOOPS", "loop_factory", "run", "serve"]
@@ -77,6 +73,7 @@ async def serve(
     process also keeps an isolation worker running as its child (``aq worker
     --no-supervise``), and stops it with itself.
     """
+    pulse = Pulse.from_environment()  # taken before any child of this process starts
     # Bound first: a port in use fails at once, before anything else starts.
     served = None if watch_parent else _metrics_socket(options)
     worker = Worker(broker, options=options)
@@ -99,10 +96,17 @@ async def serve(
     if watch_parent:
         await _stop_on_eof(worker, on_signal)
     keeping = loop.create_task(keeper.run(handle_signals=False)) if keeper else None
+    beating: list[asyncio.Task[None]] = []
+
+    def started() -> None:  # tell the supervisor, then keep telling it the load
+        if pulse is not None:
+            pulse.ready()
+            beating.append(loop.create_task(pulse.beat(worker)))
+
     try:
         if metrics is not None:
             await metrics.start()
-        worker.on_started = report_ready  # before it logs worker.started, which tests await
+        worker.on_started = started  # before it logs worker.started, which tests await
         try:
             await worker.start()
         except StartupFailed as exc:  # logged with its traceback; this line says what
@@ -113,6 +117,11 @@ async def serve(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        for task in beating:
+            task.cancel()
+        await asyncio.gather(*beating, return_exceptions=True)
+        if pulse is not None:
+            pulse.close()
         if metrics is not None:
             await metrics.close()
         if keeper is not None and keeping is not None:

@@ -38,6 +38,7 @@ from aq.worker.crashes import CrashMode, CrashPolicy
 from aq.worker.executor import Executor
 from aq.worker.handoff import HandOff, HandOffAbandoned
 from aq.worker.limits import TaskLimits
+from aq.worker.memory import MemoryLimit
 from aq.worker.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_HANDOFF_TIMEOUT,
@@ -176,6 +177,9 @@ class Worker:
         self._scheduler_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._memory_task: asyncio.Task[None] | None = None
+        limit = options.max_memory_per_child
+        self._memory = None if limit is None else MemoryLimit(limit, self._outgrown, self._ran)
         if options.scheduler:
             check_scheduler(broker)
         self._self_stop: asyncio.Task[None] | None = None
@@ -243,6 +247,8 @@ class Worker:
             self._beat_task = background.start("aq-worker-heartbeat", self.reporter.heartbeats)
         if self.reporter.metrics is not None:
             self._health_task = background.start("aq-health", self.reporter.check_health)
+        if self._memory is not None:
+            self._memory_task = background.start("aq-memory", self._memory.watch)
         if self.on_started is not None:
             self.on_started()
         event(
@@ -313,6 +319,7 @@ class Worker:
             self._renew_task,
             self._beat_task,
             self._health_task,
+            self._memory_task,
         ):
             if loop_task is not None:
                 loop_task.cancel()
@@ -385,6 +392,14 @@ class Worker:
                 asyncio.get_running_loop().call_soon(self._stop_soon)
                 return
 
+    def _ran(self) -> bool:
+        return self.started_count > 0
+
+    def _outgrown(self) -> None:
+        """Past ``--max-memory-per-child``: stop gracefully, to be replaced."""
+        if not self._stopping:
+            asyncio.get_running_loop().call_soon(self._stop_soon)
+
     def _stop_soon(self) -> None:
         self._self_stop = asyncio.create_task(self.stop())  # referenced until the worker is gone
 
@@ -411,6 +426,8 @@ class Worker:
                 room.set_result(None)
             self.finished_count += 1
             self._notify()
+            if self._memory is not None:
+                self._memory.check()
 
     async def _listen(self, control: Inbox) -> None:
         codec = self.broker.codec
