@@ -22,18 +22,27 @@ and only one task at a time; here thousands of tasks share one thread, so the
 limit is delivered to exactly one coroutine, and only where it awaits: a task
 stuck in a CPU-bound loop never sees it (nor, for the same reason, its hard
 limit until it yields).
+
+Before a worker starts, :func:`check_hold_limit` holds the hard limits against
+the broker's own: a task allowed to run longer than RabbitMQ lets a delivery
+stay unacknowledged would be taken back and run again while it still runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine, Generator
+import logging
+from collections.abc import Awaitable, Coroutine, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
-from aq.errors import SoftTimeLimit, TaskTimeout
+from aq.broker import Broker
+from aq.errors import ConfigurationError, SoftTimeLimit, TaskTimeout
+from aq.logs import event
 from aq.message import outcome_error
 
-__all__ = ["SoftLimited", "run_with_deadline"]
+__all__ = ["SoftLimited", "check_hold_limit", "run_with_deadline"]
+
+log = logging.getLogger("aq.worker")
 
 T = TypeVar("T")
 
@@ -102,3 +111,39 @@ class SoftLimited(Generic[T]):
                     value, error = None, exc
         finally:
             timer.cancel()
+
+
+def check_hold_limit(
+    broker: Broker, queues: Sequence[str], default_timeout: float | None = None
+) -> None:
+    """Refuse tasks whose timeout (or ``default_timeout``, for those that set
+    none) outlasts the broker's hold on a delivery; warn of those without a
+    timeout. A task still running when the broker takes its delivery back
+    (RabbitMQ's ``consumer_timeout``) is run again, and again."""
+    limit = broker.transport.max_hold
+    if limit is None:
+        return
+    tasks = [t for t in broker.tasks.values() if t.config.queue in queues]
+    for task in tasks:
+        timeout = task.config.timeout or default_timeout
+        if timeout is not None and timeout > limit:
+            setting = "timeout" if task.config.timeout else "--default-timeout"
+            raise ConfigurationError(
+                f"task {task.name} has {setting}={timeout:g} s, longer than the {limit:g} s "
+                "RabbitMQ lets a delivery stay unacknowledged (consumer_timeout): it would "
+                "close the channel and run the task again while it still runs, in a loop. "
+                "Lower the task's timeout, or raise consumer_timeout in rabbitmq.conf "
+                "(in milliseconds) and declare it in the broker URL (?consumer_timeout=, "
+                "in seconds)"
+            )
+    unbounded = [] if default_timeout else sorted(t.name for t in tasks if not t.config.timeout)
+    if unbounded:
+        event(
+            log,
+            logging.WARNING,
+            "worker.no_timeout",
+            tasks=",".join(unbounded),
+            limit=limit,
+            note="a run longer than the broker's consumer_timeout is taken back and run "
+            "again; give these tasks a timeout",
+        )

@@ -26,7 +26,7 @@ from typing import Self
 
 from aq import background
 from aq.broker import Broker
-from aq.errors import ConfigurationError, MessageDecodeError, StartupFailed
+from aq.errors import MessageDecodeError, StartupFailed
 from aq.logs import event
 from aq.message import decode_control
 from aq.scheduling.leadership import check_scheduler
@@ -35,6 +35,7 @@ from aq.transport.base import Consumer, Delivery, Inbox
 from aq.transport.kit import redact_url
 from aq.worker.cluster import ClusterLimits
 from aq.worker.crashes import CrashMode, CrashPolicy
+from aq.worker.deadlines import check_hold_limit
 from aq.worker.executor import Executor
 from aq.worker.handoff import HandOff, HandOffAbandoned
 from aq.worker.limits import TaskLimits
@@ -476,39 +477,3 @@ class Worker:
     def _is_revoked(self, task_id: str) -> bool:
         expiry = self._revoked.get(task_id)
         return expiry is not None and expiry > time.monotonic()
-
-
-def check_hold_limit(
-    broker: Broker, queues: Sequence[str], default_timeout: float | None = None
-) -> None:
-    """Refuse tasks whose timeout (or ``default_timeout``, for those that set
-    none) outlasts the broker's hold on a delivery; warn of those without a
-    timeout. A task still running when the broker takes its delivery back
-    (RabbitMQ's ``consumer_timeout``) is run again, and again."""
-    limit = broker.transport.max_hold
-    if limit is None:
-        return
-    tasks = [t for t in broker.tasks.values() if t.config.queue in queues]
-    for task in tasks:
-        timeout = task.config.timeout or default_timeout
-        if timeout is not None and timeout > limit:
-            setting = "timeout" if task.config.timeout else "--default-timeout"
-            raise ConfigurationError(
-                f"task {task.name} has {setting}={timeout:g} s, longer than the {limit:g} s "
-                "RabbitMQ lets a delivery stay unacknowledged (consumer_timeout): it would "
-                "close the channel and run the task again while it still runs, in a loop. "
-                "Lower the task's timeout, or raise consumer_timeout in rabbitmq.conf "
-                "(in milliseconds) and declare it in the broker URL (?consumer_timeout=, "
-                "in seconds)"
-            )
-    unbounded = [] if default_timeout else sorted(t.name for t in tasks if not t.config.timeout)
-    if unbounded:
-        event(
-            log,
-            logging.WARNING,
-            "worker.no_timeout",
-            tasks=",".join(unbounded),
-            limit=limit,
-            note="a run longer than the broker's consumer_timeout is taken back and run "
-            "again; give these tasks a timeout",
-        )
