@@ -75,7 +75,7 @@ class RedisContext:
 
         async def ping() -> Any:
             # A TLS mismatch can look like an outage: ``explained`` tells them apart.
-            return await tls.explained(self.client_url, client.ping())
+            return await tls.explained(self.client_url, self.settings, client.ping())
 
         try:
             await retrying("connect", ping, self.settings.publish_timeout)

@@ -14,10 +14,14 @@ A TLS mistake never fixes itself, so it fails start-up at once with
 :class:`aq.ConfigurationError` instead of being retried as an outage: the
 files are read before the first connection (:func:`check_files`), a handshake
 refused over certificates is found by :func:`aq.transport.kit.tls.tls_problem`,
-and two mistakes that look like outages from the client's side are told apart
-by asking the port (:func:`explained`): TLS spoken to Redis's plain port (Redis
-waits for a line that never comes, so the handshake times out) and plain Redis
-spoken to its ``tls-port`` (the server drops the connection).
+and three mistakes that look like outages from the client's side are told
+apart by asking the port (:func:`explained`): TLS spoken to Redis's plain port
+(Redis waits for a line that never comes, so the handshake times out), plain
+Redis spoken to its ``tls-port`` (the server drops the connection), and a
+client certificate missing or refused under TLS 1.3, where the server checks it
+only after the handshake and its alert can be overtaken by the reset that
+answers the client's first command (the probe sends nothing, and reads the
+alert).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from urllib.parse import urlsplit
 from redis import exceptions as redis_errors
 
 from aq.errors import ConfigurationError
-from aq.transport.kit.tls import tls_problem
+from aq.transport.kit.tls import tls_failure, tls_problem
 
 if TYPE_CHECKING:
     from aq.transport.redis.connection import RedisSettings
@@ -150,18 +154,20 @@ def check_files(connection: Mapping[str, Any]) -> None:
         ) from exc
 
 
-async def explained(url: str, attempt: Awaitable[T]) -> T:
+async def explained(url: str, settings: RedisSettings, attempt: Awaitable[T]) -> T:
     """``await attempt`` (the first connection of a client for ``url``); if it fails
-    as a TLS mismatch would, ask the port which protocol it speaks.
+    as a TLS mistake would, ask the port which protocol it speaks, and what it
+    thinks of the client's certificate.
 
     Raises:
-        aq.ConfigurationError: the port speaks the other protocol.
+        aq.ConfigurationError: the port speaks the other protocol, or refuses the
+            TLS set-up in the URL.
     """
     try:
         return await attempt
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         if _worth_asking(exc):
-            problem = await _mismatch(url)
+            problem = await _mismatch(url, settings)
             if problem is not None:
                 raise ConfigurationError(f"connect: {problem}") from exc
         raise
@@ -180,8 +186,9 @@ def _worth_asking(exc: BaseException) -> bool:
     return True
 
 
-async def _mismatch(url: str) -> str | None:
-    """What is wrong if the port in ``url`` speaks the other protocol, else None."""
+async def _mismatch(url: str, settings: RedisSettings) -> str | None:
+    """What is wrong if the port in ``url`` speaks the other protocol, or refuses
+    the TLS set-up in ``settings``; else None."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         return None  # unix sockets, and Sentinel and Cluster, which aq runs without TLS
@@ -191,6 +198,10 @@ async def _mismatch(url: str) -> str | None:
             f"TLS with Redis failed: {host}:{port} answers in plain text, so it is not "
             "Redis's TLS port (tls-port): give that port, or a redis:// URL for this one"
         )
+    if parts.scheme == "rediss":
+        alert = await _alert_after_handshake(host, port, settings)
+        if alert is not None:
+            return tls_failure("Redis", alert, PORT)
     if parts.scheme == "redis" and await _speaks_tls(host, port):
         return (
             f"{host}:{port} speaks TLS (it is Redis's tls-port): use a rediss:// URL, "
@@ -232,3 +243,34 @@ async def _speaks_tls(host: str, port: int) -> bool:
     except (OSError, TimeoutError):
         return False
     return True
+
+
+async def _alert_after_handshake(
+    host: str, port: int, settings: RedisSettings
+) -> BaseException | None:
+    """The TLS set-up error ``host:port`` reports once a handshake with the URL's
+    TLS settings completes (how a TLS 1.3 server refuses a client certificate,
+    or the lack of one), read without sending anything; None if it says nothing."""
+    try:
+        context = ssl.create_default_context(cafile=settings.cafile, capath=settings.capath)
+        if settings.certfile:
+            context.load_cert_chain(settings.certfile, settings.keyfile)
+    except (OSError, ValueError):  # an encrypted key, say: check_files speaks of it
+        return None
+    context.check_hostname = False  # as redis-py, unless told otherwise
+    if settings.no_verify_ssl:
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT):
+            reader, writer = await asyncio.open_connection(host, port, ssl=context)
+            try:
+                await reader.read(1)  # nothing comes from a server content with us
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return None
+    except OSError as exc:
+        return tls_problem(exc)
+    return None
