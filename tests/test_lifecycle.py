@@ -291,6 +291,34 @@ async def test_a_resource_that_fails_to_open_fails_the_startup_and_earlier_ones_
     assert not db.is_open
 
 
+async def test_a_worker_that_cannot_consume_after_its_hooks_opened_closes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = make_broker()
+    order: list[str] = []
+
+    @broker.resource
+    async def db() -> AsyncIterator[Pool]:
+        pool = Pool("db://")
+        yield pool
+        await pool.close()
+        order.append("db closed")
+
+    @broker.on_shutdown
+    async def goodbye() -> None:
+        order.append("shutdown hook")
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise aq.BrokerError("the broker refused the consumer")
+
+    monkeypatch.setattr(broker.transport, "consume", refuse)  # a fault after the hooks
+    with pytest.raises(aq.BrokerError, match="refused the consumer"):
+        await aq.Worker(broker).start()
+    assert not db.is_open
+    assert order == ["shutdown hook", "db closed"]
+    await broker.shutdown()
+
+
 async def test_a_resource_that_never_yields_fails_the_startup() -> None:
     broker = make_broker()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from aq.errors import KEEP
 from aq.message import TaskMessage, decode_task, encode_task
 from aq.options import UNLIMITED
 from aq.serializer import JSONSerializer
+from aq.testing import running_worker
 from aq.worker.deadlines import SoftLimited, run_with_deadline
 from aq.worker.retrying import apply_override, attempts_for, judge
 from tests.test_cli import APP, run_aq
@@ -211,6 +213,66 @@ async def test_a_cancel_arriving_with_the_soft_limit_stays_a_cancel() -> None:
     assert seen == [asyncio.CancelledError]
 
 
+def test_soft_time_limit_is_an_exception_and_takes_a_cancellations_place() -> None:
+    assert issubclass(aq.SoftTimeLimit, Exception)
+    assert issubclass(aq.SoftTimeLimit, asyncio.CancelledError)
+
+
+async def test_a_soft_limit_while_waiting_for_a_semaphore_leaves_it_whole() -> None:
+    semaphore = asyncio.Semaphore(1)
+    await semaphore.acquire()  # held by someone else
+
+    async def waiter() -> str:
+        try:
+            async with semaphore:
+                return "acquired"
+        except aq.SoftTimeLimit:
+            return "gave up"
+
+    async def limited() -> str:
+        return await SoftLimited(waiter(), 0.05)
+
+    waiting = asyncio.create_task(limited())
+    await asyncio.sleep(0)  # it waits in acquire(), its soft timer armed
+    asyncio.get_running_loop().call_later(0.04, semaphore.release)
+    time.sleep(0.1)  # noqa: ASYNC251  # the release and the soft limit fall due in one loop turn
+    assert await waiting == "gave up"
+    async with asyncio.timeout(1):  # the permit it was handed is not lost
+        async with semaphore:
+            pass
+
+
+async def test_a_soft_limit_cancels_what_wait_for_and_a_task_group_started() -> None:
+    outcomes: list[str] = []
+
+    async def child(name: str) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            outcomes.append(f"{name} cancelled")
+            raise
+
+    async def with_wait_for() -> str:
+        try:
+            await asyncio.wait_for(child("wait_for"), 30)
+        except aq.SoftTimeLimit:
+            return "stopped"
+        return "finished"
+
+    async def with_task_group() -> str:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(child("group"))
+        except aq.SoftTimeLimit:
+            return "stopped"
+        return "finished"
+
+    assert await SoftLimited(with_wait_for(), 0.02) == "stopped"
+    assert await SoftLimited(with_task_group(), 0.02) == "stopped"
+    assert outcomes == ["wait_for cancelled", "group cancelled"]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
 async def test_the_hard_limit_cuts_short_a_task_that_ignores_the_soft_one() -> None:
     async def stubborn() -> None:
         with contextlib.suppress(aq.SoftTimeLimit):
@@ -222,6 +284,22 @@ async def test_the_hard_limit_cuts_short_a_task_that_ignores_the_soft_one() -> N
 
 
 # -- aq worker's defaults --------------------------------------------------------------
+
+
+async def test_a_default_timeout_that_would_cut_a_soft_limit_short_is_refused() -> None:
+    broker = aq.Broker("memory://")
+
+    @broker.task(soft_timeout=50)
+    async def export() -> None: ...
+
+    @broker.task(soft_timeout=50, timeout=60)  # its own timeout: the default does not apply
+    async def own() -> None: ...
+
+    worker = aq.Worker(broker, default_timeout=30)
+    with pytest.raises(aq.ConfigurationError, match=r"soft_timeout=50 s, not shorter than"):
+        await worker.start()
+    async with broker, running_worker(broker, default_timeout=51):
+        pass  # starts
 
 
 @pytest.mark.parametrize(

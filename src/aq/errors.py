@@ -26,6 +26,7 @@ Every exception aq raises derives from :class:`AQError`; library exceptions
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 from typing import Final, Literal
@@ -181,11 +182,17 @@ class Retry(AQError):
         self.retries = retries
 
 
-class SoftTimeLimit(AQError):
+class SoftTimeLimit(AQError, asyncio.CancelledError):
     """Raised inside a task's coroutine, where it awaits, once it has run for its
     ``soft_timeout``: it may clean up and return, or raise. Its hard ``timeout``
     still applies. Left unhandled, it fails the attempt like any exception (and
-    is retried if the task's retry policy says so)."""
+    is retried if the task's retry policy says so).
+
+    It is an ``Exception`` (``except Exception`` catches it, as Celery's
+    ``SoftTimeLimitExceeded``) and an ``asyncio.CancelledError`` too, since it
+    takes the place of one at the ``await`` where the task stands: asyncio's own
+    clean-up on cancellation (``Lock`` and ``Semaphore`` waiters, ``wait_for``,
+    ``TaskGroup``) runs for it as for any cancellation."""
 
 
 class TaskFailed(AQError):

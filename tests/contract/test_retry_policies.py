@@ -10,6 +10,7 @@ tasks that set none.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -221,6 +222,48 @@ async def test_a_cancel_before_the_soft_limit_is_a_cancel(broker: aq.Broker) -> 
         with pytest.raises(aq.TaskCancelled):
             await handle.result(timeout=10)
     assert seen == [asyncio.CancelledError]
+
+
+async def test_a_streams_soft_limit_is_raised_in_the_generator_not_in_the_sending(
+    broker: aq.Broker,
+) -> None:
+    seen: list[str] = []
+
+    @broker.task(soft_timeout=0.3, timeout=10)
+    async def rows(n: int) -> AsyncIterator[int]:
+        try:
+            for i in range(n):
+                await asyncio.sleep(0)  # the limit arrives here, or at the yield
+                yield i
+        except aq.SoftTimeLimit:
+            seen.append("caught")
+            yield -1  # its last word
+        finally:
+            seen.append("finally")
+
+    async with running_worker(broker):
+        items = [item async for item in (await rows.kiq(10**9)).stream()]
+    assert items[-1] == -1
+    assert items[:-1] == list(range(len(items) - 1))  # every item before it, in order
+    assert seen == ["caught", "finally"]
+
+
+async def test_a_cancelled_error_the_task_raises_itself_is_an_ordinary_failure(
+    broker: aq.Broker,
+) -> None:
+    @broker.task
+    async def awaits_a_cancelled_future() -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future  # raises CancelledError, though nobody cancelled the task
+
+    async with running_worker(broker) as worker:
+        error = await fails(await awaits_a_cancelled_future.kiq())
+        await worker.wait_idle()
+    assert error.remote_type == "asyncio.exceptions.CancelledError"
+    assert worker.interrupted_count == 0
+    [reason] = await dead_reasons(broker)
+    assert reason.startswith("failed after 1 attempt(s): CancelledError")
 
 
 async def test_worker_defaults_apply_to_the_tasks_that_set_none(broker: aq.Broker) -> None:

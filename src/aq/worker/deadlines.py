@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
 from aq.broker import Broker
@@ -40,7 +40,14 @@ from aq.errors import ConfigurationError, SoftTimeLimit, TaskTimeout
 from aq.logs import event
 from aq.message import outcome_error
 
-__all__ = ["SoftLimited", "check_hold_limit", "run_with_deadline"]
+__all__ = [
+    "SoftDeadline",
+    "SoftLimited",
+    "check_hold_limit",
+    "check_soft_limits",
+    "run_with_deadline",
+    "soft_stream",
+]
 
 log = logging.getLogger("aq.worker")
 
@@ -63,21 +70,48 @@ async def run_with_deadline(task_id: str, running: Awaitable[T], timeout: float)
         raise outcome_error(TaskTimeout, task_id, f"ran longer than {timeout:g} s") from None
 
 
+class SoftDeadline:
+    """A task's soft time limit: when it falls due (the event loop's clock), and
+    whether it has been delivered (it is, once)."""
+
+    __slots__ = ("at", "delivered", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = asyncio.get_running_loop().time() + seconds
+        self.delivered = False
+
+    @property
+    def due(self) -> bool:
+        """Whether it has passed and was not delivered yet."""
+        return not self.delivered and asyncio.get_running_loop().time() >= self.at
+
+    def error(self) -> SoftTimeLimit:
+        self.delivered = True
+        return SoftTimeLimit(f"soft time limit of {self.seconds:g} s exceeded")
+
+
 class SoftLimited(Generic[T]):
-    """``await SoftLimited(coro, seconds)``: ``await coro``, with
-    :class:`aq.SoftTimeLimit` raised inside it after ``seconds`` (see the module
-    docstring). Awaited once, by the asyncio task that runs it."""
+    """``await SoftLimited(coro, deadline)``: ``await coro``, with
+    :class:`aq.SoftTimeLimit` raised inside it if ``deadline`` (or that many
+    seconds from now) falls due meanwhile (see the module docstring). Awaited
+    once, by the asyncio task that runs it; several may share one deadline (the
+    steps of a stream), which is delivered once."""
 
-    __slots__ = ("_coro", "_seconds")
+    __slots__ = ("_coro", "_deadline")
 
-    def __init__(self, coro: Coroutine[Any, Any, T], seconds: float) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, T], deadline: SoftDeadline | float) -> None:
         self._coro = coro
-        self._seconds = seconds
+        self._deadline = deadline
 
     def __await__(self) -> Generator[Any, Any, T]:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("SoftLimited must be awaited inside an asyncio task")
+        deadline, coro = self._deadline, self._coro
+        if not isinstance(deadline, SoftDeadline):
+            deadline = SoftDeadline(deadline)
+        cancelling = task.cancelling()  # cancels already asked for are not ours
         fired = False
 
         def fire() -> None:
@@ -85,8 +119,9 @@ class SoftLimited(Generic[T]):
             fired = True
             task.cancel()
 
-        timer = asyncio.get_running_loop().call_later(self._seconds, fire)
-        coro, seconds = self._coro, self._seconds
+        timer = None
+        if not deadline.delivered:
+            timer = asyncio.get_running_loop().call_at(deadline.at, fire)
         value: Any = None
         error: BaseException | None = None
         try:
@@ -102,15 +137,50 @@ class SoftLimited(Generic[T]):
                     value, error = None, cancelled
                     if fired:
                         fired = False  # delivered once; later cancels are others'
-                        if task.uncancel() == 0:  # ours alone: the soft limit
-                            error = SoftTimeLimit(f"soft time limit of {seconds:g} s exceeded")
+                        if task.uncancel() <= cancelling:  # ours alone: the soft limit
+                            error = deadline.error()
                 except GeneratorExit:
                     coro.close()
                     raise
                 except BaseException as exc:  # thrown in by whoever drives us: pass it on
                     value, error = None, exc
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+
+
+async def soft_stream(stream: AsyncGenerator[T, None], deadline: SoftDeadline) -> AsyncIterator[T]:
+    """The items of ``stream``, with its soft time limit raised inside it: while it
+    computes an item (:class:`SoftLimited`), or at the ``yield`` where it waits if
+    the limit fell due while its consumer (aq, sending the item on) had it."""
+    while True:
+        step = stream.athrow(deadline.error()) if deadline.due else stream.__anext__()
+        try:
+            item = await SoftLimited(step, deadline)
+        except StopAsyncIteration:
+            return
+        yield item
+
+
+def check_soft_limits(broker: Broker, queues: Sequence[str], default_timeout: float | None) -> None:
+    """Refuse a worker whose ``--default-timeout`` would cut short, before it
+    ever fires, the soft time limit of a task that sets no timeout of its own.
+
+    Raises:
+        aq.ConfigurationError: naming the task and both limits.
+    """
+    if default_timeout is None:
+        return
+    for task in broker.tasks.values():
+        config = task.config
+        soft = config.soft_timeout
+        unreachable = soft is not None and soft >= default_timeout
+        if unreachable and config.queue in queues and config.timeout is None:
+            raise ConfigurationError(
+                f"task {task.name} has soft_timeout={soft:g} s, not shorter than "
+                f"--default-timeout={default_timeout:g} s, so it would never fire: "
+                "give the task a timeout of its own, or raise --default-timeout"
+            )
 
 
 def check_hold_limit(

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 from aq.broker import Broker
 from aq.context import TaskContext, set_context
@@ -36,7 +36,7 @@ from aq.task import AnyTask
 from aq.transport.base import Delivery
 from aq.worker.cluster import Admission, ClusterLimits, Deferral, LimitKeyFailed
 from aq.worker.crashes import CrashPolicy
-from aq.worker.deadlines import SoftLimited, run_with_deadline
+from aq.worker.deadlines import SoftDeadline, SoftLimited, run_with_deadline, soft_stream
 from aq.worker.handoff import OUTAGE, HandOff
 from aq.worker.limits import TaskLimits
 from aq.worker.retrying import attempts_for, judge
@@ -363,22 +363,27 @@ class Executor:
                     calls = _calls(task, message)
                 except SerializationError as exc:  # a message that does not fit: never retried
                     return Outcome("failure", error=exc, duration=time.perf_counter() - started)
+                soft = None if config.soft_timeout is None else SoftDeadline(config.soft_timeout)
                 running: Awaitable[Any]
                 if isinstance(calls, tuple):  # one call: no layer between it and the task
-                    running = self._call(task, message, *calls)
+                    running = self._call(task, message, *calls, soft)
                 else:
-                    running = self._call_each(task, message, calls)
-                if config.soft_timeout is not None:
-                    running = SoftLimited(running, config.soft_timeout)
+                    running = self._call_each(task, message, calls, soft)
                 if timeout is None:
                     value = await running
                 else:
                     value = await run_with_deadline(message.id, running, timeout)
             return Outcome("success", value, duration=time.perf_counter() - started)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling() == 0:
+                # Nobody cancelled this task: the function raised it (its soft time
+                # limit, or a future it awaited was cancelled): an ordinary failure.
+                retry = judge(config, message, exc) is None
+                status: Literal["retry", "failure"] = "retry" if retry else "failure"
+                return Outcome(status, error=exc, duration=time.perf_counter() - started)
             if not self.is_cancelled(message):
                 raise  # the worker is shutting down: the delivery goes back to the queue
-            current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
             error = outcome_error(TaskCancelled, message.id, "cancelled while running")
@@ -424,21 +429,35 @@ class Executor:
                 del self.running[task_id]
 
     async def _call_each(
-        self, task: AnyTask, message: TaskMessage, calls: list[tuple[list[Any], dict[str, Any]]]
+        self,
+        task: AnyTask,
+        message: TaskMessage,
+        calls: list[tuple[list[Any], dict[str, Any]]],
+        soft: SoftDeadline | None,
     ) -> list[Any]:
         """Call the function once per item of a chunk; the list of results."""
-        return [await self._call(task, message, args, kwargs) for args, kwargs in calls]
+        return [await self._call(task, message, args, kwargs, soft) for args, kwargs in calls]
 
     async def _call(
-        self, task: AnyTask, message: TaskMessage, args: list[Any], kwargs: dict[str, Any]
+        self,
+        task: AnyTask,
+        message: TaskMessage,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        soft: SoftDeadline | None,
     ) -> Any:
+        """Call the function; with a soft time limit, only its own code is limited,
+        never aq's sending of a stream's items."""
         fn = task.fn
         if task.kind == "async":
-            return await fn(*args, **kwargs)
+            if soft is None:
+                return await fn(*args, **kwargs)
+            return await SoftLimited(fn(*args, **kwargs), soft)
         if task.kind == "sync":
             return await asyncio.to_thread(fn, *args, **kwargs)
+        items = fn(*args, **kwargs)
         seq = 0
-        async for item in fn(*args, **kwargs):
+        async for item in items if soft is None else soft_stream(items, soft):
             await self.settle.reply(message, "item", item, seq=seq)
             seq += 1
         return seq

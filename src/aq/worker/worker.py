@@ -35,7 +35,7 @@ from aq.transport.base import Consumer, Delivery, Inbox
 from aq.transport.kit import redact_url
 from aq.worker.cluster import ClusterLimits
 from aq.worker.crashes import CrashMode, CrashPolicy
-from aq.worker.deadlines import check_hold_limit
+from aq.worker.deadlines import check_hold_limit, check_soft_limits
 from aq.worker.executor import Executor
 from aq.worker.handoff import HandOff, HandOffAbandoned
 from aq.worker.limits import TaskLimits
@@ -216,20 +216,31 @@ class Worker:
 
         Raises:
             aq.ConfigurationError: a task of this worker's queues has a timeout
-                longer than the broker lets a delivery stay unsettled.
+                longer than the broker lets a delivery stay unsettled, or a soft
+                time limit that ``default_timeout`` would cut short.
             aq.StartupFailed: a start-up hook or resource raised: what had
                 opened was closed, nothing was consumed, and the broker was
                 disconnected if this worker connected it.
         """
         check_hold_limit(self.broker, self.queues, self.options.default_timeout)
+        check_soft_limits(self.broker, self.queues, self.options.default_timeout)
         await self._open_hooks()
         if self._stopping:  # stopped while the hooks ran: consume nothing
             await self.broker.lifecycle.stop(self)
             return
         transport = self.broker.transport
-        self._control = await transport.subscribe_control()
-        isolated = self.crashes.mode == "isolated"
-        self._consumer = await transport.consume(self.queues, self.concurrency, isolated=isolated)
+        try:
+            self._control = await transport.subscribe_control()
+            isolated = self.crashes.mode == "isolated"
+            self._consumer = await transport.consume(
+                self.queues, self.concurrency, isolated=isolated
+            )
+        except BaseException:  # nothing consumed: what the hooks opened closes again
+            if self._control is not None:
+                await self._control.close()
+                self._control = None
+            await self.broker.lifecycle.stop(self)
+            raise
         consumer, control = self._consumer, self._control
         self._consume_task = background.start("aq-consume", lambda: self._consume(consumer))
         self._control_task = background.start("aq-control", lambda: self._listen(control))
