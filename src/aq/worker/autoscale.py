@@ -276,7 +276,8 @@ class Autoscaler:
 
     def _act(self, supervisor: Supervisor, slots: list[int], decision: Decision) -> None:
         if decision.change > 0:
-            supervisor.add_worker()
+            if supervisor.add_worker() is None:
+                return  # stopping, or its workers are told to shut down (it says so)
             what, processes = "autoscale.up", len(slots) + 1
         else:
             supervisor.retire_worker(slots[-1])
