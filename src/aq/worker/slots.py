@@ -103,9 +103,11 @@ class SlotKeeper:
         """Restart the child of ``slot`` each time it exits (see the module docstring)."""
         backoff = _BACKOFF_START
         last: Child | None = None  # the latest child whose exit was handled
-        while not self.stopping.is_set() and slot not in self._leaving:
-            child = self._renewed(slot, last)
+        while not self.stopping.is_set():
+            child = self._renewed(slot, last)  # followed even if retired: it is stopping
             if child is None:
+                if slot in self._leaving:
+                    break
                 try:
                     child = await self._start(slot, last)
                 except OSError as exc:  # out of file descriptors or memory: try again
