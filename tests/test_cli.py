@@ -525,6 +525,14 @@ async def test_options_that_need_the_supervisor_are_refused_without_it(option: s
             "--max-memory-per-child needs the supervisor: drop --no-supervise",
         ),
         (("--reload-dir", "src"), "--reload-dir names what --reload watches: add --reload"),
+        (
+            ("--reload", "--reload-dir", "no/such/dir"),
+            "--reload-dir no/such/dir: no such directory",
+        ),
+        (
+            ("--scale-down-after", "5"),
+            "--scale-down-after applies to --autoscale: add --autoscale MIN,MAX",
+        ),
         (("--autoscale", "1,2"), "memory:// has queues of its own in each worker process"),
     ],
 )

@@ -185,15 +185,15 @@ def worker(
         ),
     ] = None,
     scale_down_after: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--scale-down-after",
             min=0.001,
             metavar="SECONDS",
             help="With --autoscale: how long the backlog is empty and a process idle "
-            "before that process stops.",
+            "before that process stops (default 30).",
         ),
-    ] = 30.0,
+    ] = None,
     max_memory_per_child: Annotated[
         int | None,
         typer.Option(

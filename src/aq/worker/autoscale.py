@@ -85,8 +85,8 @@ class Policy:
             raise ConfigurationError("--scale-down-after must be a positive number of seconds")
 
     @classmethod
-    def parse(cls, text: str, scale_down_after: float = 30.0) -> Policy:
-        """The policy of ``--autoscale MIN,MAX``.
+    def parse(cls, text: str, scale_down_after: float | None = None) -> Policy:
+        """The policy of ``--autoscale MIN,MAX`` (and ``--scale-down-after``, if given).
 
         Raises:
             aq.ConfigurationError: ``text`` is not two whole numbers MIN <= MAX, MIN >= 1.
@@ -99,6 +99,8 @@ class Policy:
                 f"--autoscale takes MIN,MAX, two whole numbers of processes such as 1,4; "
                 f"not {text!r}"
             ) from None
+        if scale_down_after is None:
+            return cls(minimum, maximum)
         return cls(minimum, maximum, scale_down_after)
 
 
@@ -274,7 +276,8 @@ class Autoscaler:
 
     def _act(self, supervisor: Supervisor, slots: list[int], decision: Decision) -> None:
         if decision.change > 0:
-            supervisor.add_worker()
+            if supervisor.add_worker() is None:
+                return  # stopping, or its workers are told to shut down (it says so)
             what, processes = "autoscale.up", len(slots) + 1
         else:
             supervisor.retire_worker(slots[-1])

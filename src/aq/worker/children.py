@@ -6,7 +6,8 @@ alone, which stops the children in order), with standard input a pipe from
 the supervisor (its end-of-file stops an orphan) and a pipe back for its
 readiness and load (:mod:`aq.worker.pulse`). It is stopped with SIGTERM,
 which lets its running tasks finish within its grace period, and killed if
-it is still alive some seconds after that.
+it is still alive some seconds after that; :class:`Draining` does so in the
+background.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from aq.logs import event
 from aq.worker.pulse import READY_FD, ChildPipe
 
-__all__ = ["KILL_AFTER", "Child", "Slot", "spawn", "stop", "terminate"]
+__all__ = ["KILL_AFTER", "Child", "Draining", "Slot", "spawn", "stop", "terminate"]
 
 log = logging.getLogger("aq.supervisor")
 
@@ -104,3 +105,43 @@ async def stop(children: Sequence[Child], grace: float) -> None:
                 proc.kill()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+class Draining:
+    """Children stopping gracefully in the background (as :func:`stop` does).
+
+    Args:
+        grace: their grace period.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._tasks: dict[Child, asyncio.Task[None]] = {}
+
+    def __contains__(self, child: object) -> bool:
+        return child in self._tasks
+
+    def __iter__(self) -> Iterator[Child]:
+        return iter(list(self._tasks))
+
+    def add(self, child: Child, then: Callable[[Child], Awaitable[None]] | None = None) -> None:
+        """Stop ``child`` (unless it already stops here), then await ``then(child)``."""
+        if child not in self._tasks:
+            self._tasks[child] = asyncio.create_task(self._stop(child, then))
+
+    async def wait(self) -> None:
+        """Return once every child stopping now has exited."""
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def cancel(self) -> None:
+        """Stop waiting for them (they stop all the same)."""
+        for task in self._tasks.values():
+            task.cancel()
+
+    async def _stop(self, child: Child, then: Callable[[Child], Awaitable[None]] | None) -> None:
+        try:
+            await stop([child], self.grace)
+            if then is not None:
+                await then(child)
+        finally:
+            self._tasks.pop(child, None)

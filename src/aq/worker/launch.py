@@ -87,7 +87,7 @@ class Processes:
         supervise: bool,
         processes: int | None,
         autoscale: str | None = None,
-        scale_down_after: float = 30.0,
+        scale_down_after: float | None = None,
         reload: bool = False,
         reload_dirs: Sequence[Path] = (),
         needs_supervisor: Sequence[str] = (),
@@ -111,6 +111,14 @@ class Processes:
             raise ConfigurationError(f"--reload runs one worker process: drop {other}")
         if reload_dirs and not reload:
             raise ConfigurationError("--reload-dir names what --reload watches: add --reload")
+        for directory in reload_dirs:
+            if not directory.is_dir():
+                problem = "not a directory" if directory.exists() else "no such directory"
+                raise ConfigurationError(f"--reload-dir {directory}: {problem}")
+        if scale_down_after is not None and autoscale is None:
+            raise ConfigurationError(
+                "--scale-down-after applies to --autoscale: add --autoscale MIN,MAX"
+            )
         if autoscale is None:
             return cls(processes or 1, None, reload, tuple(reload_dirs))
         if processes is not None:

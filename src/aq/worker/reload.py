@@ -8,13 +8,15 @@ or the ``--reload-dir`` directories instead; ``*.py`` files only, and not in
 ``PythonFilter``). Changes are debounced: a burst of saves is one reload.
 
 On a change each child (the worker, then the isolation worker) is renewed
-without a gap (:meth:`~aq.worker.supervisor.Supervisor.renew`): a new child
-starts with the new code, and only once it consumes does the old one stop
-gracefully, letting its running tasks finish within ``--shutdown-timeout``
-(those still running then go back to the queue). If the new child fails
-before it is ready (the edited code does not import: its traceback is on the
-terminal; or a start-up hook fails), ``reload.failed`` says so and the old
-child keeps serving the code it had; the next change tries again. The
+(:meth:`~aq.worker.supervisor.Supervisor.renew`). The worker without a gap: a
+new child starts with the new code, and only once it consumes does the old
+one stop gracefully, letting its running tasks finish within
+``--shutdown-timeout`` (those still running then go back to the queue). If
+the new child fails before it is ready (the edited code does not import: its
+traceback is on the terminal; or a start-up hook fails), ``reload.failed``
+says so and the old child keeps serving the code it had; the next change
+tries again. The isolation worker runs one message at a time, so the old one
+stops first and the new one starts after it (its queue waits meanwhile). The
 supervisor itself keeps the app it loaded at start: it only reads the
 broker's URL and queues from it.
 """
@@ -39,6 +41,10 @@ log = logging.getLogger("aq.supervisor")
 _KEPT = (
     "the new worker did not start (its error is above); the old one keeps serving "
     "the code it had, and the next change tries again"
+)
+_RETRIED = (
+    "the new isolation worker did not start (its error is above); it is started "
+    "again after a back-off, and the next change tries again"
 )
 
 
@@ -106,7 +112,8 @@ class Reloader:
                 event(log, logging.ERROR, "reload.failed", slot=slot, error=exc, note=_KEPT)
                 return
             if code is not None:
-                event(log, logging.ERROR, "reload.failed", slot=slot, code=code, note=_KEPT)
+                note = _RETRIED if slot == ISOLATION_SLOT else _KEPT
+                event(log, logging.ERROR, "reload.failed", slot=slot, code=code, note=note)
                 return
         event(log, logging.INFO, "reload.done", slots=",".join(map(str, slots)))
 

@@ -8,44 +8,42 @@ and on SIGTERM or SIGINT asks every child to stop gracefully, killing those
 still alive after their grace period. Each child reads a pipe from the
 supervisor, so if the supervisor dies the children stop rather than linger.
 
-**Restarts.** Each child reports, on a pipe of its own, once it consumes (and
-its load after that: :mod:`aq.worker.pulse`). A child that dies after that is
-restarted at once (or one second after it started, if it lived less): a task
-that kills its process must not stall the queue, and the crash policy keeps
-such a task from killing the next process for long. A child that dies before
-it ever consumed (a broker that refuses it, an app that no longer imports),
-or that cannot be started at all, is tried again after a delay that starts at
-0.5 s and doubles up to 30 s, so it does not spin; a clean exit
-(``--max-tasks-per-child``, ``--max-memory-per-child``) restarts at once too.
-A child that exits with :data:`EXIT_SHUT_DOWN` was told to stop (``aq control
+**Exit statuses.** Each child runs in a slot, which its keeper refills as
+each child exits (:mod:`aq.worker.slots`, where the restarts and their
+back-off are). A child that exits with :data:`EXIT_SHUT_DOWN` was told to stop (``aq control
 shutdown``): it is not replaced (but for the isolation worker while others
-run), and once every worker has been told, the supervisor stops too, and ``aq
-worker`` exits with that status, so that a process manager does not start it
-again. A child that exits with :data:`EXIT_STARTUP_FAILED` before any child
-was ever ready stops the supervisor (``aq worker`` exits with it: it would
-fail the same way for ever); after that, it is a crash like any other.
+run), no worker is added any more, and once every worker has been told (or
+has otherwise left), the supervisor stops too, and ``aq worker`` exits with
+that status, so that a process manager does not start it again. A worker
+that exits with :data:`EXIT_STARTUP_FAILED` before any worker was ever ready
+stops the supervisor (``aq worker`` exits with it: it would fail the same way
+for ever); after that, it is a crash like any other. The isolation worker
+neither counts nor triggers that rule: its failures are restarted with the
+back-off, so that a worker without a supervisor (``--no-supervise``) keeps
+its isolation worker.
 
-**Slots.** Each child runs in a slot: ``0`` to ``processes - 1``, and
-``isolation``. Companions running beside the supervisor change them:
+**Companions.** Running beside the supervisor, they change its slots:
 :meth:`Supervisor.add_worker` and :meth:`Supervisor.retire_worker` for
 ``--autoscale`` (a retired slot's child stops gracefully and is not
-replaced), and :meth:`Supervisor.renew` for ``--reload`` (a new child takes
-over the slot once it is ready; the old one then stops gracefully).
+replaced), and :meth:`Supervisor.renew` for ``--reload`` (a new worker takes
+over the slot once it is ready, and the old one then stops gracefully; the
+isolation worker, which runs one message at a time, stops before its
+successor starts). A slot has one child: renew drops its new child if the
+slot was restarted or retired while that child started.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aq.logs import event
 from aq.worker import children
 from aq.worker.children import Child, Slot
+from aq.worker.slots import SlotKeeper
 
 if TYPE_CHECKING:
     from aq.monitor.fleet import FleetMetrics
@@ -67,17 +65,13 @@ EXIT_SHUT_DOWN = 3
 #: The exit code of a worker whose start-up hooks (``@broker.on_startup``) failed.
 EXIT_STARTUP_FAILED = 4
 
-_BACKOFF_START = 0.5
-_BACKOFF_MAX = 30.0
-_MIN_LIFE = 1.0  # a child that consumed is restarted at once, but not oftener than this
-_READY_WAIT = 1.0  # after a child exits, how long its report of readiness may take
 ISOLATION_SLOT = "isolation"
 
 #: Something that runs beside the supervisor until cancelled (``--reload``, ``--autoscale``).
 Companion = Callable[["Supervisor"], Awaitable[None]]
 
 
-class Supervisor:
+class Supervisor(SlotKeeper):
     """Keeps worker processes alive; see the module docstring.
 
     Args:
@@ -101,18 +95,15 @@ class Supervisor:
         metrics: Callable[[Supervisor], FleetMetrics] | None = None,
         companions: Sequence[Companion] = (),
     ) -> None:
-        self.child_args = list(child_args)
-        self.slots: dict[Slot, list[str]] = {slot: list(child_args) for slot in range(processes)}
+        slots: dict[Slot, list[str]] = {slot: list(child_args) for slot in range(processes)}
         if isolation_args is not None:
-            self.slots[ISOLATION_SLOT] = list(isolation_args)
+            slots[ISOLATION_SLOT] = list(isolation_args)
+        super().__init__(slots, shutdown_timeout)
+        self.child_args = list(child_args)
         self.processes = processes
-        self.shutdown_timeout = shutdown_timeout
-        #: The child serving each slot (perhaps exited, until it is replaced).
-        self.children: dict[Slot, Child] = {}
         #: Built before any child starts (it sets their metrics directory).
         self.metrics = metrics(self) if metrics is not None else None
         self.companions = list(companions)
-        self.restarts = 0
         #: Slots whose workers were told to shut down, and are not replaced.
         self.retired: set[Slot] = set()
         #: Whether every worker was told to shut down (the command exits with 3).
@@ -120,16 +111,9 @@ class Supervisor:
         #: Whether a child's start-up hooks failed before any child was ready
         #: (the command exits with EXIT_STARTUP_FAILED).
         self.startup_failed = False
-        #: Whether any child ever reported ready.
+        #: Whether any worker (not the isolation worker) ever reported ready.
         self.ever_ready = False
-        #: Set once the supervisor is stopping.
-        self.stopping = asyncio.Event()
         self._next_slot = processes
-        self._keepers: dict[Slot, asyncio.Task[None]] = {}
-        self._leaving: set[Slot] = set()  # retired by retire_worker: not replaced
-        self._starting: set[Child] = set()  # started by renew, not yet in a slot
-        self._wake: dict[Slot, asyncio.Event] = {}  # cuts a slot's pause short
-        self._stopping_children: set[asyncio.Task[None]] = set()
 
     async def run(self, *, handle_signals: bool = True) -> None:
         """Supervise until SIGTERM or SIGINT (or :meth:`stop`), then stop every child."""
@@ -159,8 +143,9 @@ class Supervisor:
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
-            for task in [*companions, *self._keepers.values(), *self._stopping_children]:
+            for task in [*companions, *self._keepers.values()]:
                 task.cancel()
+            self._draining.cancel()
             if self.metrics is not None:
                 await self.metrics.close()
         event(log, logging.INFO, "supervisor.stopped", restarts=self.restarts)
@@ -192,8 +177,19 @@ class Supervisor:
         )
 
     def add_worker(self) -> int | None:
-        """Start one more worker, in a new slot; the slot, or None when stopping."""
+        """Start one more worker, in a new slot; the slot, or None when stopping or
+        once a worker was told to shut down (the supervisor waits for the rest
+        to go; a new one would keep it running)."""
         if self.stopping.is_set():
+            return None
+        if self.retired:
+            event(
+                log,
+                logging.INFO,
+                "supervisor.add_refused",
+                note="a worker was told to shut down (aq control shutdown): no worker is "
+                "added, and aq worker stops once the others have gone",
+            )
             return None
         slot = self._next_slot
         self._next_slot += 1
@@ -215,15 +211,25 @@ class Supervisor:
         child starts, and once it is ready the old one stops gracefully. If the
         new child exits before it is ready, the old one keeps serving, and its
         exit code is returned (None otherwise). A slot whose child is not
-        running (it is paused before a restart) is restarted now instead.
+        running (it is paused before a restart) is restarted now instead; a
+        retired slot is left alone. If the slot is restarted or retired while
+        the new child starts, the new child is stopped: the slot has one child.
+
+        The isolation worker runs one message at a time, so its slot is renewed
+        the other way round: the old child stops gracefully first, then the new
+        one starts (see :meth:`_renew_in_turn`).
 
         Raises:
             OSError: the new child could not be started.
         """
         current = self.children.get(slot)
+        if slot not in self.slots or slot in self._leaving or slot in self.retired:
+            return None
         if current is None or not current.running:
             self._nudge(slot)
             return None
+        if slot == ISOLATION_SLOT:
+            return await self._renew_in_turn(slot, current)
         new = await self._spawn(slot)
         self._starting.add(new)  # until it has the slot, a stop stops it too
         exited = asyncio.ensure_future(new.proc.wait())
@@ -236,29 +242,56 @@ class Supervisor:
         if self.stopping.is_set():
             return None  # it stops with the others
         self._starting.discard(new)
-        old = self.children.get(slot)
+        if self.children.get(slot) is not current or slot in self._leaving:
+            # Restarted (its keeper's child has the new code too) or retired.
+            self._drop(new)
+            event(log, logging.INFO, "supervisor.renew_dropped", slot=slot, pid=new.proc.pid)
+            return None
         self.children[slot] = new  # the slot's keeper follows it from now on
-        if old is not None and old.running:
-            self._stop_child(old)
+        self._nudge(slot)  # a keeper paused after the old child died takes it at once
+        if current.running:
+            self._stop_child(current)
         event(
             log,
             logging.INFO,
             "supervisor.child_renewed",
             slot=slot,
             pid=new.proc.pid,
-            replaces=old.proc.pid if old is not None else None,
+            replaces=current.proc.pid,
         )
         return None
 
-    def _all_children(self) -> list[Child]:
-        return [*self.children.values(), *self._starting]
+    async def _renew_in_turn(self, slot: Slot, current: Child) -> int | None:
+        """Renew ``slot`` by stopping its child gracefully, then waiting for the
+        one its keeper starts at once; that child's exit code if it exits before
+        it is ready (its keeper restarts it), else None."""
+        successor: asyncio.Future[Child | None] = asyncio.get_running_loop().create_future()
+        self._successors[slot] = successor
+        self._stop_child(current)
+        try:
+            new = await successor
+        finally:
+            if self._successors.get(slot) is successor:
+                del self._successors[slot]
+        if new is None:  # the supervisor stops
+            return None
+        exited = asyncio.ensure_future(new.proc.wait())
+        if not await new.pipe.wait_ready(exited):
+            return await exited
+        exited.cancel()
+        event(
+            log,
+            logging.INFO,
+            "supervisor.child_renewed",
+            slot=slot,
+            pid=new.proc.pid,
+            replaces=current.proc.pid,
+        )
+        return None
 
     def _signal_children(self) -> None:
         for child in self._all_children():
             children.terminate(child)
-
-    def _keep(self, slot: Slot) -> None:
-        self._keepers[slot] = asyncio.create_task(self._keep_alive(slot))
 
     async def _accompany(self, companion: Companion) -> None:
         try:
@@ -266,108 +299,41 @@ class Supervisor:
         except Exception as exc:  # the workers go on without it
             event(log, logging.ERROR, "supervisor.companion_failed", exc_info=exc, error=exc)
 
-    def _on_ready(self) -> None:
-        self.ever_ready = True
-
-    def _nudge(self, slot: Slot) -> None:
-        wake = self._wake.get(slot)
-        if wake is not None:
-            wake.set()
-
-    async def _keep_alive(self, slot: Slot) -> None:
-        backoff = _BACKOFF_START
-        while not self.stopping.is_set() and slot not in self._leaving:
-            try:
-                child = await self._spawn(slot)
-            except OSError as exc:  # out of file descriptors or memory: try again
-                event(log, logging.ERROR, "supervisor.start_failed", slot=slot, error=exc)
-                await self._pause(slot, backoff)
-                backoff = min(_BACKOFF_MAX, backoff * 2)
-                continue
-            self.children[slot] = child
-            child, code = await self._wait_exit(child)
-            was_ready = await child.pipe.got_ready(_READY_WAIT)
-            await self._exited(child)
-            if self.stopping.is_set():
-                return
-            if slot in self._leaving:
-                self._forget(slot)
-                event(log, logging.INFO, "supervisor.child_retired", slot=slot, pid=child.proc.pid)
-                return
-            if code == EXIT_SHUT_DOWN and self._retire(slot, child.proc.pid):
-                return
-            if code == EXIT_STARTUP_FAILED and not self.ever_ready:
-                self._give_up(slot, child.proc.pid)
-                return
-            self.restarts += 1
-            uptime = time.monotonic() - child.started
-            event(
-                log,
-                logging.INFO if code == 0 else logging.ERROR,
-                "supervisor.child_exited",
-                slot=slot,
-                pid=child.proc.pid,
-                code=code,
-                uptime=uptime,
-                consumed=was_ready,
-            )
-            if code == 0 or was_ready:
-                backoff = _BACKOFF_START
-                # At once, but not in a hot loop if it dies as soon as it consumes.
-                await self._pause(slot, _MIN_LIFE - uptime)
-                continue
-            # It never got going: wait before trying again, growing each time.
-            await self._pause(slot, backoff)
-            backoff = min(_BACKOFF_MAX, backoff * 2)
-        if slot in self._leaving:
-            self._forget(slot)
-
-    async def _wait_exit(self, child: Child) -> tuple[Child, int]:
-        """Wait until the child serving ``child``'s slot exits, following the slot
-        to each child that renew() puts in it; that child and its exit code."""
-        while True:
-            code = await child.proc.wait()
-            current = self.children.get(child.slot)
-            if current is None or current is child:
-                return child, code
-            # Renewed: the old child drained, and its successor runs (if it died
-            # meanwhile, its exit is seen at once below).
-            await self._exited(child)
-            event(
-                log,
-                logging.INFO,
-                "supervisor.child_replaced",
-                slot=child.slot,
-                pid=child.proc.pid,
-                code=code,
-            )
-            child = current
-
-    async def _exited(self, child: Child) -> None:
-        await child.pipe.close()
-        if self.metrics is not None:
-            self.metrics.child_exited(child.proc.pid)
+    def _on_ready(self, slot: Slot) -> None:
+        if slot != ISOLATION_SLOT:
+            self.ever_ready = True
 
     def _forget(self, slot: Slot) -> None:
-        self._leaving.discard(slot)
-        self.slots.pop(slot, None)
-        self.children.pop(slot, None)
-        self._wake.pop(slot, None)
-        self._keepers.pop(slot, None)
+        super()._forget(slot)
+        self._stop_if_all_told()  # it may have been the last one not told
+
+    def _stays_empty(self, slot: Slot, child: Child, code: int) -> bool:
+        if code == EXIT_SHUT_DOWN and self._retire(slot, child.proc.pid):
+            return True
+        if code == EXIT_STARTUP_FAILED and slot != ISOLATION_SLOT and not self.ever_ready:
+            self._give_up(slot, child.proc.pid)
+            return True
+        return False
 
     def _retire(self, slot: Slot, pid: int) -> bool:
         """Leave ``slot`` empty, its worker told to shut down; whether it stays
-        empty. The last worker to go takes the supervisor (and the isolation
-        worker) with it; the isolation worker alone is started again, since the
-        workers left still need it."""
+        empty. The isolation worker alone is started again, since the workers
+        left still need it."""
         event(log, logging.INFO, "supervisor.child_shut_down", slot=slot, pid=pid)
         if slot == ISOLATION_SLOT and not self.shut_down:
             return False
         self.retired.add(slot)
+        self._stop_if_all_told()
+        return True
+
+    def _stop_if_all_told(self) -> None:
+        """Once a worker was told to shut down and every other worker slot was
+        too (or was retired), the supervisor stops (and the isolation worker)."""
+        if self.stopping.is_set() or not self.retired:
+            return
         if all(s in self.retired for s in self.slots if s != ISOLATION_SLOT):
             self.shut_down = True
             self.stop()
-        return True
 
     def _give_up(self, slot: Slot, pid: int) -> None:
         event(
@@ -383,30 +349,10 @@ class Supervisor:
         self.startup_failed = True
         self.stop()
 
-    async def _pause(self, slot: Slot, seconds: float) -> None:
-        """Wait ``seconds``, or less if the supervisor stops or the slot is nudged."""
-        if seconds <= 0:
-            return
-        wake = self._wake[slot] = asyncio.Event()
-        if self.stopping.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
-
-    async def _spawn(self, slot: Slot) -> Child:
-        """Start a child for ``slot`` (not yet put in it)."""
-        child = await children.spawn(slot, self.slots[slot], self._on_ready)
-        if self.stopping.is_set():  # started while shutdown began: stop it too
-            children.terminate(child)
-        return child
-
-    def _stop_child(self, child: Child) -> None:
-        """Stop ``child`` gracefully, in the background."""
-        task = asyncio.create_task(children.stop([child], self.shutdown_timeout))
-        self._stopping_children.add(task)
-        task.add_done_callback(self._stopping_children.discard)
-
     async def _stop_children(self) -> None:
-        await children.stop(self._all_children(), self.shutdown_timeout)
+        """Stop every child gracefully; those already stopping are waited for
+        (a second SIGTERM would cut their grace period short)."""
+        rest = [c for c in self._all_children() if c not in self._draining]
+        await asyncio.gather(children.stop(rest, self.shutdown_timeout), self._draining.wait())
         for child in list(self._starting):
             await self._exited(child)
