@@ -173,7 +173,9 @@ def _operations_producer(url: str) -> tuple[aq.Broker, aq.Task[[float], int], aq
     return broker, spin, leak
 
 
-def _each_succeeded_once(worker: AqProcess, ids: list[str]) -> None:
+async def _each_succeeded_once(worker: AqProcess, ids: list[str]) -> None:
+    # A result reaches the producer just before its worker logs task.succeeded.
+    await worker.wait_for("task.succeeded", len(ids), timeout=10)
     succeeded = Counter(e.fields["task_id"] for e in worker.find("task.succeeded"))
     assert {i: succeeded[i] for i in ids} == dict.fromkeys(ids, 1)
     assert not worker.find("worker.requeued")
@@ -207,7 +209,7 @@ async def test_autoscale_grows_the_pool_under_a_cpu_bound_backlog_and_shrinks_it
         )
         await supervisor.wait_for("supervisor.child_retired", len(ups), timeout=30)
         assert len(_worker_children(supervisor.pid)) == 1
-        _each_succeeded_once(supervisor, [h.id for h in handles])
+        await _each_succeeded_once(supervisor, [h.id for h in handles])
     assert len(set(pids)) >= 2  # served by more than one process
     assert "Traceback" not in supervisor.stderr
 
@@ -227,11 +229,11 @@ async def test_a_child_past_max_memory_is_replaced_and_every_task_completes_once
         limits = supervisor.find("worker.memory_limit")
         letters = await broker.admin.dead_letters("default")
         replaced = supervisor.find("supervisor.child_exited", slot=0, code=0)
+        await _each_succeeded_once(supervisor, [h.id for h in handles])
     assert len(set(pids)) >= 2  # a fresh process took over
     assert limits, supervisor.stderr
     assert limits[0].fields["limit"] == "64MB"
     assert float(limits[0].fields["rss"].removesuffix("MB")) > 64
     assert replaced
     assert letters == []
-    _each_succeeded_once(supervisor, [h.id for h in handles])
     assert "Traceback" not in supervisor.stderr
