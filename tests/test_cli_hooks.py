@@ -100,3 +100,15 @@ async def test_what_startup_hooks_open_reaches_a_task_sent_over_redis(broker: aq
         sent_after = worker.signal(signal.SIGTERM)
         assert await worker.wait_exit() == 0, worker.stderr
         assert not worker.find("hook.shutdown_failed", after=sent_after)
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+async def test_aq_worker_under_its_supervisor_exits_4_when_the_startup_hook_fails(
+    broker: aq.Broker,
+) -> None:
+    env = {"AQ_BROKER_URL": broker.url}  # a network broker: an isolation worker runs too
+    async with aq_worker(app=FAILING, env=env) as supervisor:
+        assert await supervisor.wait_exit() == EXIT_STARTUP_FAILED, supervisor.stderr
+        assert supervisor.find("supervisor.startup_failed", slot=0)
+        assert ERROR in supervisor.lines
+        assert not supervisor.find("worker.started")
