@@ -59,7 +59,8 @@ async def aq_running(*args: str, url: str) -> AsyncIterator[AqProcess]:
 
 
 async def _runs(count: int) -> list[str]:
-    async with Redis.from_url(RECORD_URL, decode_responses=True) as record:
+    # No socket timeout: redis-py's own (5 s) would cut the 15-second BLPOP short.
+    async with Redis.from_url(RECORD_URL, decode_responses=True, socket_timeout=None) as record:
         await record.delete("announced", "fires")
         runs: list[str] = []
         while len(runs) < count:

@@ -159,7 +159,9 @@ async def test_a_slot_held_by_a_killed_process_comes_back_within_the_lease_time(
     broker, _, capped = producer(url)
     workers = await start_workers(url, record_url)
     try:
-        async with broker, Redis.from_url(record_url, decode_responses=True) as record:
+        # No socket timeout: redis-py's own (5 s) would cut the 30-second BLPOPs short.
+        record_client = Redis.from_url(record_url, decode_responses=True, socket_timeout=None)
+        async with broker, record_client as record:
             for i in range(3):
                 await capped.kiq(f"long{i}", 60.0)
             started: list[str] = []

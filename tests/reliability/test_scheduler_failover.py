@@ -35,7 +35,9 @@ LEASE_TIME = 2.0
 
 @pytest.fixture
 async def record() -> AsyncIterator[Redis]:
-    async with Redis.from_url(f"{REDIS_URL.rsplit('/', 1)[0]}/4", decode_responses=True) as r:
+    url = f"{REDIS_URL.rsplit('/', 1)[0]}/4"
+    # No socket timeout: redis-py's own (5 s) would cut the 30-second BLPOPs short.
+    async with Redis.from_url(url, decode_responses=True, socket_timeout=None) as r:
         await r.delete("fires", "announced")
         yield r
 
